@@ -1,0 +1,72 @@
+"""The ``robustkit`` command line. Sub-commands load lazily so ``robustkit --help`` is instant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from robustkit import __version__
+from robustkit.errors import RobustkitError
+
+#: command name → "module:attribute" of its click command, imported only when used.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("robustkit.cli.data:data", "Build, prepare and inspect datasets (built-in brain data, fastMRI, …)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table, so listing commands imports none of them.
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="robustkit")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to compute: auto uses CUDA whenever it is available.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random draw.")
+@click.pass_context
+def cli(ctx: click.Context, device: str, seed: int) -> None:
+    """robustkit: train MoDL, MOL and MnM-MOL MRI reconstruction networks and measure how robust
+    (k-space attacks) and how convergent (fixed-point and L[H_θ] audits) they are."""
+    ctx.obj = {"device": device, "seed": seed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="robustkit", standalone_mode=False)
+    except RobustkitError as exc:
+        click.echo(f"robustkit: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("robustkit: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("robustkit: interrupted; completed work is kept", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

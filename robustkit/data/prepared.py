@@ -1,0 +1,178 @@
+"""The prepared-dataset format: canonical samples with provenance in one HDF5 file.
+
+Layout (format ``robustkit-prepared``, version 1)::
+
+    /                   attrs: format, version, provenance (JSON)
+    /samples/000000     group, attrs: meta (JSON)
+        kspace          complex64 (C, H, W)
+        maps            complex64 (C, H, W)
+        target          complex64 (H, W)      optional
+        mask            float32 (H, W)        optional (absent = fully sampled)
+
+Training and studies read only this format; every loader and the built-in dataset write it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from robustkit.data.sample import Sample
+from robustkit.errors import RobustkitError
+from robustkit.physics.masks import MaskSpec
+
+FORMAT = "robustkit-prepared"
+VERSION = 1
+
+
+def write_prepared(
+    path: str | os.PathLike,
+    samples: Iterable[Sample],
+    provenance: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write ``samples`` to ``path`` atomically (temp file + rename); refuse to overwrite by default."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise RobustkitError(f"{path} already exists; choose another output path or pass --overwrite")
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["version"] = VERSION
+            f.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
+            group = f.create_group("samples")
+            n = 0
+            for i, s in enumerate(samples):
+                s.validate()
+                g = group.create_group(f"{i:06d}")
+                g.attrs["meta"] = json.dumps(s.meta, sort_keys=True)
+                g.create_dataset("kspace", data=s.kspace.astype(np.complex64))
+                g.create_dataset("maps", data=s.maps.astype(np.complex64))
+                if s.target is not None:
+                    g.create_dataset("target", data=s.target.astype(np.complex64))
+                if s.mask is not None:
+                    g.create_dataset("mask", data=s.mask.astype(np.float32))
+                n += 1
+            if n == 0:
+                raise RobustkitError(f"no samples to write to {path}; check the input file and slice selection")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _open(path: str | os.PathLike):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise RobustkitError(f"{path} does not exist; check the path or build it with `robustkit data build`")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise RobustkitError(f"{path} is not a readable HDF5 file ({exc}); re-create it") from None
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise RobustkitError(
+            f"{path} is not a robustkit prepared dataset; convert it with `robustkit data prepare`"
+        )
+    return f
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    with _open(path) as f:
+        return json.loads(f.attrs["provenance"])
+
+
+def read_samples(path: str | os.PathLike, split: str | None = None) -> list[Sample]:
+    """All samples of ``path`` (optionally only those whose ``meta["split"] == split``)."""
+    out = []
+    with _open(path) as f:
+        for key in sorted(f["samples"]):
+            g = f["samples"][key]
+            meta = json.loads(g.attrs["meta"])
+            if split is not None and meta.get("split") != split:
+                continue
+            try:
+                out.append(
+                    Sample(
+                        kspace=g["kspace"][()],
+                        maps=g["maps"][()],
+                        target=g["target"][()] if "target" in g else None,
+                        mask=g["mask"][()] if "mask" in g else None,
+                        meta=meta,
+                    )
+                )
+            except KeyError as exc:
+                raise RobustkitError(f"{path}: sample {key} lacks {exc}; re-create the file") from None
+    return out
+
+
+class PreparedDataset(torch.utils.data.Dataset):
+    """A split of a prepared file as torch tensors, with masks and noise drawn deterministically.
+
+    Each item is a dict: ``kspace`` measured ``b = M ⊙ (k + n)`` complex64 ``(C, H, W)``, ``maps``
+    ``(C, H, W)``, ``mask`` float32 ``(1, H, W)``, ``target`` complex64 ``(H, W)``, ``index``.
+
+    Args:
+        mask: how to undersample fully sampled k-space; ignored for samples that carry a mask.
+        seed: base seed; sample ``i`` uses ``seed + i`` (plus ``1000003 · epoch`` when ``vary``).
+        vary: draw a new mask (and noise) every epoch (training); fixed otherwise (evaluation).
+        noise: complex Gaussian noise of standard deviation ``noise · ‖M k‖ / √|M|`` (relative to the
+            RMS of the measured samples, SPEC §1); 0 disables it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str | None = None,
+        mask: MaskSpec | None = None,
+        seed: int = 0,
+        vary: bool = False,
+        noise: float = 0.0,
+    ):
+        self.path = Path(path)
+        self.samples = read_samples(path, split)
+        if not self.samples:
+            raise RobustkitError(f"{path} has no samples in split {split!r}; choose train, val or test")
+        self.mask_spec = mask or MaskSpec()
+        self.seed, self.vary, self.noise = seed, vary, noise
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.samples[i]
+        seed = self.seed + i + (1_000_003 * self.epoch if self.vary else 0)
+        mask = s.mask if s.mask is not None else self.mask_spec.draw(s.shape, seed)
+        k = s.kspace
+        if self.noise > 0:
+            rng = np.random.default_rng(seed + 7_919)
+            n = rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)
+            rms = np.linalg.norm(k * mask) / np.sqrt(max(1.0, mask.sum() * k.shape[0]))
+            k = k + (self.noise * rms / np.sqrt(2)) * n
+        b = (k * mask).astype(np.complex64)
+        target = s.target if s.target is not None else np.zeros(s.shape, np.complex64)
+        return {
+            "kspace": torch.from_numpy(b),
+            "maps": torch.from_numpy(np.ascontiguousarray(s.maps, dtype=np.complex64)),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.complex64)),
+            "index": torch.tensor(i),
+        }

@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+
+
+class RobustkitError(Exception):
+    """A user-facing error: the message names the problem and the fix, on one line."""
