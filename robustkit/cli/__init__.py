@@ -13,6 +13,8 @@ from robustkit.errors import RobustkitError
 #: command name → "module:attribute" of its click command, imported only when used.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("robustkit.cli.data:data", "Build, prepare and inspect datasets (built-in brain data, fastMRI, …)."),
+    "train": ("robustkit.cli.train:train", "Train MoDL, MOL, MOL-SN or MnM-MOL into the model zoo."),
+    "models": ("robustkit.cli.models:models", "List and inspect the model zoo."),
 }
 
 

@@ -1,0 +1,209 @@
+"""Training loop for every model: checkpoint each epoch, resume, deterministic, CSV log.
+
+Loss: mean squared error ``mean |x − x_gt|²`` of the complex reconstruction, plus the model's
+constraint term:
+
+- MnM-MOL: ``w · relu(L − T)²`` with ``L`` an estimate of ``L[H_θ](x*; δ)`` (two-point ascent in
+  ``B(x*, δ‖x*‖)`` seeded on the iteration's slow mode, SPEC §4–§5), ``T = penalty_threshold``;
+- MOL: the log barrier ``w · (−log(T − L))`` on ``L[F_θ]`` (linear within 1e-3 of T), ``T = 1 − m``;
+- MOL-SN, MoDL: none (MOL-SN's constraint holds by construction).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustkit.batch import operator_of, to_device
+from robustkit.errors import RobustkitError
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (stored on the card)."""
+
+    model: str
+    data: str = "builtin"
+    accel: float = 4.0
+    epochs: int = 10
+    batch_size: int = 1
+    lr: float = 1e-3
+    seed: int = 0
+    noise: float = 0.0
+    init_from: str | None = None  # zoo model whose F_θ and λ warm-start this one
+    model_config: dict[str, Any] = field(default_factory=dict)
+    penalty_weight: float | None = None  # default per model (MnM-MOL 0.5, MOL 1e-6)
+    penalty_threshold: float | None = None  # default per model (MnM-MOL 0.95, MOL 1 − m)
+    lipschitz_steps: int = 5
+    max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
+    val_samples: int | None = None
+    grad_clip: float = 1.0
+
+
+class NonFiniteLoss(RobustkitError):
+    pass
+
+
+def _dataset(config: TrainConfig, split: str, vary: bool):
+    from robustkit.data.builtin import ensure_builtin
+    from robustkit.data.prepared import PreparedDataset
+    from robustkit.physics.masks import MaskSpec
+
+    path = ensure_builtin() if config.data == "builtin" else Path(config.data)
+    return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise)
+
+
+def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's constraint penalty (scalar, differentiable in θ, λ) and the L estimate ``(B,)``."""
+    from robustkit.analysis.lipschitz import local_lipschitz, penalty, slow_direction
+
+    zero = x_star.real.new_zeros(())
+    if model.name == "mnmmol":
+        T = config.penalty_threshold if config.penalty_threshold is not None else 0.95
+        w = config.penalty_weight if config.penalty_weight is not None else 0.5
+        x = x_star.detach()
+        with torch.no_grad():
+            direction = slow_direction(lambda v: model.iteration(v, kspace, op), x)
+        res = local_lipschitz(
+            lambda v: model.H(v, op), x, model.config.delta, steps=config.lipschitz_steps,
+            restarts=1, init=direction, differentiable=True,
+        )
+        return w * penalty(res.estimate, T, kind="quadratic").mean(), res.estimate.detach()
+    if model.name == "mol":
+        T = config.penalty_threshold if config.penalty_threshold is not None else 1 - model.config.m
+        w = config.penalty_weight if config.penalty_weight is not None else 1e-6
+        res = local_lipschitz(model.cnn, x_star.detach(), 0.3, steps=config.lipschitz_steps, restarts=1, differentiable=True)
+        return w * penalty(res.estimate, T, kind="barrier").mean(), res.estimate.detach()
+    return zero, None
+
+
+def _warm_start(model, ref: str) -> None:
+    from robustkit.models.zoo import load_model
+
+    source, _ = load_model(ref)
+    model.cnn.load_state_dict(source.cnn.state_dict())
+    with torch.no_grad():
+        model.lam.copy_(source.lam)
+
+
+def _validate(model, dataset, device, limit: int | None) -> dict[str, float]:
+    from robustkit.evaluate import evaluate
+
+    subset = dataset if limit is None else torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    rows = evaluate(model, subset, device)
+    out = {f"val_{k}": sum(r[k] for r in rows) / len(rows) for k in ("psnr", "ssim", "nmse")}
+    if model.is_deq:
+        out["val_iterations"] = sum(r["iterations"] for r in rows) / len(rows)
+        out["val_converged"] = sum(r["converged"] for r in rows) / len(rows)
+    return out
+
+
+def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train ``config.model`` into the zoo folder ``out``; returns the final card.
+
+    Every epoch writes ``weights.safetensors`` + ``card.json`` (zoo format), ``train_state.pt``
+    (optimizer, epoch, RNG; read with ``weights_only=True``) and appends a row to ``log.csv``.
+    """
+    from tqdm.auto import tqdm
+
+    from robustkit.models.registry import build_model
+    from robustkit.models.zoo import read_card, save_model
+
+    out = Path(out)
+    state_path = out / "train_state.pt"
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise RobustkitError(f"{out} already holds a model; pass --resume to continue it or choose another --out")
+    if resume and not state_path.exists():
+        raise RobustkitError(f"nothing to resume in {out} (no train_state.pt); drop --resume to start afresh")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, config.model_config).to(device)
+    if config.init_from and not resume:
+        _warm_start(model, config.init_from)
+        model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train_set, val_set = _dataset(config, "train", vary=True), _dataset(config, "val", vary=False)
+
+    start_epoch, elapsed = 0, 0.0
+    if resume:
+        from safetensors.torch import load_file
+
+        state = torch.load(state_path, weights_only=True)
+        model.load_state_dict(load_file(out / "weights.safetensors"))
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
+        torch.set_rng_state(state["rng"])
+    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    card: dict[str, Any] = read_card(out) if resume else {}
+    card.setdefault("command", command)
+    card.setdefault("history", [])
+
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        train_set.set_epoch(epoch)
+        g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=g)
+        model.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        for batch in bar:
+            batch = to_device(batch, device)
+            op = operator_of(batch)
+            x = model(batch["kspace"], op)
+            mse = (x - batch["target"]).abs().pow(2).mean()
+            term, lips = constraint_term(model, x, batch["kspace"], op, config)
+            loss = mse + term
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"training {config.model} diverged at epoch {epoch + 1} (loss {loss.item()}); the last good "
+                    f"checkpoint in {out} is kept — lower --lr or resume from it"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            step = {"loss": loss.item(), "mse": mse.item(), "penalty": float(term)}
+            if lips is not None:
+                step["L"] = float(lips.max())
+            if model.is_deq and model.last_stats is not None:
+                step["iterations"] = float(model.last_stats.iterations.float().mean())
+            for k, v in step.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})
+        n = max(1, len(loader))
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
+        row.update(_validate(model, val_set, device, config.val_samples))
+        elapsed += time.perf_counter() - t0
+        row["elapsed_s"] = round(elapsed, 1)
+        card["history"].append(row)
+        card.update(
+            training=asdict(config), epochs_done=epoch + 1, train_seconds=round(elapsed, 1),
+            validation={k: v for k, v in row.items() if k.startswith("val_")},
+            data={"name": config.data, "accel": config.accel, "mask": "random 1-D Cartesian, fastMRI centre fraction", "noise": config.noise},
+        )
+        save_model(out, model, card)
+        torch.save({"optimizer": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed, "rng": torch.get_rng_state()}, state_path)
+        _append_log(out / "log.csv", row)
+        if progress:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+        if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
+            break
+    return card
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
