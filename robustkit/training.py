@@ -171,7 +171,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
-            step = {"loss": loss.item(), "mse": mse.item(), "penalty": float(term)}
+            step = {"loss": loss.item(), "mse": mse.item(), "penalty": float(term.detach())}
             if lips is not None:
                 step["L"] = float(lips.max())
             if model.is_deq and model.last_stats is not None:
@@ -197,7 +197,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
         if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
             break
-    return card
+    return read_card(out)
 
 
 def _append_log(path: Path, row: dict[str, Any]) -> None:

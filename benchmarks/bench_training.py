@@ -1,0 +1,157 @@
+"""Memory and time of one training step, and CNN evaluations of the DEQ forward (issue: benchmarks).
+
+Prints two tables:
+
+1. per model: bytes of tensors saved for backward (autograd saved-tensor hooks, deterministic),
+   peak process memory growth during the step (ru_maxrss, measured in a fresh subprocess per
+   model), CUDA max_memory_allocated when on a GPU, and the median time of a training step;
+   ratios against MoDL K = 10 in the same run.
+2. CNN evaluations for the MnM-MOL forward to reach relative residual 1e-3 from the SENSE start:
+   the reference damped iteration (γ = 0.1), γ = 0.5, γ = 1, and Anderson (γ = 1).
+
+Usage: python benchmarks/bench_training.py [--model-ref ZOO_NAME] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+VARIANTS = {
+    "modl-K1": ("modl", {"K": 1}),
+    "modl-K5": ("modl", {"K": 5}),
+    "modl-K10": ("modl", {"K": 10}),
+    "modl-K20": ("modl", {"K": 20}),
+    "mol": ("mol", {}),
+    "mnmmol-implicit": ("mnmmol", {"backward": "implicit"}),
+    "mnmmol-jfb": ("mnmmol", {"backward": "jfb"}),
+    "mnmmol-implicit-iters20": ("mnmmol", {"backward": "implicit", "tol": 0.0, "max_iter": 20}),
+    "mnmmol-implicit-iters80": ("mnmmol", {"backward": "implicit", "tol": 0.0, "max_iter": 80}),
+}
+
+
+def _batch(device):
+    from robustkit.batch import operator_of, to_device
+    from robustkit.data.builtin import ensure_builtin
+    from robustkit.data.prepared import PreparedDataset
+
+    ds = PreparedDataset(ensure_builtin(), split="test")
+    batch = to_device({k: v[None] for k, v in ds[0].items()}, device)
+    return batch, operator_of(batch)
+
+
+def _model(name, config, ref, device):
+    from robustkit.models import build_model
+    from robustkit.models.zoo import load_model
+
+    model = build_model(name, config)
+    if ref:  # a trained CNN makes the DEQ solves realistic (a random CNN converges trivially)
+        source, _ = load_model(ref)
+        model.cnn.load_state_dict(source.cnn.state_dict())
+        with torch.no_grad():
+            model.lam.copy_(source.lam)
+    return model.to(device).train()
+
+
+def one(variant: str, ref: str | None, steps: int) -> dict:
+    """Measure one variant in this (fresh) process."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name, config = VARIANTS[variant]
+    batch, op = _batch(device)
+    model = _model(name, config, ref, device)
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        if i == 0:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                x = model(batch["kspace"], op)
+        else:
+            x = model(batch["kspace"], op)
+        loss = (x - batch["target"]).abs().pow(2).mean()
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    out = {
+        "variant": variant,
+        "saved_MB": sum(saved.values()) / 2**20,
+        "peak_rss_growth_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
+        "step_s": statistics.median(times),
+    }
+    if device.type == "cuda":
+        out["cuda_max_MB"] = torch.cuda.max_memory_allocated() / 2**20
+    stats = getattr(model, "last_stats", None)
+    if stats is not None:
+        out["fwd_iters"] = float(stats.iterations.float().mean())
+    return out
+
+
+def cnn_evals(ref: str | None) -> list[dict]:
+    from robustkit.models import build_model
+    from robustkit.physics.sense import sense_init
+    from robustkit.solvers import solve
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch, op = _batch(device)
+    rows = []
+    for label, gamma, method in [("damped γ=0.1 (reference)", 0.1, "damped"), ("damped γ=0.5", 0.5, "damped"),
+                                 ("damped γ=1", 1.0, "damped"), ("Anderson γ=1", 1.0, "anderson")]:
+        model = _model("mnmmol", {"gamma": gamma}, ref, device).eval()
+        with torch.no_grad():
+            x0 = sense_init(op, batch["kspace"])
+            x, stats = solve(lambda v: model.iteration(v, batch["kspace"], op), x0, method=method, tol=1e-3, max_iter=2000)
+        rows.append({"solver": label, "cnn_evals": int(stats.f_evals), "converged": bool(stats.converged.all()),
+                     "residual": float(stats.residual.max())})
+    ref_evals = rows[0]["cnn_evals"]
+    for r in rows:
+        r["speed-up vs reference"] = ref_evals / r["cnn_evals"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-ref", default="mnmmol", help="zoo model whose F_θ and λ are used (default: mnmmol); 'none' for random")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    ref = None if args.model_ref == "none" else args.model_ref
+    if args.one:
+        print(json.dumps(one(args.one, ref, args.steps)))
+        return
+    import pandas as pd
+
+    rows = []
+    for variant in VARIANTS:
+        proc = subprocess.run([sys.executable, __file__, "--one", variant, "--model-ref", args.model_ref, "--steps", str(args.steps)],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    table = pd.DataFrame(rows).set_index("variant")
+    base = table.loc["modl-K10"]
+    table["saved / MoDL K10"] = table["saved_MB"] / base["saved_MB"]
+    table["step / MoDL K10"] = table["step_s"] / base["step_s"]
+    pd.set_option("display.width", 200)
+    print(f"# one training step, one 120×104 slice, 12 coils, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    print(table.round(3).to_string())
+    print("\n# CNN evaluations of the MnM-MOL forward to relative residual 1e-3 from SENSE")
+    print(pd.DataFrame(cnn_evals(ref)).round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,512 @@
+"""Lipschitz estimates of an operator ``H`` (SPEC §2, §4, §5).
+
+In robustkit ``H`` is usually ``H_θ(x) = x − AᴴA x − F_θ(x)/λ``; ``L[H_θ] ≤ T = 1 − m`` makes
+``Q_θ = I − H_θ`` m-monotone. Every estimator here takes any callable ``H: (B, ...) → (B, ...)``
+on complex or real tensors, treats samples independently (``H`` must not mix the batch, which
+holds for ``H_θ`` and ``F_θ``) and returns per-sample numbers with its own convergence record:
+
+- :func:`local_lipschitz` — two-point projected gradient ascent in the ball ``B(x, δ‖x‖)``
+  (SPEC §5), a LOWER bound of the local constant ``L[H](x; δ)``; differentiable in θ for training.
+- :func:`slow_direction` — the slow mode of a fixed-point map, to seed the ascent (SPEC §4).
+- :func:`jacobian_spectral_norm` — ``‖J_H(x)‖₂`` by power iteration on ``JᵀJ``.
+- :func:`jacobian_spectral_radius` — ``|λ_max(J_H(x))|`` by power iteration on ``J``.
+- :func:`penalty` — the training penalty on an estimate, quadratic or log barrier.
+
+Complex tensors are treated as vectors of ``ℝ^{2n}`` (the real and imaginary parts of
+``torch.view_as_real``), so a map that is not holomorphic (a CNN on the 2-channel view) has a
+well-defined real Jacobian. PyTorch's autograd is consistent with that view: the vector-Jacobian
+product of a complex map is the adjoint of its real-linear Jacobian under ``Re⟨a, b⟩``, so no
+explicit conversion is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
+AscentCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+__all__ = [
+    "LipschitzResult",
+    "PowerIterationResult",
+    "local_lipschitz",
+    "slow_direction",
+    "jacobian_spectral_norm",
+    "jacobian_spectral_radius",
+    "penalty",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample Euclidean norm over all but the first dim: ``(B, ...) → (B,)`` (real)."""
+    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)
+
+
+def _per_sample(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(B,)`` tensor to broadcast against ``like`` ``(B, ...)``."""
+    return s.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _default_generator(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
+    # Never the global RNG: a fixed seed when the caller gives no generator.
+    return generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def _random_unit(x: torch.Tensor, generator: torch.Generator, support: torch.Tensor | None) -> torch.Tensor:
+    """Random per-sample unit vector (restricted to ``support``), shape of ``x``."""
+    g = _randn_like(x, generator)
+    if support is not None:
+        g = g * support
+    n = _norm(g)
+    return g / _per_sample(n.clamp_min(torch.finfo(n.dtype).tiny), g)
+
+
+def _project_ball(u: torch.Tensor) -> torch.Tensor:
+    """Projection onto the unit ball ``{‖u‖ ≤ 1}`` per sample: ``u / max(1, ‖u‖)``."""
+    return u / _per_sample(_norm(u).clamp_min(1.0), u)
+
+
+def _check_support(support: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    if support is None:
+        return None
+    if support.is_complex():
+        raise ValueError("support must be a real or boolean mask (e.g. Σ_c|S_c|² > 0), got a complex tensor")
+    try:
+        torch.broadcast_shapes(support.shape, x.shape)
+    except RuntimeError as err:
+        raise ValueError(f"support of shape {tuple(support.shape)} does not broadcast to x {tuple(x.shape)}") from err
+    s = (support != 0).to(device=x.device, dtype=x.real.dtype)
+    if bool((_norm(s.expand(x.shape)) == 0).any()):
+        raise ValueError("support is empty for at least one sample; pass a mask with nonzero entries")
+    return s
+
+
+# ----------------------------------------------------------------------------- local Lipschitz
+
+
+@dataclass
+class LipschitzResult:
+    """Result of :func:`local_lipschitz`.
+
+    Attributes:
+        estimate: ``(B,)`` the best ratio ``‖H(z₁) − H(z₂)‖ / ‖z₁ − z₂‖`` found over all restarts
+            (a lower bound of ``L[H](x; δ)``); carries a graph to θ when ``differentiable=True``.
+        trace: ``(steps, B)`` the ratio after each ascent step, of each sample's best restart.
+        last_rel_change: ``(B,)`` ``(r_K − r_{K−1}) / r_K`` of that restart's last step (0 when
+            the last step was rejected by the backtracking rule: no improvement at that step size).
+        restarts: number of restarts run.
+        steps: ascent steps per restart.
+        u, v: ``x``-shaped, the best pair in unit-ball coordinates (``z = x + ε u``), detached.
+        separation: ``(B,)`` ``‖z₁ − z₂‖ / ‖x‖`` of the best pair (close pairs probe the
+            Jacobian, far pairs the ball).
+    """
+
+    estimate: torch.Tensor
+    trace: torch.Tensor
+    last_rel_change: torch.Tensor
+    restarts: int
+    steps: int
+    u: torch.Tensor
+    v: torch.Tensor
+    separation: torch.Tensor
+
+
+def slow_direction(f: Operator, x: torch.Tensor, iters: int = 5) -> torch.Tensor:
+    """The slow mode of the fixed-point iteration ``x_{k+1} = f(x_k)`` near ``x`` (SPEC §4).
+
+    Runs ``iters`` plain iterations from ``x_0 = x`` without graph and returns the residual
+    ``r = f(x_n) − x_n`` (shape of ``x``, not normalised): fast components decay as ``ρ_fast^n``,
+    so near a fixed point ``r`` points along the slowest direction. Pass it as ``init=`` to
+    :func:`local_lipschitz`.
+    """
+    if iters < 0:
+        raise ValueError(f"iters must be ≥ 0, got {iters}")
+    with torch.no_grad():
+        z = x.detach()
+        for _ in range(iters):
+            z = f(z)
+        return f(z) - z
+
+
+def _ratio(H: Operator, x: torch.Tensor, eps: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``‖H(x + εu) − H(x + εv)‖ / (ε‖u − v‖)`` per sample, ``(B,)``.
+
+    Two calls of ``H`` (not one on a ``2B`` batch): ``H_θ`` closes over a batched SENSE operator.
+    """
+    e = _per_sample(eps, x)
+    num = _norm(H(x + e * u) - H(x + e * v))
+    den = eps * _norm(u - v)
+    return num / den.clamp_min(torch.finfo(den.dtype).tiny)
+
+
+def _ascent(
+    H: Operator,
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    steps: int,
+    step_size: float,
+    support: torch.Tensor | None,
+    callback: AscentCallback | None,
+    restart: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One restart of the projected, normalised-gradient ascent with per-sample backtracking.
+
+    Returns ``(u, v, ratio (B,), trace (steps, B), last_rel_change (B,))``, all detached.
+    """
+
+    def value_and_grad(u_: torch.Tensor, v_: torch.Tensor):
+        u_ = u_.detach().requires_grad_(True)
+        v_ = v_.detach().requires_grad_(True)
+        r = _ratio(H, x, eps, u_, v_)
+        # Gradients w.r.t. u, v only: parameters of H get no .grad and no graph survives.
+        gu, gv = torch.autograd.grad(r.sum(), (u_, v_))
+        if support is not None:
+            gu, gv = gu * support, gv * support
+        return r.detach(), gu, gv
+
+    eta = torch.full((x.shape[0],), float(step_size), dtype=eps.dtype, device=x.device)
+    r, gu, gv = value_and_grad(u, v)
+    trace = []
+    prev = r
+    for k in range(steps):
+        gnorm = torch.sqrt(_norm(gu) ** 2 + _norm(gv) ** 2)
+        # Step length relative to the pair's separation: the ratio is scale-free in u − v, so a
+        # pair seeded 0.01‖x‖ apart is refined as gently as a far pair (SPEC §4 slow mode).
+        length = eta * _norm(u - v) / gnorm.clamp_min(torch.finfo(gnorm.dtype).tiny)
+        u_new = _project_ball(u + _per_sample(length, u) * gu)
+        v_new = _project_ball(v + _per_sample(length, v) * gv)
+        r_new, gu_new, gv_new = value_and_grad(u_new, v_new)
+        accept = r_new > r
+        a = _per_sample(accept, u)
+        prev = r
+        u, v = torch.where(a, u_new, u), torch.where(a, v_new, v)
+        gu, gv = torch.where(a, gu_new, gu), torch.where(a, gv_new, gv)
+        r = torch.where(accept, r_new, r)
+        eta = torch.where(accept, eta * 1.5, eta * 0.5)
+        trace.append(r)
+        if callback is not None:
+            callback(restart, k, u, v, r)
+    trace_t = torch.stack(trace) if trace else r.unsqueeze(0)
+    last = (r - prev) / r.clamp_min(torch.finfo(r.dtype).tiny)
+    return u, v, r, trace_t, last
+
+
+def local_lipschitz(
+    H: Operator,
+    x: torch.Tensor,
+    delta: float,
+    *,
+    steps: int = 20,
+    restarts: int = 2,
+    step_size: float = 0.5,
+    support: torch.Tensor | None = None,
+    init: Literal["random", "slow-mode"] | torch.Tensor = "random",
+    slow_mode_map: Operator | None = None,
+    pair_distance: float | None = None,
+    generator: torch.Generator | None = None,
+    differentiable: bool = False,
+    callback: AscentCallback | None = None,
+) -> LipschitzResult:
+    """Local Lipschitz constant ``L[H](x; δ)`` by two-point projected gradient ascent (SPEC §5).
+
+    ``z₁ = x + ε u``, ``z₂ = x + ε v``, ``ε = δ‖x‖`` per sample, ``‖u‖, ‖v‖ ≤ 1``; maximise
+    ``R(u, v) = ‖H(z₁) − H(z₂)‖ / ‖z₁ − z₂‖``. Every ratio found is a LOWER bound of the local
+    constant; ``estimate`` is the best over ``restarts``.
+
+    Step rule: normalised gradient ascent on ``(u, v)`` jointly, step length
+    ``η_k ‖u − v‖`` (relative to the pair's separation, since ``R`` of a linear map depends only
+    on the direction of ``u − v``), then projection onto the unit BALL (``u / max(1, ‖u‖)``,
+    not the MOL reference's sphere). Per sample, a step is kept only if it raises ``R``
+    (then ``η ← 1.5 η``), else it is rejected (``η ← η/2``): the trace never decreases and each
+    step costs two calls of ``H`` plus one backward.
+
+    Args:
+        H: operator ``(B, ...) → (B, ...)``, complex or real, per-sample.
+        x: centre of the ball ``(B, ...)``; every sample must be nonzero.
+        delta: relative ball radius δ > 0.
+        steps: ascent steps per restart (*ref* 20; 10 for the slow-mode seed).
+        restarts: independent starts; the per-sample maximum is kept. With a slow-mode seed,
+            restart 0 starts on the seed and the others at random.
+        step_size: initial relative step ``η₀``.
+        support: real/bool mask broadcastable to ``x`` (e.g. coil support ``Σ_c|S_c|² > 0``);
+            the perturbations ``u, v`` are zero outside it.
+        init: ``"random"`` (u, v uniform in the unit ball), ``"slow-mode"`` (the direction
+            :func:`slow_direction` of ``slow_mode_map``), or a direction tensor ``r`` shaped like
+            ``x``: ``u = +a r̂``, ``v = −a r̂`` with ``a = pair_distance / (2δ)``, i.e.
+            ``z₁,₂ = x ± (pair_distance‖x‖/2) r̂``.
+        slow_mode_map: the fixed-point map ``f`` for ``init="slow-mode"``.
+        pair_distance: seeded pair distance relative to ``‖x‖`` (default 0.01); at most 2δ.
+        generator: RNG for the random starts (default: a fresh generator seeded 0; never global).
+        differentiable: when True, ``estimate`` is recomputed with graph at the final pair so
+            that ``∂estimate/∂θ`` flows to H's parameters (and to ``x`` if it requires grad);
+            the ascent itself runs on detached copies and is not differentiated.
+        callback: called after every step as ``callback(restart, step, u, v, ratio)`` with the
+            current (accepted, projected) iterates — a debug hook, e.g. to check ``‖u‖ ≤ 1``.
+
+    Returns:
+        :class:`LipschitzResult`.
+    """
+    if delta <= 0 or not math.isfinite(delta):
+        raise ValueError(f"delta must be a positive finite number, got {delta}")
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be ≥ 1, got {restarts}")
+    if not step_size > 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    if x.ndim < 2:
+        raise ValueError(f"x must be batched (B, ...), got shape {tuple(x.shape)}")
+    if isinstance(init, str) and init not in ("random", "slow-mode"):
+        raise ValueError(f"init must be 'random', 'slow-mode' or a direction tensor, got {init!r}")
+    if isinstance(init, str) and init == "slow-mode" and slow_mode_map is None:
+        raise ValueError("init='slow-mode' needs slow_mode_map (the fixed-point map f) or pass the direction tensor as init")
+    if isinstance(init, torch.Tensor) and init.shape != x.shape:
+        raise ValueError(f"init direction of shape {tuple(init.shape)} must match x {tuple(x.shape)}")
+    if pair_distance is None:
+        pair_distance = 0.01
+    if not 0 < pair_distance <= 2 * delta:
+        raise ValueError(f"pair_distance must be in (0, 2δ] = (0, {2 * delta}], got {pair_distance}")
+
+    x0 = x.detach()
+    xnorm = _norm(x0)
+    if bool((xnorm == 0).any()):
+        raise ValueError("x has an all-zero sample: the relative ball δ‖x‖ is empty; pass nonzero images")
+    eps = delta * xnorm
+    mask = _check_support(support, x0)
+    gen = _default_generator(x0, generator)
+
+    direction: torch.Tensor | None = None
+    if isinstance(init, torch.Tensor):
+        direction = init.detach().to(device=x0.device, dtype=x0.dtype)
+    elif init == "slow-mode":
+        direction = slow_direction(slow_mode_map, x0)  # type: ignore[arg-type]
+
+    def uniform_ball() -> torch.Tensor:
+        n = float(x0[0].numel() * (2 if x0.is_complex() else 1))
+        radius = torch.rand(x0.shape[0], generator=gen, device=x0.device, dtype=eps.dtype) ** (1.0 / n)
+        return _random_unit(x0, gen, mask) * _per_sample(radius, x0)
+
+    best = None
+    for restart in range(restarts):
+        if direction is not None and restart == 0:
+            d = direction * mask if mask is not None else direction
+            dn = _norm(d)
+            # A zero residual (x exactly at the fixed point) has no slow mode: random direction.
+            d = torch.where(_per_sample(dn > 0, d), d / _per_sample(dn.clamp_min(torch.finfo(dn.dtype).tiny), d), _random_unit(x0, gen, mask))
+            a = pair_distance / (2 * delta)
+            u, v = a * d, -a * d
+        else:
+            u, v = uniform_ball(), uniform_ball()
+        with torch.enable_grad():
+            out = _ascent(H, x0, eps, u, v, steps, step_size, mask, callback, restart)
+        if best is None:
+            best = list(out)
+        else:
+            better = out[2] > best[2]
+            b_ = _per_sample(better, x0)
+            best = [
+                torch.where(b_, out[0], best[0]),
+                torch.where(b_, out[1], best[1]),
+                torch.where(better, out[2], best[2]),
+                torch.where(better.unsqueeze(0), out[3], best[3]),
+                torch.where(better, out[4], best[4]),
+            ]
+    u, v, ratio, trace, last = best  # type: ignore[misc]
+    if differentiable:
+        with torch.enable_grad():
+            estimate = _ratio(H, x, delta * _norm(x), u, v)
+    else:
+        estimate = ratio
+    return LipschitzResult(
+        estimate=estimate,
+        trace=trace,
+        last_rel_change=last,
+        restarts=restarts,
+        steps=steps,
+        u=u,
+        v=v,
+        separation=delta * _norm(u - v),
+    )
+
+
+# ----------------------------------------------------------------------------- Jacobian power iteration
+
+
+@dataclass
+class PowerIterationResult:
+    """Result of :func:`jacobian_spectral_norm` / :func:`jacobian_spectral_radius`.
+
+    Attributes:
+        estimate: ``(B,)`` ``‖J v_k‖`` for the last unit iterate ``v_k`` (for the norm, a lower
+            bound of ``‖J‖₂`` at every iteration).
+        trace: ``(iterations, B)`` the estimate after each iteration.
+        last_rel_change: ``(B,)`` ``|s_k − s_{k−1}| / s_k`` of the last iteration.
+        converged: ``(B,)`` bool, ``last_rel_change < tol``.
+        iterations: iterations run (stops early once every sample converged).
+        vector: ``x``-shaped, the last unit iterate ``v_k`` (leading right singular vector /
+            eigenvector estimate), detached.
+    """
+
+    estimate: torch.Tensor
+    trace: torch.Tensor
+    last_rel_change: torch.Tensor
+    converged: torch.Tensor
+    iterations: int
+    vector: torch.Tensor
+
+
+class _Linearisation:
+    """``J = ∂H/∂x`` at ``x`` from ONE forward graph: ``Jᵀw`` by backward, ``Jv`` by the
+    double-backward trick (``Jv = ∂/∂w ⟨Jᵀw, v⟩``, exact since ``Jᵀw`` is linear in ``w``).
+    For complex tensors both are the real-linear maps on ``ℝ^{2n}`` (module docstring)."""
+
+    def __init__(self, H: Operator, x: torch.Tensor):
+        self.x = x.detach().requires_grad_(True)
+        self.y = H(self.x)
+        if self.y.shape[0] != x.shape[0]:
+            raise ValueError(f"H must keep the batch size: got {tuple(self.y.shape)} from {tuple(x.shape)}")
+        self.w = torch.zeros_like(self.y, requires_grad=True)
+        (self.jt_w,) = torch.autograd.grad(self.y, self.x, self.w, create_graph=True)
+
+    def jvp(self, v: torch.Tensor) -> torch.Tensor:
+        (out,) = torch.autograd.grad(self.jt_w, self.w, v, retain_graph=True)
+        return out
+
+    def vjp(self, w: torch.Tensor) -> torch.Tensor:
+        (out,) = torch.autograd.grad(self.y, self.x, w, retain_graph=True)
+        return out
+
+
+def _check_power_args(iters: int, tol: float, x: torch.Tensor) -> None:
+    if iters < 1:
+        raise ValueError(f"iters must be ≥ 1, got {iters}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    if x.ndim < 2:
+        raise ValueError(f"x must be batched (B, ...), got shape {tuple(x.shape)}")
+
+
+def _power_iteration(
+    step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    x: torch.Tensor,
+    iters: int,
+    tol: float,
+    generator: torch.Generator | None,
+) -> PowerIterationResult:
+    """Generic loop: ``step(v) → (s, v_next)`` with ``s (B,)`` the estimate at unit ``v``."""
+    v = _random_unit(x.detach(), _default_generator(x, generator), None)
+    trace: list[torch.Tensor] = []
+    last = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.real.dtype)
+    for _ in range(iters):
+        s, v_next = step(v)
+        if trace:
+            last = (s - trace[-1]).abs() / s.clamp_min(torch.finfo(s.dtype).tiny)
+        trace.append(s.detach())
+        n = _norm(v_next)
+        # J v = 0 (a zero Jacobian on this vector): keep v, the estimate 0 is exact for it.
+        v = torch.where(_per_sample(n > 0, v), v_next / _per_sample(n.clamp_min(torch.finfo(n.dtype).tiny), v), v)
+        if bool((last < tol).all()):
+            break
+    return PowerIterationResult(
+        estimate=trace[-1],
+        trace=torch.stack(trace),
+        last_rel_change=last,
+        converged=last < tol,
+        iterations=len(trace),
+        vector=v.detach(),
+    )
+
+
+def jacobian_spectral_norm(
+    H: Operator,
+    x: torch.Tensor,
+    *,
+    iters: int = 50,
+    tol: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> PowerIterationResult:
+    """``‖J_H(x)‖₂`` per sample by power iteration on ``JᵀJ``.
+
+    ``v_{k+1} = JᵀJ v_k / ‖JᵀJ v_k‖``, estimate ``s_k = ‖J v_k‖`` (``‖v_k‖ = 1``), a lower bound
+    of ``‖J‖₂`` that increases to it; stops when ``|s_k − s_{k−1}|/s_k < tol`` for all samples.
+    One forward of ``H`` in all, two backward passes per iteration. Complex maps are taken as
+    real-linear maps of ``ℝ^{2n}``, so this is the norm of the real Jacobian.
+    """
+    _check_power_args(iters, tol, x)
+    with torch.enable_grad():
+        lin = _Linearisation(H, x)
+
+        def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            jv = lin.jvp(v)
+            return _norm(jv), lin.vjp(jv)
+
+        return _power_iteration(step, x, iters, tol, generator)
+
+
+def jacobian_spectral_radius(
+    H: Operator,
+    x: torch.Tensor,
+    *,
+    iters: int = 50,
+    tol: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> PowerIterationResult:
+    """``|λ_max(J_H(x))|`` per sample by power iteration on ``J``: ``v_{k+1} = J v_k / ‖J v_k‖``,
+    estimate ``s_k = ‖J v_k‖``.
+
+    ``s_k`` tends to the spectral radius when the dominant eigenvalue (of the real Jacobian) is
+    unique in modulus — the decay rate of the slowest mode of the linearised iteration; with a
+    complex-conjugate dominant pair it oscillates and ``converged`` stays False. Not a bound
+    either way (``ρ(J) ≤ ‖J‖₂``). One backward pass per iteration.
+    """
+    _check_power_args(iters, tol, x)
+    with torch.enable_grad():
+        lin = _Linearisation(H, x)
+
+        def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            jv = lin.jvp(v)
+            return _norm(jv), jv
+
+        return _power_iteration(step, x, iters, tol, generator)
+
+
+# ----------------------------------------------------------------------------- penalty
+
+
+def penalty(
+    L: torch.Tensor,  # noqa: N803 - the paper's name
+    threshold: float = 0.98,
+    kind: Literal["quadratic", "barrier"] = "quadratic",
+    *,
+    barrier_eps: float = 1e-3,
+) -> torch.Tensor:
+    """Elementwise penalty on a Lipschitz estimate ``L`` against the threshold ``T``; the caller
+    applies the weight β (SPEC §4).
+
+    - ``"quadratic"`` (MnM-MOL): ``relu(L − T)²`` — zero below ``T``.
+    - ``"barrier"`` (MOL): ``−log(T − L)`` for ``L ≤ T − e``, continued linearly (value and slope
+      matched) above: ``−log(e) + (L − T + e)/e``, so it stays finite for any ``L``.
+    """
+    if kind == "quadratic":
+        return torch.relu(L - threshold) ** 2
+    if kind == "barrier":
+        if not barrier_eps > 0:
+            raise ValueError(f"barrier_eps must be positive, got {barrier_eps}")
+        gap = threshold - L
+        inside = -torch.log(gap.clamp_min(barrier_eps))
+        linear = -math.log(barrier_eps) + (barrier_eps - gap) / barrier_eps
+        return torch.where(gap > barrier_eps, inside, linear)
+    raise ValueError(f"kind must be 'quadratic' or 'barrier', got {kind!r}")

@@ -1,0 +1,172 @@
+"""``robustkit data prepare`` (real formats → the prepared HDF5 format) and ``robustkit data info``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+#: provenance values longer than this are shortened in ``info``.
+_WIDTH = 160
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _input_record(path: Path, fmt: str) -> dict[str, Any]:
+    """Name, size and SHA-256 of an input file (the ``.cfl`` of a BART pair)."""
+    data = path
+    if fmt == "bart":
+        from robustkit.data.loaders.bart import base
+
+        data = base(path).with_name(base(path).name + ".cfl")
+    return {"file": str(path), "format": fmt, "bytes": data.stat().st_size, "sha256": _sha256(data)}
+
+
+def summarize_prepared(path: str | os.PathLike) -> str:
+    """A few lines on a prepared file: samples per split, matrix sizes, coils, targets, masks, provenance."""
+    from collections import Counter
+
+    from robustkit.data.prepared import _open
+
+    with _open(path) as f:
+        provenance = json.loads(f.attrs["provenance"])
+        groups = [f["samples"][key] for key in sorted(f["samples"])]
+        metas = [json.loads(g.attrs["meta"]) for g in groups]
+        shapes = Counter(g["kspace"].shape for g in groups)
+        targets = sum("target" in g for g in groups)
+        masks = sum("mask" in g for g in groups)
+    splits = Counter(m.get("split") or "no split" for m in metas)
+    counts = ", ".join(f"{name} {splits[name]}" for name in ("train", "val", "test", "no split") if name in splits)
+    sizes = "; ".join(
+        f"{c} coils x {h} x {w} ({n})" if len(shapes) > 1 else f"{c} coils, matrix {h} x {w} (H x W)"
+        for (c, h, w), n in sorted(shapes.items())
+    )
+    sources = Counter(m.get("source", "?") for m in metas)
+    lines = [
+        f"{path}",
+        f"  samples: {len(metas)} ({counts})",
+        f"  shape: {sizes}",
+        f"  targets: {targets} of {len(metas)}; acquisition masks: {masks} of {len(metas)}"
+        + ("" if masks else " (masks are drawn when the data is read)"),
+        f"  sources: {', '.join(f'{name} {n}' for name, n in sorted(sources.items()))}",
+    ]
+    for key, value in sorted(provenance.items()):
+        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+        lines.append(f"  {key}: {text if len(text) <= _WIDTH else text[: _WIDTH - 3] + '...'}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="auto", show_default=True,
+              help="Input format: auto (detect), fastmri, calgary, modl or bart.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The prepared HDF5 file to write (atomically).")
+@click.option("--maps", type=click.Path(path_type=Path), default=None,
+              help="BART coil maps (.cfl/.hdr) for BART k-space; otherwise maps come from the file or ESPIRiT.")
+@click.option("--slices", default=None, help="Slices to keep, START:STOP (per file; per split for MoDL).")
+@click.option("--split", type=click.Choice(["auto", "train", "val", "test"]), default="auto", show_default=True,
+              help="Split of every sample; auto: MoDL trn/tst prefix, else train/val/test in the path.")
+@click.option("--ignore-mask", is_flag=True,
+              help="Treat the k-space as fully sampled and drop the file's mask (MoDL: robustkit draws masks).")
+@click.option("--calib", type=click.IntRange(min=2), default=24, show_default=True, help="ESPIRiT calibration size.")
+@click.option("--kernel", type=click.IntRange(min=1), default=6, show_default=True, help="ESPIRiT kernel width.")
+@click.option("--crop", type=click.FloatRange(0, 1, max_open=True), default=0.95, show_default=True,
+              help="ESPIRiT eigenvalue crop: maps are 0 where the eigenvalue is below it.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def prepare(
+    inputs: tuple[Path, ...],
+    fmt: str,
+    out: Path,
+    maps: Path | None,
+    slices: str | None,
+    split: str,
+    ignore_mask: bool,
+    calib: int,
+    kernel: int,
+    crop: float,
+    overwrite: bool,
+) -> None:
+    """Convert fastMRI, Calgary-Campinas, MoDL or BART files into one prepared dataset.
+
+    Coil maps come from the file (MoDL, BART --maps) or ESPIRiT; the target is the coil-combined
+    fully sampled image; each slice is scaled so that max|target| = 1.
+    """
+    import itertools
+
+    from robustkit import __version__
+    from robustkit.data.loaders import LoadOptions, iter_samples, parse_slices, resolve_format
+    from robustkit.data.prepared import write_prepared
+    from robustkit.errors import RobustkitError
+
+    if out.exists() and not overwrite:
+        raise RobustkitError(f"{out} already exists; choose another output path or pass --overwrite")
+    if maps is not None and len(inputs) > 1:
+        raise RobustkitError("--maps belongs to one BART input; prepare each BART file separately")
+    for path in inputs:
+        if path.exists() and out.exists() and path.resolve() == out.resolve():
+            raise RobustkitError(f"--out {out} is also an input; write to another file")
+    options = LoadOptions(
+        slices=parse_slices(slices),
+        maps=maps,
+        split=None if split == "auto" else split,
+        ignore_mask=ignore_mask,
+        calib=calib,
+        kernel=kernel,
+        crop=crop,
+        progress=True,
+    )
+    formats = [resolve_format(path, fmt).name for path in inputs]  # every input checked before any work
+    samples = itertools.chain.from_iterable(
+        iter_samples(path, name, options) for path, name in zip(inputs, formats)
+    )
+    provenance = {
+        "source": "robustkit data prepare",
+        "robustkit_version": __version__,
+        "inputs": [_input_record(path, name) for path, name in zip(inputs, formats)],
+        "options": {
+            "slices": slices or ":",
+            "split": split,
+            "ignore_mask": ignore_mask,
+            "maps": str(maps) if maps else None,
+            "espirit": {"calib": calib, "kernel": kernel, "crop": crop, "thresh": 0.02},
+        },
+        "fft": "centred orthonormal, F = fftshift(fft2(ifftshift(.), norm='ortho'))",
+        "target": "sum_c conj(S_c) F^H k_c of the fully sampled k-space (none when undersampled)",
+        "scale": "k-space and target multiplied by meta['scale'] so that max|target| = 1 "
+        "(max of the zero-filled combination when there is no target)",
+    }
+    write_prepared(out, samples, provenance, overwrite=overwrite)
+    summary = summarize_prepared(out)
+    click.echo(summary)
+    if "no split" in summary.splitlines()[1]:
+        click.echo("  note: samples without a split are read only with split=None; pass --split to assign one")
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="auto", show_default=True,
+              help="For raw files: auto (detect), fastmri, calgary, modl or bart.")
+def info(path: Path, fmt: str) -> None:
+    """Summarise a prepared dataset, or say what `data prepare` would load from a raw file."""
+    from robustkit.data.loaders import inspect, is_prepared
+
+    if is_prepared(path):
+        click.echo(summarize_prepared(path))
+        return
+    details = inspect(path, fmt)
+    click.echo(f"{path}: {details.pop('description')}; not prepared yet (`robustkit data prepare` would load):")
+    details.pop("format")
+    for key, value in details.items():
+        click.echo(f"  {key}: {' x '.join(map(str, value)) if isinstance(value, list) else value}")

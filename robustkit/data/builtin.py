@@ -1,0 +1,290 @@
+"""The built-in dataset: axial slices of the MNI152 2009 T1 template (shipped inside nilearn, no
+download) encoded as fully sampled multi-coil k-space with simulated coil maps.
+
+Per kept slice ``z`` (template intensities ``m``, zero-padded to ``(H, W)``, anterior at row 0):
+
+* a smooth random phase ``φ(y, x) = Σ_{i+j≤2} a_ij yⁱ xʲ``, ``a_ij ~ N(0, (π/3)²)`` drawn from
+  ``default_rng([seed, z])``, with ``y, x ∈ [-1, 1]``: the image is ``x = m · exp(iφ)``;
+* ``C`` ring-coil maps (:func:`robustkit.physics.coils.birdcage_maps`, loops) normalised to
+  ``Σ_c |S_c|² = 1`` on the brain support dilated by 4 mm and 0 outside it (like ESPIRiT maps);
+* k-space ``k = s · F(S x)`` and target ``s · Σ_c conj(S_c) Fᴴ k_c = s · x`` with ``s`` such that
+  ``max|target| = 1`` (``meta["scale"] = s``).
+
+Slices whose brain area (pixels above 10 % of the volume's maximum) is below 30 % of the largest
+axial cross-section are dropped. Splits are contiguous slice ranges, inferior to superior:
+``train | gap | test | gap | val | gap | train`` with 4 mm gaps (2 slices at 2 mm), so no test
+slice touches a training slice. Masks are drawn at read time (:class:`PreparedDataset`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from robustkit.data.sample import Sample
+from robustkit.errors import RobustkitError
+
+#: bump when the construction changes: it is part of the cache file name.
+BUILTIN_VERSION = 1
+TEMPLATE = "MNI ICBM152 2009a nonlinear symmetric T1 (nilearn: mni_icbm152_t1_tal_nlin_sym_09a_converted)"
+LICENCE = (
+    "MNI ICBM152 template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, "
+    "Montreal Neurological Institute, McGill University: free to use, copy, modify and distribute "
+    "with this notice (Fonov et al., NeuroImage 2011); shipped with nilearn (BSD-3-Clause)"
+)
+#: (H, W) = (anterior-posterior, left-right) after zero padding, per resolution in mm.
+PADDING = {2: (120, 104), 1: (240, 200)}
+BRAIN_LEVEL = 0.1  # a brain pixel exceeds this fraction of the volume's maximum
+MIN_AREA = 0.3  # keep slices with ≥ this fraction of the largest axial brain area
+SUPPORT_MARGIN_MM = 4.0
+GAP_MM, TEST_MM, VAL_MM = 4.0, 20.0, 10.0
+TEST_START = 0.4  # the test block starts this far up the kept slice range
+PHASE_STD = np.pi / 3
+COIL_RADIUS, LOOP_RADIUS = 1.0, 0.2
+
+
+def cache_dir() -> Path:
+    """``$ROBUSTKIT_CACHE`` or ``~/.cache/robustkit``."""
+    return Path(os.environ.get("ROBUSTKIT_CACHE") or Path.home() / ".cache" / "robustkit")
+
+
+def builtin_path(resolution: int = 2, seed: int = 0, n_coils: int = 12) -> Path:
+    """Where the cached built-in dataset for these settings lives."""
+    return cache_dir() / f"builtin-mni152-{resolution}mm-{n_coils}coils-seed{seed}-v{BUILTIN_VERSION}.h5"
+
+
+def _check(resolution: int, n_coils: int) -> None:
+    if resolution not in PADDING:
+        raise RobustkitError(f"resolution must be 2 or 1 (mm), got {resolution}; use --resolution 2")
+    if n_coils < 2:
+        raise RobustkitError(f"need at least 2 coils for parallel imaging, got {n_coils}; use --coils 12")
+
+
+def load_template(resolution: int = 2) -> np.ndarray:
+    """The MNI152 T1 template as float64 ``(X, Y, Z)`` = (left→right, posterior→anterior, inferior→superior)."""
+    from nilearn.datasets import load_mni152_template
+
+    return np.asarray(load_mni152_template(resolution=resolution).get_fdata(), dtype=np.float64)
+
+
+def split_ranges(z0: int, z1: int, resolution: int = 2) -> dict[str, list[list[int]]]:
+    """Half-open template slice ranges ``[start, stop)`` per split for kept slices ``[z0, z1)``."""
+    gap, n_test, n_val = (round(mm / resolution) for mm in (GAP_MM, TEST_MM, VAL_MM))
+    test = z0 + round(TEST_START * (z1 - z0))
+    val = test + n_test + gap
+    rest = val + n_val + gap
+    if test - gap <= z0 or rest >= z1:
+        raise RobustkitError(f"only {z1 - z0} usable slices; too few to split into train/val/test")
+    return {"train": [[z0, test - gap], [rest, z1]], "test": [[test, test + n_test]], "val": [[val, val + n_val]]}
+
+
+def _split_of(z: int, ranges: dict[str, list[list[int]]]) -> str | None:
+    for name, spans in ranges.items():
+        if any(a <= z < b for a, b in spans):
+            return name
+    return None
+
+
+def kept_slices(volume: np.ndarray) -> tuple[int, int]:
+    """``[z0, z1)``: the contiguous axial range whose brain area is ≥ ``MIN_AREA`` of the largest."""
+    area = (volume > BRAIN_LEVEL * volume.max()).sum(axis=(0, 1))
+    keep = np.flatnonzero(area >= MIN_AREA * area.max())
+    return int(keep[0]), int(keep[-1]) + 1
+
+
+def _pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = image.shape
+    if h > shape[0] or w > shape[1]:
+        raise RobustkitError(f"slice of size {image.shape} does not fit the padded size {shape}")
+    out = np.zeros(shape, dtype=image.dtype)
+    oy, ox = (shape[0] - h) // 2, (shape[1] - w) // 2
+    out[oy : oy + h, ox : ox + w] = image
+    return out
+
+
+def smooth_phase(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """``φ(y, x) = Σ_{i+j≤2} a_ij yⁱ xʲ`` on ``[-1, 1]²``, ``a_ij ~ N(0, PHASE_STD²)``, ``(H, W)``."""
+    y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    a = rng.normal(0.0, PHASE_STD, 6)
+    return a[0] + a[1] * y + a[2] * x + a[3] * y**2 + a[4] * x * y + a[5] * x**2
+
+
+def encode_slice(
+    magnitude: np.ndarray, phase: np.ndarray, coils: np.ndarray, support: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``(k, S, target, s)``: maps ``S`` = coils normalised on ``support``, ``k = s F(S x)``,
+    ``target = Σ_c conj(S_c) Fᴴ k_c``, ``x = magnitude · exp(iφ)``, ``s = 1 / max|Σ_c conj(S_c) S_c x|``."""
+    import torch
+
+    from robustkit.physics.coils import normalise_maps
+    from robustkit.physics.fft import fft2c, ifft2c
+
+    maps = normalise_maps(coils, support)
+    s = torch.from_numpy(maps)
+    x = torch.from_numpy(magnitude * np.exp(1j * phase))
+    k = fft2c(s * x)
+    target = (s.conj() * ifft2c(k)).sum(dim=0)
+    scale = 1.0 / float(target.abs().max())
+    return (k * scale).numpy(), maps, (target * scale).numpy(), scale
+
+
+def _samples(volume: np.ndarray, resolution: int, seed: int, n_coils: int, progress: bool) -> Iterator[Sample]:
+    from scipy import ndimage
+    from tqdm import tqdm
+
+    from robustkit.physics.coils import birdcage_maps
+
+    shape = PADDING[resolution]
+    coils = birdcage_maps((n_coils, *shape), COIL_RADIUS, LOOP_RADIUS)
+    z0, z1 = kept_slices(volume)
+    ranges = split_ranges(z0, z1, resolution)
+    level = BRAIN_LEVEL * volume.max()
+    margin = max(1, round(SUPPORT_MARGIN_MM / resolution))
+    slices = [z for z in range(z0, z1) if _split_of(z, ranges) is not None]
+    show = progress and sys.stderr.isatty()
+    for z in tqdm(slices, desc="built-in MNI152 slices", unit="slice", disable=not show, file=sys.stderr):
+        magnitude = _pad(volume[:, :, z].T[::-1], shape)
+        support = ndimage.binary_fill_holes(ndimage.binary_dilation(magnitude > level, iterations=margin))
+        phase = smooth_phase(shape, np.random.default_rng([seed, z]))
+        k, maps, target, scale = encode_slice(magnitude, phase, coils, support)
+        meta = {
+            "source": "builtin-mni152",
+            "file": f"mni152-{resolution}mm",
+            "slice": z,
+            "scale": scale,
+            "seed": seed,
+            "split": _split_of(z, ranges),
+        }
+        yield Sample(
+            kspace=k.astype(np.complex64), maps=maps.astype(np.complex64), target=target.astype(np.complex64), meta=meta
+        )
+
+
+def provenance(volume: np.ndarray, resolution: int, seed: int, n_coils: int) -> dict[str, Any]:
+    import nilearn
+
+    z0, z1 = kept_slices(volume)
+    return {
+        "source": "builtin-mni152",
+        "builtin_version": BUILTIN_VERSION,
+        "template": TEMPLATE,
+        "nilearn": nilearn.__version__,
+        "resolution_mm": resolution,
+        "template_shape": list(volume.shape),
+        "seed": seed,
+        "coils": n_coils,
+        "coil_geometry": {
+            "model": "ring of circular loops, Biot-Savart, S = Bx - i By",
+            "ring_radius": COIL_RADIUS,
+            "ring_radius_unit": "half field of view per axis (ellipse)",
+            "loop_radius": LOOP_RADIUS,
+            "loop_radius_unit": "half image width W/2",
+            "normalisation": f"sum_c |S_c|^2 = 1 on brain support dilated {SUPPORT_MARGIN_MM:g} mm, 0 outside",
+        },
+        "phase": "quadratic polynomial on [-1,1]^2, coefficients N(0, (pi/3)^2), rng([seed, slice])",
+        "padding": {"shape": list(PADDING[resolution]), "axes": "H anterior-posterior (anterior first), W left-right"},
+        "slice_threshold": f"brain area (> {BRAIN_LEVEL:g} max) >= {MIN_AREA:g} of the largest axial area",
+        "kept_slices": [z0, z1],
+        "split_ranges": split_ranges(z0, z1, resolution),
+        "scale": "k and target multiplied by meta['scale'] so that max|target| = 1",
+        "licence": LICENCE,
+    }
+
+
+def build_builtin(
+    path: str | os.PathLike | None = None,
+    resolution: int = 2,
+    seed: int = 0,
+    n_coils: int = 12,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Build the built-in dataset at ``path`` (default :func:`builtin_path`) and return the path.
+
+    Deterministic: the same arguments give the same bytes. Refuses to overwrite an existing file
+    unless ``overwrite``.
+    """
+    from robustkit.data.prepared import write_prepared
+
+    _check(resolution, n_coils)
+    path = Path(path) if path is not None else builtin_path(resolution, seed, n_coils)
+    if path.exists() and not overwrite:
+        raise RobustkitError(f"{path} already exists; choose another output path or pass --overwrite")
+    volume = load_template(resolution)
+    samples = _samples(volume, resolution, seed, n_coils, progress)
+    return write_prepared(path, samples, provenance(volume, resolution, seed, n_coils), overwrite=overwrite)
+
+
+def ensure_builtin(resolution: int = 2, seed: int = 0, n_coils: int = 12, progress: bool = True) -> Path:
+    """The cached built-in dataset, built on first use."""
+    path = builtin_path(resolution, seed, n_coils)
+    if path.exists():
+        return path
+    _check(resolution, n_coils)
+    return build_builtin(path, resolution, seed, n_coils, overwrite=False, progress=progress)
+
+
+def summarize(path: str | os.PathLike) -> str:
+    """A few lines on a prepared file: slices per split, shape, coils, provenance."""
+    import json
+    from collections import Counter
+
+    from robustkit.data.prepared import _open
+
+    with _open(path) as f:
+        prov = json.loads(f.attrs["provenance"])
+        keys = sorted(f["samples"])
+        splits = Counter(json.loads(f["samples"][k].attrs["meta"]).get("split") for k in keys)
+        c, h, w = f["samples"][keys[0]]["kspace"].shape
+    counts = ", ".join(f"{name} {splits[name]}" for name in ("train", "val", "test") if name in splits)
+    lines = [
+        f"{path}",
+        f"  slices: {len(keys)} ({counts or 'no split'}); coils {c}; matrix {h} x {w} (H x W)",
+    ]
+    for key, value in sorted(prov.items()):
+        lines.append(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return "\n".join(lines)
+
+
+def sense_report(
+    path: str | os.PathLike,
+    accels: tuple[float, ...] = (4.0, 6.0),
+    noises: tuple[float, ...] = (0.0, 0.01),
+    split: str = "test",
+    seed: int = 0,
+):
+    """SENSE init (SPEC §1: 50 CG its, λ₀ = 100) scored per slice on ``split``, for 1-D random
+    masks (fastMRI centre fraction) at each acceleration and relative noise level.
+
+    Returns a tidy ``pandas.DataFrame``: one row per slice × accel × noise, with ``psnr``,
+    ``ssim``, ``nmse``.
+    """
+    import pandas as pd
+
+    from robustkit.data.prepared import PreparedDataset
+    from robustkit.evaluate import evaluate
+    from robustkit.physics.masks import MaskSpec
+
+    rows = []
+    for accel in accels:
+        for noise in noises:
+            dataset = PreparedDataset(path, split=split, mask=MaskSpec(accel=accel), seed=seed, noise=noise)
+            for row in evaluate(None, dataset):
+                meta = dataset.samples[row["index"]].meta
+                rows.append({"accel": accel, "noise": noise, "slice": meta.get("slice"), **row})
+    return pd.DataFrame(rows)
+
+
+def format_sense_report(frame) -> str:
+    """``mean ± std (n)`` of PSNR and SSIM per accel × noise, one line each."""
+    lines = []
+    for (accel, noise), g in frame.groupby(["accel", "noise"], sort=True):
+        lines.append(
+            f"  SENSE {accel:g}x noise {noise:g}: PSNR {g.psnr.mean():.2f} ± {g.psnr.std():.2f} dB, "
+            f"SSIM {g.ssim.mean():.3f} ± {g.ssim.std():.3f} (n = {len(g)})"
+        )
+    return "\n".join(lines)

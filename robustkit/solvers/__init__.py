@@ -1,0 +1,7 @@
+"""Deep-equilibrium solvers: forward fixed-point solvers (damped, Anderson) with per-sample
+statistics, and the implicit / Jacobian-free backward (SPEC §4)."""
+
+from robustkit.solvers.fixed_point import SOLVERS, AndersonMixer, SolverStats, anderson, damped, solve
+from robustkit.solvers.implicit import BACKWARDS, deq_fixed_point
+
+__all__ = ["BACKWARDS", "SOLVERS", "AndersonMixer", "SolverStats", "anderson", "damped", "deq_fixed_point", "solve"]

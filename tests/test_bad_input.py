@@ -1,0 +1,216 @@
+"""Bad input is refused with one clear line, through the Python API and the CLI, writing nothing.
+
+Every case is run twice: ``load(...)`` must raise :class:`RobustkitError` with a message naming the
+problem, and ``robustkit data prepare ... --out OUT`` (through ``robustkit.cli.main``, exactly as
+the console script runs) must exit with status 2, print one line ``robustkit: error: ...`` and
+leave nothing at OUT (no temporary file either).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+import pytest
+
+from robustkit.cli import main
+from robustkit.data.loaders import load
+from robustkit.errors import RobustkitError
+from robustkit.physics.masks import MaskSpec, cartesian_mask
+from tests.test_loaders import C, H, W, line_mask, to_bart, volume, write_cfl, write_fastmri
+
+
+@dataclass
+class Case:
+    """A bad input: ``make(tmp_path)`` writes it and returns the path; ``match`` is a regex of the message."""
+
+    make: Callable[[Path], Path]
+    match: str
+    api: dict[str, Any] = field(default_factory=dict)
+    cli: list[str] = field(default_factory=list)
+
+
+def _fastmri(tmp: Path, **changes) -> Path:
+    k, _, _ = volume(2)
+    return write_fastmri(tmp / "f.h5", k, **changes)
+
+
+def _truncated(tmp: Path) -> Path:
+    path = _fastmri(tmp)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    return path
+
+
+def _nan(tmp: Path, value: float = np.nan) -> Path:
+    k, _, _ = volume(2)
+    k[1, 2, 5, 7] = value
+    return write_fastmri(tmp / "f.h5", k)
+
+
+def _text(tmp: Path) -> Path:
+    (tmp / "notes.txt").write_text("hello")
+    return tmp / "notes.txt"
+
+
+def _h5(tmp: Path, **datasets) -> Path:
+    with h5py.File(tmp / "x.h5", "w") as f:
+        for key, value in datasets.items():
+            f.create_dataset(key, data=value)
+    return tmp / "x.h5"
+
+
+def _modl(tmp: Path, drop: str | None = None, maps_w: int = W, mask_shape: tuple = (3, H, W)) -> Path:
+    _, images, maps = volume(3)
+    masks = np.ones(mask_shape, bool)
+    path = tmp / "dataset.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("trnOrg", data=images.astype(np.complex64))
+        f.create_dataset("trnCsm", data=maps[..., :maps_w].astype(np.complex64))
+        f.create_dataset("trnMask", data=masks.astype(np.int8))
+        if drop:
+            del f[drop]
+    return path
+
+
+def _bart(tmp: Path, maps_coils: int = C, truncate: bool = False, phs2: int = 1, value: float | None = None) -> Path:
+    k, _, maps = volume(2)
+    if value is not None:
+        k[0, 1, 3, 3] = value
+    array = to_bart(k)
+    if phs2 > 1:
+        array = np.concatenate([array] * phs2, axis=2)
+    cfl = write_cfl(tmp / "ksp", array)
+    write_cfl(tmp / "sens", to_bart(maps[:, :maps_coils]))
+    if truncate:
+        cfl.write_bytes(cfl.read_bytes()[:-100])
+    return cfl
+
+
+def _prepared(tmp: Path) -> Path:
+    from robustkit.data.loaders import load as load_
+    from robustkit.data.prepared import write_prepared
+
+    raw = _fastmri(tmp)
+    return write_prepared(tmp / "p.h5", load_(raw, calib=20, kernel=5), {"source": "test"})
+
+
+CASES: dict[str, Case] = {
+    "missing file": Case(lambda t: t / "nope.h5", r"nope\.h5 does not exist"),
+    "truncated HDF5 (auto)": Case(_truncated, r"truncated or corrupt"),
+    "truncated HDF5 (--format fastmri)": Case(
+        _truncated, r"truncated or corrupt", {"fmt": "fastmri"}, ["--format", "fastmri"]
+    ),
+    "not HDF5 nor BART": Case(_text, r"cannot tell the format"),
+    "unknown format name": Case(_fastmri, r"unknown format 'dicom'", {"fmt": "dicom"}, ["--format", "dicom"]),
+    "HDF5 of unknown layout": Case(lambda t: _h5(t, ksp=np.zeros((2, 4, 8, 8), np.complex64)), r"no known format"),
+    "missing key": Case(
+        lambda t: _h5(t, ksp=np.zeros((2, 4, 8, 8), np.complex64)),
+        r"no dataset 'kspace'",
+        {"fmt": "fastmri"},
+        ["--format", "fastmri"],
+    ),
+    "missing MoDL maps": Case(lambda t: _modl(t, drop="trnCsm"), r"no dataset 'trnCsm'"),
+    "wrong rank": Case(
+        lambda t: _h5(t, kspace=np.ones((2, 4, 8, 8, 2), np.complex64)), r"must have shape \(slices, coils, H, W\)"
+    ),
+    "odd Calgary channels": Case(
+        lambda t: _h5(t, kspace=np.ones((2, 8, 8, 7), np.float32)),
+        r"must be real of shape",
+        {"fmt": "calgary"},
+        ["--format", "calgary"],
+    ),
+    "MoDL maps not matching images": Case(lambda t: _modl(t, maps_w=W - 2), r"coil maps trnCsm .* do not match"),
+    "BART maps not matching k-space": Case(
+        lambda t: _bart(t, maps_coils=C - 1), r"coil maps .* do not match k-space", {"maps": "MAPS"}, ["--maps", "MAPS"]
+    ),
+    "NaN in k-space": Case(_nan, r"f\.h5 slice 1: k-space contains NaN or Inf"),
+    "Inf in k-space": Case(lambda t: _bart(t, value=np.inf), r"ksp slice 0: k-space contains NaN or Inf"),
+    "mask of the wrong size": Case(
+        lambda t: _fastmri(t, mask=np.ones(W + 2, bool)), r"mask of length 26 does not match k-space width 24"
+    ),
+    "mask with no samples": Case(lambda t: _fastmri(t, mask=np.zeros(W, bool)), r"mask samples no k-space location"),
+    "MoDL mask of the wrong shape": Case(
+        lambda t: _modl(t, mask_shape=(3, H, W + 1)), r"mask trnMask .* does not match"
+    ),
+    "truncated BART data": Case(lambda t: _bart(t, truncate=True), r"truncated or the header is wrong"),
+    "3-D BART k-space": Case(lambda t: _bart(t, phs2=2), r"dimension\(s\) \[2\].*bart fft"),
+    "--maps for a non-BART file": Case(
+        _fastmri, r"--maps applies to BART files only", {"maps": "MAPS"}, ["--maps", "MAPS"]
+    ),
+    "--slices selecting nothing": Case(
+        _fastmri, r"selects none of its 2 slices", {"slices": "5:9"}, ["--slices", "5:9"]
+    ),
+    "--ignore-mask on undersampled data": Case(
+        lambda t: _fastmri(t, mask=line_mask()),
+        r"undersampled .* drop --ignore-mask",
+        {"ignore_mask": True},
+        ["--ignore-mask"],
+    ),
+    "already prepared": Case(_prepared, r"already a robustkit prepared dataset"),
+}
+
+
+def _resolve(case: Case, tmp_path: Path) -> tuple[Path, dict[str, Any], list[str]]:
+    """Write the case's files; ``MAPS`` placeholders become the BART maps path."""
+    path = case.make(tmp_path)
+    maps = str(tmp_path / "sens")
+    api = {key: (maps if value == "MAPS" else value) for key, value in case.api.items()}
+    cli = [maps if arg == "MAPS" else arg for arg in case.cli]
+    return path, api, cli
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """``robustkit ARGS`` as the console script runs it: (exit status, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_api_raises_a_clear_error(name, tmp_path):
+    path, api, _ = _resolve(CASES[name], tmp_path)
+    with pytest.raises(RobustkitError, match=CASES[name].match) as exc:
+        load(path, calib=20, kernel=5, **api)
+    assert "\n" not in str(exc.value) and ";" in str(exc.value)  # one line: problem; fix
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_cli_exits_2_with_one_line_and_writes_nothing(name, tmp_path, capsys):
+    path, _, cli = _resolve(CASES[name], tmp_path)
+    out = tmp_path / "out" / "prepared.h5"
+    args = ["data", "prepare", str(path), "--out", str(out), "--calib", "20", "--kernel", "5", *cli]
+    code, err = run_cli(args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("robustkit: error: ") and re.search(CASES[name].match, lines[0])
+    assert not out.exists()
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # no temporary file left either
+
+
+def test_existing_output_is_left_untouched(tmp_path, capsys):
+    raw = _fastmri(tmp_path)
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"precious")
+    code, err = run_cli(["data", "prepare", str(raw), "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name", ["missing file", "truncated HDF5 (auto)", "not HDF5 nor BART"])
+def test_info_on_bad_input(name, tmp_path, capsys):
+    path, _, _ = _resolve(CASES[name], tmp_path)
+    code, err = run_cli(["data", "info", str(path)], capsys)
+    assert code == 2 and re.search(CASES[name].match, err) and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("accel", [0, -4, float("nan")])
+def test_non_positive_acceleration_is_refused(accel):
+    with pytest.raises(RobustkitError, match="acceleration must be a number ≥ 1"):
+        cartesian_mask((H, W), accel, np.random.default_rng(0))
+    with pytest.raises(RobustkitError, match="acceleration"):
+        MaskSpec(accel=accel).draw((H, W), seed=0)

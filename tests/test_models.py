@@ -1,0 +1,121 @@
+"""Models, registry and zoo on tiny problems."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robustkit.errors import RobustkitError
+from robustkit.models import MODELS, build_model
+from robustkit.models.zoo import load_model, resolve, save_model
+from robustkit.physics import SenseOperator
+from robustkit.physics.masks import cartesian_mask
+from tests.conftest import random_complex
+
+H, W, C = 16, 12, 3
+SMALL = {"width": 8, "depth": 3}
+
+
+def tiny_problem(batch=2, dtype=torch.complex64):
+    maps = random_complex((batch, C, H, W), dtype, 1)
+    maps = maps / (maps.abs() ** 2).sum(1, keepdim=True).sqrt()
+    mask = torch.from_numpy(cartesian_mask((H, W), 2, np.random.default_rng(0)))
+    op = SenseOperator(maps, mask)
+    x = random_complex((batch, H, W), dtype, 2)
+    return op, op(x), x
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_reconstructs_with_one_call(name):
+    torch.manual_seed(0)
+    model = build_model(name, SMALL).eval()
+    op, b, _ = tiny_problem()
+    with torch.no_grad():
+        x = model(b, op)
+    assert x.shape == (2, H, W) and x.is_complex() and torch.isfinite(x).all()
+    if model.is_deq:
+        stats = model.last_stats
+        assert stats.iterations.shape == (2,) and stats.converged.shape == (2,)
+        assert stats.residual.shape == (2,)
+
+
+def test_mnmmol_fixed_point_solves_the_model_equation():
+    """x* = H_θ(x*) + Aᴴb  ⇔  AᴴA x* + F_θ(x*)/λ = Aᴴb (SPEC §4)."""
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {**SMALL, "lam": 10.0}).eval()
+    for p in model.cnn.parameters():  # a small F_θ keeps the iteration contractive
+        p.data.mul_(0.2)
+    op, b, _ = tiny_problem()
+    with torch.no_grad():
+        x = model(b, op)
+        lhs = op.normal(x) + model.cnn(x) / model.lam_value
+        rel = torch.linalg.vector_norm((lhs - op.adjoint(b)).flatten(1), dim=1) / torch.linalg.vector_norm(op.adjoint(b).flatten(1), dim=1)
+    assert model.last_stats.converged.all()
+    assert (rel < 1e-4).all()
+
+
+def test_deq_gradients_reach_parameters_lambda_and_kspace():
+    torch.manual_seed(0)
+    model = build_model("mnmmol", SMALL).eval()
+    for p in model.cnn.parameters():
+        p.data.mul_(0.2)
+    op, b, target = tiny_problem()
+    b = b.clone().requires_grad_(True)
+    x = model(b, op)
+    (x - target).abs().pow(2).sum().backward()
+    assert b.grad is not None and b.grad.abs().sum() > 0
+    assert model.lam.grad is not None and model.lam.grad.abs() > 0
+    assert all(p.grad is not None for p in model.cnn.parameters())
+
+
+def test_unknown_model_lists_the_available_ones():
+    with pytest.raises(RobustkitError, match="available: mnmmol, modl, mol, mol-sn"):
+        build_model("unet")
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(RobustkitError, match="widht"):
+        build_model("modl", {"widht": 3})
+
+
+def test_mol_sn_bounds_the_cnn_lipschitz_constant():
+    torch.manual_seed(0)
+    model = build_model("mol-sn", SMALL)
+    for _ in range(30):  # converge the persistent power iterations
+        model.cnn(torch.zeros(1, H, W, dtype=torch.complex64))
+    model.eval()
+    x, y = random_complex((64, H, W), torch.complex64, 3), random_complex((64, H, W), torch.complex64, 4)
+    with torch.no_grad():
+        ratio = torch.linalg.vector_norm((model.cnn(x) - model.cnn(y)).flatten(1), dim=1) / torch.linalg.vector_norm((x - y).flatten(1), dim=1)
+    assert ratio.max() <= 1 - model.config.m + 1e-3
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {**SMALL, "delta": 0.1})
+    save_model(tmp_path / "m", model, {"note": "test"})
+    loaded, card = load_model(str(tmp_path / "m"))
+    assert card["model"] == "mnmmol" and card["config"]["delta"] == 0.1 and card["note"] == "test"
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    model = build_model("modl", SMALL)
+    save_model(tmp_path / "m", model, {})
+    weights = tmp_path / "m" / "weights.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(RobustkitError, match="does not match the sha256"):
+        load_model(str(tmp_path / "m"))
+
+
+def test_registry_name_resolves_to_default_entry(tmp_path):
+    save_model(tmp_path / "mnmmol-a", build_model("mnmmol", SMALL), {})
+    save_model(tmp_path / "mnmmol-b", build_model("mnmmol", SMALL), {"default": True})
+    assert resolve("mnmmol", tmp_path).name == "mnmmol-b"
+    with pytest.raises(RobustkitError, match="available: mnmmol-a, mnmmol-b"):
+        resolve("modl", tmp_path)
+    assert json.loads((tmp_path / "mnmmol-b" / "card.json").read_text())["default"] is True
