@@ -40,3 +40,40 @@ def show(name: str) -> None:
 
     _, card = load_model(name)
     click.echo(json.dumps(card, indent=2, sort_keys=True))
+
+
+@models.command("check")
+@click.argument("name")
+@click.option("--split", "splits", multiple=True, default=["test"], show_default=True, help="Splits to check (repeatable).")
+@click.option("--limit", type=int, default=None, help="Check at most this many slices per split.")
+@click.option("--write-card", is_flag=True, help="Store the summary on the model's card (weights unchanged).")
+@click.pass_obj
+def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card: bool) -> None:
+    """Convergence checks of a DEQ zoo model on the built-in data: fixed-point residual from SENSE,
+    L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside the ball."""
+    import json
+
+    from robustkit.analysis.checks import deq_checks, summarize_checks
+    from robustkit.data.builtin import ensure_builtin
+    from robustkit.data.prepared import PreparedDataset
+    from robustkit.device import resolve_device
+    from robustkit.errors import RobustkitError
+    from robustkit.models.zoo import load_model, resolve, save_model
+    from robustkit.physics.masks import MaskSpec
+
+    obj = obj or {}
+    device = resolve_device(obj.get("device", "auto"))
+    model, card = load_model(name, map_location=str(device))
+    if not model.is_deq:
+        raise RobustkitError(f"{name} is a {model.name} model, not a deep-equilibrium model; check mol, mol-sn or mnmmol")
+    delta = getattr(model.config, "delta", 0.3)
+    threshold = 1 - model.config.m
+    results = {}
+    for split in splits:
+        ds = PreparedDataset(ensure_builtin(), split=split, mask=MaskSpec(accel=card["data"]["accel"]), seed=obj.get("seed", 0))
+        summary = summarize_checks(deq_checks(model, ds, delta, device, limit=limit), threshold)
+        results[split] = summary
+        click.echo(f"{split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+    if write_card:
+        folder = resolve(name)
+        save_model(folder, model, {**card, "checks": {"delta": delta, "threshold": threshold, "command": f"robustkit models check {name} " + " ".join(f"--split {s}" for s in splits), **results}})

@@ -1,0 +1,85 @@
+"""The convergence checks a shipped DEQ model must pass (issue: model zoo), per slice.
+
+For each slice with measurements ``b``: the fixed point ``x*`` from the SENSE start (tight solve),
+its fixed-point residual, ``L[H_θ](x*; δ)`` by the two-point ascent (random starts in the ball, SPEC
+§5) and by the slow-mode seeded ascent (SPEC §4), and whether a start inside the ball,
+``x* + ρ δ‖x*‖ r`` for a random unit direction ``r``, reaches the same fixed point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from robustkit.analysis.lipschitz import local_lipschitz, slow_direction
+from robustkit.batch import operator_of, to_device
+from robustkit.evaluate import score
+from robustkit.solvers import solve
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm((a - b).flatten(1), dim=1) / torch.linalg.vector_norm(b.flatten(1), dim=1)
+
+
+def deq_checks(
+    model,
+    dataset,
+    delta: float,
+    device: torch.device | str = "cpu",
+    steps: int = 20,
+    restarts: int = 2,
+    ball_radius: float = 0.5,
+    seed: int = 0,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """One row per slice: ``psnr``, ``iterations``, ``residual``, ``L_ball``, ``L_ball_change``,
+    ``L_slow``, ``ball_start_distance`` (relative distance of the fixed point reached from
+    ``x* + ball_radius·δ‖x*‖ r`` to ``x*``) and ``ball_start_converged``."""
+    model.eval()
+    c = model.config
+    rows = []
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(n):
+        batch = to_device({k: v[None] for k, v in dataset[i].items()}, device)
+        op, b = operator_of(batch), batch["kspace"]
+        f = lambda v: model.iteration(v, b, op)  # noqa: E731
+        with torch.no_grad():
+            x = model(b, op)
+            stats = model.last_stats
+            H = lambda v: model.H(v, op)  # noqa: E731
+            ball = local_lipschitz(H, x, delta, steps=steps, restarts=restarts, generator=g)
+            slow = local_lipschitz(H, x, delta, steps=10, restarts=1, init=slow_direction(f, x), generator=g)
+            r = torch.complex(torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)).to(x.device)
+            r = r / torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(-1, 1, 1)
+            start = x + ball_radius * delta * torch.linalg.vector_norm(x.flatten(1), dim=1).reshape(-1, 1, 1) * r
+            x_ball, ball_stats = solve(f, start, method=c.solver, tol=c.eval_tol, max_iter=c.eval_max_iter)
+        rows.append({
+            "index": int(batch["index"][0]),
+            "psnr": float(score(x, batch["target"])["psnr"][0]),
+            "iterations": int(stats.iterations[0]),
+            "residual": float(stats.residual[0]),
+            "L_ball": float(ball.estimate[0]),
+            "L_ball_change": float(ball.last_rel_change[0]),
+            "L_slow": float(slow.estimate[0]),
+            "ball_start_distance": float(_rel(x_ball, x)[0]),
+            "ball_start_converged": bool(ball_stats.converged[0]),
+        })
+    return rows
+
+
+def summarize_checks(rows: list[dict[str, Any]], threshold: float) -> dict[str, float]:
+    """Fractions of slices passing each check (residual ≤ 1e-3, L ≤ T, same fixed point ≤ 1e-3)."""
+    n = len(rows)
+    return {
+        "n": n,
+        "residual_le_1e-3": sum(r["residual"] <= 1e-3 for r in rows) / n,
+        "L_ball_le_T": sum(r["L_ball"] <= threshold for r in rows) / n,
+        "L_slow_le_T": sum(r["L_slow"] <= threshold for r in rows) / n,
+        "L_ball_max": max(r["L_ball"] for r in rows),
+        "L_slow_max": max(r["L_slow"] for r in rows),
+        "ball_start_same_fixed_point": sum(r["ball_start_distance"] <= 1e-3 for r in rows) / n,
+        "psnr_mean": sum(r["psnr"] for r in rows) / n,
+        "iterations_mean": sum(r["iterations"] for r in rows) / n,
+    }
