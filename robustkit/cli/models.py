@@ -77,3 +77,34 @@ def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card
     if write_card:
         folder = resolve(name)
         save_model(folder, model, {**card, "checks": {"delta": delta, "threshold": threshold, "command": f"robustkit models check {name} " + " ".join(f"--split {s}" for s in splits), **results}})
+
+
+@models.command("evaluate")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--split", default="test", show_default=True, help="Split of the built-in data to score on.")
+@click.option("--accel", type=float, default=4.0, show_default=True)
+@click.pass_obj
+def evaluate_cmd(obj, names: tuple[str, ...], split: str, accel: float) -> None:
+    """PSNR / SSIM / NMSE (mean ± std over slices) of zoo models and the SENSE init on the built-in data.
+    DEQ models are solved tightly (their eval tolerance) and report iterations and convergence."""
+    import pandas as pd
+
+    from robustkit.data.builtin import ensure_builtin
+    from robustkit.data.prepared import PreparedDataset
+    from robustkit.device import resolve_device
+    from robustkit.evaluate import evaluate
+    from robustkit.models.zoo import load_model
+    from robustkit.physics.masks import MaskSpec
+
+    obj = obj or {}
+    device = resolve_device(obj.get("device", "auto"))
+    ds = PreparedDataset(ensure_builtin(), split=split, mask=MaskSpec(accel=accel), seed=obj.get("seed", 0))
+    frames = [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
+    for name in names:
+        model, _ = load_model(name, map_location=str(device))
+        frames.append(pd.DataFrame(evaluate(model, ds, device)).assign(model=name))
+    df = pd.concat(frames)
+    cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged") if c in df]
+    agg = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
+    click.echo(f"{split} split, {len(ds)} slices, {accel:g}×")
+    click.echo(agg.round(4).to_string())
