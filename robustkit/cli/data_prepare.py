@@ -9,18 +9,10 @@ from typing import Any
 
 import click
 
+from robustkit.hashing import sha256_file
+
 #: provenance values longer than this are shortened in ``info``.
 _WIDTH = 160
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _input_record(path: Path, fmt: str) -> dict[str, Any]:
@@ -30,7 +22,7 @@ def _input_record(path: Path, fmt: str) -> dict[str, Any]:
         from robustkit.data.loaders.bart import base
 
         data = base(path).with_name(base(path).name + ".cfl")
-    return {"file": str(path), "format": fmt, "bytes": data.stat().st_size, "sha256": _sha256(data)}
+    return {"file": str(path), "format": fmt, "bytes": data.stat().st_size, "sha256": sha256_file(data)}
 
 
 def summarize_prepared(path: str | os.PathLike) -> str:
