@@ -188,7 +188,8 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         card.update(
             training=asdict(config), epochs_done=epoch + 1, train_seconds=round(elapsed, 1),
             validation={k: v for k, v in row.items() if k.startswith("val_")},
-            data={"name": config.data, "accel": config.accel, "mask": "random 1-D Cartesian, fastMRI centre fraction", "noise": config.noise},
+            data={"name": config.data, "accel": config.accel, "mask": "random 1-D Cartesian, fastMRI centre fraction",
+                  "noise": config.noise, "shape": list(train_set[0]["target"].shape[-2:])},
         )
         save_model(out, model, card)
         torch.save({"optimizer": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed, "rng": torch.get_rng_state()}, state_path)

@@ -256,6 +256,21 @@ def test_jfb_is_the_single_step_gradient():
     assert rel(jfb[-1], implicit[-1]) > 1e-3  # an approximation, not the gradient
 
 
+def test_phantom_gradient_is_the_truncated_series_and_tends_to_the_implicit_one():
+    model, b, target, x0 = conv_problem()
+    implicit, _ = implicit_grads(model, b, target, x0)
+    one, _ = implicit_grads(model, b, target, x0, backward="phantom", phantom_steps=1)
+    jfb, _ = implicit_grads(model, b, target, x0, backward="jfb")
+    for gp, gj in zip(one, jfb):
+        torch.testing.assert_close(gp, gj, rtol=1e-12, atol=1e-12)
+    errors = []
+    for k in (1, 5, 40):
+        phantom, stats = implicit_grads(model, b, target, x0, backward="phantom", phantom_steps=k)
+        assert stats.backward is None
+        errors.append(rel(phantom[-1], implicit[-1]))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-4
+
+
 def test_backward_non_convergence_is_reported():
     model, b, target, x0 = tanh_problem()
     _, stats = implicit_grads(model, b, target, x0, backward_tol=1e-14, backward_max_iter=2, backward_method="damped")

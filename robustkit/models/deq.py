@@ -21,7 +21,8 @@ class DEQConfig(ModelConfig):
     max_iter: int = 200
     eval_tol: float = 1e-5
     eval_max_iter: int = 400
-    backward: str = "implicit"  # or "jfb" (Jacobian-free)
+    backward: str = "implicit"  # or "jfb" (Jacobian-free) or "phantom" (k unrolled steps from x*)
+    phantom_steps: int = 5
     backward_tol: float = 2e-4
     backward_max_iter: int = 30
 
@@ -49,6 +50,7 @@ class DEQModel(ReconModel):
             backward=c.backward,
             backward_tol=c.backward_tol,
             backward_max_iter=c.backward_max_iter,
+            phantom_steps=c.phantom_steps,
         )
         self.last_stats = stats
         return x

@@ -11,8 +11,12 @@ Backward (SPEC §4):
   ``u ↦ J_fᴴ u`` (``torch.autograd.grad`` through the graph of ``z``); then ``g`` flows on to θ and
   ``b``. For complex tensors ``Jᴴ`` is the adjoint of the real-linear Jacobian on the real view,
   which is what autograd's VJP gives; the tests check it against unrolling and finite differences.
-- ``"jfb"``: Jacobian-free (phantom) gradient, the single step: ``∂ℓ/∂x*`` goes through
+- ``"jfb"``: Jacobian-free gradient, the single step: ``∂ℓ/∂x*`` goes through
   ``∂f/∂(θ, b)`` unchanged (``J_f`` neglected).
+- ``"phantom"``: the k-step phantom gradient (Geng et al., NeurIPS 2021): ``k`` differentiable
+  evaluations ``z = f(f(…f(x*)))`` from the detached fixed point, backpropagated by autograd, i.e.
+  the truncated Neumann series ``Σ_{j<k} (J_fᴴ)ʲ`` of the implicit gradient; ``k = 1`` is ``"jfb"``.
+  Memory grows with ``k``, not with the forward iterations.
 
 Only first-order gradients are supported (no ``create_graph`` through the implicit hook).
 """
@@ -25,8 +29,8 @@ import torch
 
 from robustkit.solvers.fixed_point import DEFAULT_MAX_ITER, DEFAULT_TOL, SolverStats, solve
 
-Backward = Literal["implicit", "jfb"]
-BACKWARDS: tuple[str, ...] = ("implicit", "jfb")
+Backward = Literal["implicit", "jfb", "phantom"]
+BACKWARDS: tuple[str, ...] = ("implicit", "jfb", "phantom")
 
 
 def deq_fixed_point(
@@ -38,6 +42,7 @@ def deq_fixed_point(
     backward_tol: float | None = None,
     backward_max_iter: int | None = None,
     backward_method: str | None = None,
+    phantom_steps: int = 5,
 ) -> tuple[torch.Tensor, SolverStats]:
     """Fixed point of ``f`` with an implicit (or Jacobian-free) gradient.
 
@@ -47,10 +52,11 @@ def deq_fixed_point(
         x0: start ``(B, ...)``; detached (the fixed point does not depend on it).
         solver_kwargs: keyword arguments of :func:`~robustkit.solvers.fixed_point.solve`
             (``method``, ``tol``, ``max_iter``, ``damping``, ``anderson_*``, ``stop``).
-        backward: ``"implicit"`` or ``"jfb"``.
+        backward: ``"implicit"``, ``"jfb"`` or ``"phantom"``.
         backward_tol, backward_max_iter, backward_method: of the backward solve
             ``g = J_fᴴ g + ∂ℓ/∂x*``; ``None`` = the forward's. The backward always stops on the
             residual ``‖J_fᴴ g + ∂ℓ/∂x* − g‖ / ‖J_fᴴ g + ∂ℓ/∂x*‖``, starting from ``g = ∂ℓ/∂x*``.
+        phantom_steps: ``k`` of the ``"phantom"`` backward (≥ 1).
     Returns:
         ``(z, stats)``: ``z = f(x*)`` shaped like ``x0`` (differentiable when grad is enabled; it
         differs from ``x*`` by ``stats.residual · ‖z‖``); ``stats`` of the forward solve, whose
@@ -64,6 +70,13 @@ def deq_fixed_point(
 
     if not torch.is_grad_enabled() or backward == "jfb":
         return f(x_star), stats
+    if backward == "phantom":
+        if phantom_steps < 1:
+            raise ValueError(f"phantom_steps must be >= 1, got {phantom_steps}")
+        z = x_star
+        for _ in range(phantom_steps):
+            z = f(z)
+        return z, stats
 
     x_req = x_star.detach().requires_grad_(True)
     z = f(x_req)
