@@ -3,3 +3,9 @@
 
 class RobustkitError(Exception):
     """A user-facing error: the message names the problem and the fix, on one line."""
+
+
+class StudyInterrupted(RobustkitError):
+    """A study stopped by Ctrl-C: completed cells are kept and ``--resume`` continues the run."""
+
+    exit_code = 130

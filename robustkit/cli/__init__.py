@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="robustkit", standalone_mode=False)
     except RobustkitError as exc:
         click.echo(f"robustkit: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except click.exceptions.Abort:
         click.echo("robustkit: interrupted", err=True)
         sys.exit(130)

@@ -1,0 +1,77 @@
+"""Robustness and convergence studies. Each study module has a config class, ``cells(...)`` and
+documents the tidy schema of its ``results.csv``; :func:`run` drives any of them.
+
+=============  ==========================================  =========================
+study          what it measures                            module
+=============  ==========================================  =========================
+attack         adversarial and Gaussian k-space damage      :mod:`.attack`
+sweep-delta    MnM-MOL models trained at different δ        :mod:`.sweep_delta`
+init-test      fixed points reached from different starts   :mod:`.init_test`
+audit          per-slice L[H_θ](x*; δ) and Jacobian norms   :mod:`.audit`
+=============  ==========================================  =========================
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: study name → (module, config class name)
+STUDIES: dict[str, tuple[str, str]] = {
+    "attack": ("robustkit.studies.attack", "AttackConfig"),
+    "sweep-delta": ("robustkit.studies.sweep_delta", "SweepDeltaConfig"),
+    "init-test": ("robustkit.studies.init_test", "InitTestConfig"),
+    "audit": ("robustkit.studies.audit", "AuditConfig"),
+}
+
+
+def study_module(name: str):
+    from robustkit.errors import RobustkitError
+
+    if name not in STUDIES:
+        raise RobustkitError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")
+    return importlib.import_module(STUDIES[name][0])
+
+
+def make_config(name: str, mapping: dict[str, Any], where: str = "config"):
+    """The config of study ``name`` from a mapping; unknown keys raise an error naming them."""
+    module = study_module(name)
+    return getattr(module, STUDIES[name][1]).from_mapping(mapping, where)
+
+
+def run(
+    name: str,
+    config,
+    device: str = "cpu",
+    reports_dir: str | Path = "reports",
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run a study; returns its tidy frame (``frame.attrs["run_dir"]`` is the run folder).
+
+    Writes ``<reports_dir>/<name>-<timestamp>/`` (see :mod:`robustkit.studies.rundir`); with
+    ``resume`` continues that folder, skipping its completed cells.
+    """
+    import torch
+
+    from robustkit.device import resolve_device
+    from robustkit.studies.common import load_models, run_cells, study_dataset
+    from robustkit.studies.rundir import RunDir, base_meta
+
+    module = study_module(name)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    torch.manual_seed(config.seed)
+    dataset = study_dataset(config)
+    models = load_models(module.model_refs(config, str(dev)) if hasattr(module, "model_refs") else config.models,
+                         dataset, config.accel, dev)
+    settings = config.to_dict()
+    if resume is not None:
+        rd = RunDir.resume(resume, name, settings)
+    else:
+        rd = RunDir.create(reports_dir, name, settings, base_meta(config.seed, str(dev), [m.meta() for m in models]))
+    frame = run_cells(rd, module.cells(config, models, dataset, dev, rd), progress=progress)
+    frame.attrs["run_dir"] = str(rd.path)
+    return frame

@@ -1,0 +1,231 @@
+"""Attack study (SPEC §6): models × ε grid × {adversarial, gaussian} on the measured k-space.
+
+Schema of ``results.csv`` (one row per model × kind × ε × slice):
+
+======================  =====================================================================
+study, model            ``"attack"``; the zoo entry (e.g. ``mnmmol-4x``)
+sample                  slice index in the split
+kind, eps               ``clean`` (ε = 0), ``adversarial`` or ``gaussian``; relative radius ε
+psnr, ssim, nmse        of the (attacked) reconstruction against the ground truth
+psnr_clean, psnr_drop   PSNR of the clean reconstruction; ``psnr_clean − psnr`` (dB, > 0 = damage)
+amplification           ``‖f(b+γ) − f(b)‖ / ‖γ‖`` (image norm per k-space norm)
+perturbation            ``‖γ‖ / ‖b‖`` actually applied (≤ ε)
+attack_loss             the attack objective ``‖f(b+γ) − x_ref‖² / ‖x_ref‖²`` (adversarial only)
+iterations, residual,   DEQ solve at the perturbed k-space (NaN for MoDL); for gaussian the mean
+converged               iterations, the max residual and whether all draws converged
+steps, restarts, ...    the attack settings (steps, restarts, step_size, optimizer, target, roi,
+                        draws) and ``seed``
+======================  =====================================================================
+
+``traces.csv``: ``model, kind, eps, sample, restart, step, loss`` (the adversarial objective at
+every iterate). ``examples/<model>__<kind>__eps<ε>.npz``: ``sample``, ``target``, ``clean``,
+``attacked`` (complex ``(n, H, W)``), ``perturbation`` (root-sum-of-squares ``|γ|`` over coils,
+``(n, H, W)``) for the first ``examples`` slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from robustkit.errors import RobustkitError
+from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, check_eps
+
+KINDS = ("adversarial", "gaussian")
+TARGETS = ("clean", "ground_truth")
+ROIS = ("none", "support")
+
+
+@dataclass
+class AttackConfig(StudyConfig):
+    """eps: relative radii ε; kinds: ``adversarial`` and/or ``gaussian``; steps, restarts,
+    step_size (relative to ε‖b‖, ``None`` = 2.5/steps), optimizer (``pgd`` or ``adam``): of the
+    adversarial attack; target: what the attack pushes away from (``clean`` reconstruction or
+    ``ground_truth``); roi: ``none`` or ``support`` (pixels where the ground truth exceeds 5 % of
+    its maximum); draws: Gaussian draws averaged per slice; examples: slices saved as images;
+    deq_backward: gradient of DEQ models during the attack (``implicit`` is the true gradient).
+    """
+
+    eps: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05])
+    kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    steps: int = 10
+    restarts: int = 1
+    step_size: float | None = None
+    optimizer: str = "pgd"
+    target: str = "clean"
+    roi: str = "none"
+    draws: int = 4
+    examples: int = 1
+    deq_backward: str = "implicit"
+
+    def validate(self) -> None:
+        super().validate()
+        self.eps = check_eps(self.eps)
+        for name, value, allowed in (("kind", self.kinds, KINDS), ("target", [self.target], TARGETS),
+                                     ("roi", [self.roi], ROIS), ("optimizer", [self.optimizer], ("pgd", "adam")),
+                                     ("deq_backward", [self.deq_backward], ("implicit", "jfb", "phantom"))):
+            for v in value:
+                if v not in allowed:
+                    raise RobustkitError(f"unknown {name} {v!r}; choose from {', '.join(allowed)}")
+        if not self.kinds:
+            raise RobustkitError("no attack kinds given; use adversarial and/or gaussian")
+        if self.steps < 1 or self.restarts < 1 or self.draws < 1:
+            raise RobustkitError("steps, restarts and draws must be >= 1")
+        if self.step_size is not None and not self.step_size > 0:
+            raise RobustkitError(f"step_size must be > 0, got {self.step_size}")
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
+class _Clean:
+    """Clean reconstructions per batch, computed once per model."""
+
+    def __init__(self):
+        self.cache: dict[tuple[str, int], torch.Tensor] = {}
+
+    def get(self, lm: LoadedModel, i: int, batch, op) -> torch.Tensor:
+        key = (lm.name, i)
+        if key not in self.cache:
+            with torch.no_grad():
+                self.cache[key] = lm.model(batch["kspace"], op)
+        return self.cache[key]
+
+
+def _deq_columns(lm: LoadedModel, n: int) -> dict[str, list]:
+    stats = lm.model.last_stats if lm.is_deq else None
+    if stats is None:
+        return {"iterations": [np.nan] * n, "residual": [np.nan] * n, "converged": [np.nan] * n}
+    return {
+        "iterations": stats.iterations.float().cpu().tolist(),
+        "residual": stats.residual.float().cpu().tolist(),
+        "converged": stats.converged.cpu().tolist(),
+    }
+
+
+def _roi(config: AttackConfig, target: torch.Tensor) -> torch.Tensor | None:
+    if config.roi == "none":
+        return None
+    mag = target.abs()
+    return (mag > 0.05 * mag.flatten(1).amax(1).reshape(-1, 1, 1)).to(mag.dtype)
+
+
+def _attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, dataset, device, clean: _Clean, examples_dir):
+    from robustkit.attacks import BoundReconstructor, KSpaceGaussian, KSpacePGD
+    from robustkit.batch import operator_of
+    from robustkit.evaluate import score
+
+    frames, traces, saved = [], [], {"sample": [], "target": [], "clean": [], "attacked": [], "perturbation": []}
+    for i, batch in enumerate(batches(dataset, config.batch_size, device)):
+        op, b, target = operator_of(batch), batch["kspace"], batch["target"]
+        x_clean = clean.get(lm, i, batch, op)
+        clean_psnr = score(x_clean, target)["psnr"]
+        n = b.shape[0]
+        samples = batch["index"].cpu().tolist()
+        bound = BoundReconstructor(lm.model, op)
+        seed = config.seed * 100_003 + i
+        if kind == "clean":
+            x_attacked, gamma_used = x_clean, torch.zeros_like(b)
+            with torch.no_grad():
+                lm.model(b, op)
+            cols = {"draws": [0] * n, "attack_loss": [np.nan] * n, **_deq_columns(lm, n)}
+            metrics = {k: v.cpu() for k, v in score(x_clean, target).items()}
+            amplification = [np.nan] * n
+        elif kind == "adversarial":
+            atk = KSpacePGD(bound, op.mask, eps, steps=config.steps, step_size=config.step_size, restarts=config.restarts,
+                            optimizer=config.optimizer, roi=_roi(config, target), seed=seed)
+            reference = x_clean if config.target == "clean" else target
+            b_adv = atk(b, reference)
+            gamma_used = b_adv - b
+            with torch.no_grad():
+                x_attacked = lm.model(b_adv, op)
+            cols = {"draws": [1] * n, "attack_loss": atk.last_trace.best_loss.tolist(), **_deq_columns(lm, n)}
+            metrics = {k: v.cpu() for k, v in score(x_attacked, target).items()}
+            amplification = (_norm(x_attacked - x_clean) / _norm(gamma_used).clamp_min(1e-30)).cpu().tolist()
+            loss = atk.last_trace.loss  # (restarts, steps + 1, B)
+            for r in range(loss.shape[0]):
+                for t in range(loss.shape[1]):
+                    for j in range(n):
+                        traces.append({"model": lm.name, "kind": kind, "eps": eps, "sample": samples[j],
+                                       "restart": r, "step": t, "loss": float(loss[r, t, j])})
+        else:
+            atk = KSpaceGaussian(bound, op.mask, eps, seed=seed)
+            acc: dict[str, list[torch.Tensor]] = {}
+            for _ in range(config.draws):
+                b_noisy = atk(b)
+                with torch.no_grad():
+                    x_noisy = lm.model(b_noisy, op)
+                draw = {k: v.cpu() for k, v in score(x_noisy, target).items()}
+                draw["amplification"] = (_norm(x_noisy - x_clean) / _norm(atk.last_gamma).clamp_min(1e-30)).cpu()
+                deq = _deq_columns(lm, n)
+                draw["iterations"] = torch.tensor(deq["iterations"], dtype=torch.float64)
+                draw["residual"] = torch.tensor(deq["residual"], dtype=torch.float64)
+                draw["converged"] = torch.tensor([np.nan if c != c else float(c) for c in deq["converged"]], dtype=torch.float64)
+                for k, v in draw.items():
+                    acc.setdefault(k, []).append(v)
+            x_attacked, gamma_used = x_noisy, atk.last_gamma
+            stacked = {k: torch.stack(v) for k, v in acc.items()}
+            metrics = {k: stacked[k].mean(0) for k in ("psnr", "ssim", "nmse")}
+            amplification = stacked["amplification"].mean(0).tolist()
+            conv = stacked["converged"]
+            cols = {
+                "draws": [config.draws] * n,
+                "attack_loss": [np.nan] * n,
+                "iterations": stacked["iterations"].mean(0).tolist(),
+                "residual": stacked["residual"].amax(0).tolist(),
+                "converged": [np.nan if torch.isnan(c).any() else bool((c == 1).all()) for c in conv.T],
+            }
+        frame = pd.DataFrame({
+            "study": "attack", "model": lm.name, "sample": samples, "kind": kind, "eps": eps,
+            "psnr": metrics["psnr"].tolist(), "ssim": metrics["ssim"].tolist(), "nmse": metrics["nmse"].tolist(),
+            "psnr_clean": clean_psnr.cpu().tolist(),
+            "amplification": amplification,
+            "perturbation": (_norm(gamma_used) / _norm(b)).cpu().tolist(),
+            **cols,
+        })
+        frame["psnr_drop"] = frame["psnr_clean"] - frame["psnr"]
+        frames.append(frame)
+        if kind != "clean" and len(saved["sample"]) < config.examples:
+            take = min(n, config.examples - len(saved["sample"]))
+            saved["sample"] += samples[:take]
+            saved["target"].append(target[:take].cpu().numpy())
+            saved["clean"].append(x_clean[:take].cpu().numpy())
+            saved["attacked"].append(x_attacked[:take].detach().cpu().numpy())
+            saved["perturbation"].append(gamma_used[:take].abs().pow(2).sum(1).sqrt().detach().cpu().numpy())
+    rows = pd.concat(frames, ignore_index=True)
+    settings = {"steps": config.steps, "restarts": config.restarts,
+                "step_size": config.step_size if config.step_size is not None else 2.5 / config.steps,
+                "optimizer": config.optimizer, "target": config.target, "roi": config.roi, "seed": config.seed}
+    for k, v in settings.items():
+        rows[k] = v
+    if saved["sample"]:
+        np.savez_compressed(
+            examples_dir / f"{lm.name}__{kind}__eps{eps:g}.npz",
+            sample=np.asarray(saved["sample"]),
+            **{k: np.concatenate(v) for k, v in saved.items() if k != "sample"},
+        )
+    return rows, (pd.DataFrame(traces) if traces else None)
+
+
+def cells(config: AttackConfig, models: list[LoadedModel], dataset, device, run) -> list[Cell]:
+    """Per model a ``clean`` cell, then one cell per kind × ε."""
+    clean = _Clean()
+    out = []
+    for lm in models:
+        if lm.is_deq:
+            lm.model.config.backward = config.deq_backward
+        out.append(Cell(f"{lm.name}|clean|0", f"{lm.name} clean",
+                        lambda lm=lm: _attack_cell(lm, "clean", 0.0, config, dataset, device, clean, run.examples_dir())))
+        for kind in config.kinds:
+            for eps in config.eps:
+                out.append(Cell(f"{lm.name}|{kind}|{eps:g}", f"{lm.name} {kind} ε={eps:g}",
+                                lambda lm=lm, kind=kind, eps=eps: _attack_cell(lm, kind, eps, config, dataset, device, clean, run.examples_dir())))
+    return out
+
+
+SUMMARY_BY = ["model", "kind", "eps"]
+SUMMARY_COLUMNS = ["psnr", "ssim", "psnr_drop", "amplification", "iterations"]

@@ -1,0 +1,195 @@
+"""δ sweep: MnM-MOL models trained with different ball radii δ, side by side.
+
+The radius δ of the local constraint ``L[H_θ](x*; δ) ≤ 1 − m`` trades quality for the size of
+the region where the iteration is guaranteed to contract. For each MnM-MOL zoo model (all of
+them at the study's acceleration, or those whose δ is in ``deltas``; ``train = true`` trains the
+missing ones with :data:`RECIPE`), per test slice:
+
+Schema of ``results.csv`` (one row per model × slice):
+
+=====================  ==============================================================
+study, model, sample   ``"sweep-delta"``; zoo entry; slice index
+delta                  the δ the model was trained with
+psnr, ssim             of the fixed point from the SENSE start
+iterations, converged  of that solve (``eval_tol``, ``eval_max_iter``)
+L_own, L_slow          ``L[H_θ](x*; δ)`` at the model's own δ (two-point ascent) and the
+                       slow-mode estimate
+L_common               ``L[H_θ](x*; common_delta)``; common_delta
+threshold, within      ``T = 1 − m``; ``max(L_own, L_slow) ≤ T``
+init_success           fraction of the starts in ``init_starts`` (ball starts at ``init_radii``)
+                       that reach ``x*`` (relative distance ≤ 1e-3)
+sense_in_ball          whether the SENSE start lies in ``B(x*, δ‖x*‖)``
+adv_eps, adv_psnr_drop PSNR lost under the adversarial attack at ``adv_eps`` (``adv_steps``)
+seed                   the study seed
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from robustkit.errors import RobustkitError
+from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, rel_distance
+
+#: how robustkit trains a missing sweep model (the recipe of the shipped MnM-MOL; see its card).
+RECIPE: dict[str, Any] = {
+    "lr": 5e-4,
+    "init_from": "modl",
+    "penalty_weight": 0.5,
+    "penalty_threshold": 0.95,
+    "model_config": {"backward": "phantom", "phantom_steps": 5},
+}
+
+
+@dataclass
+class SweepDeltaConfig(StudyConfig):
+    """models: MnM-MOL zoo entries (empty = every MnM-MOL at this acceleration); deltas: keep only
+    models trained with these δ (with ``train``, train those missing); common_delta: the shared δ
+    at which every model's L is also measured; steps, restarts: of the ascent; init_starts,
+    init_radii: starts of the init test; adv_eps, adv_steps: the adversarial attack; train: train
+    missing δ models (``train_epochs``, ``train_minutes`` each, recipe :data:`RECIPE`)."""
+
+    models: list[str] = field(default_factory=list)
+    deltas: list[float] = field(default_factory=list)
+    common_delta: float = 0.3
+    steps: int = 20
+    restarts: int = 2
+    init_starts: list[str] = field(default_factory=lambda: ["zeros", "zero_filled", "ball"])
+    init_radii: list[float] = field(default_factory=lambda: [0.5])
+    adv_eps: float = 0.05
+    adv_steps: int = 5
+    train: bool = False
+    train_epochs: int = 12
+    train_minutes: float = 12.0
+
+    def validate(self) -> None:
+        # models may be empty here: the zoo is searched
+        if self.samples is not None and self.samples < 1:
+            raise RobustkitError(f"samples must be >= 1, got {self.samples}")
+        if any(not d > 0 for d in self.deltas) or not self.common_delta > 0:
+            raise RobustkitError("deltas and common_delta must be > 0")
+        if not self.adv_eps >= 0 or self.adv_steps < 1:
+            raise RobustkitError("adv_eps must be >= 0 and adv_steps >= 1")
+        from robustkit.studies.init_test import STARTS
+
+        for s in self.init_starts:
+            if s not in STARTS:
+                raise RobustkitError(f"unknown start {s!r}; choose from {', '.join(STARTS)}")
+
+
+def _delta_of(card: dict[str, Any]) -> float:
+    return float(card.get("config", {}).get("delta", 0.3))
+
+
+def _folder_for(delta: float, accel: float) -> str:
+    return f"mnmmol-{accel:g}x-delta{delta:g}"
+
+
+def train_missing(config: SweepDeltaConfig, have: dict[float, str], device: str) -> dict[float, str]:
+    """Train an MnM-MOL for every δ in ``config.deltas`` that the zoo lacks; returns δ → folder."""
+    from robustkit.models.zoo import zoo_dir
+    from robustkit.training import TrainConfig, train
+
+    for d in config.deltas:
+        if any(abs(d - k) < 1e-9 for k in have):
+            continue
+        out = zoo_dir() / _folder_for(d, config.accel)
+        tc = TrainConfig(model="mnmmol", data=config.data, accel=config.accel, epochs=config.train_epochs,
+                         seed=config.seed, max_minutes=config.train_minutes, lr=RECIPE["lr"],
+                         init_from=RECIPE["init_from"], penalty_weight=RECIPE["penalty_weight"],
+                         penalty_threshold=RECIPE["penalty_threshold"],
+                         model_config={**RECIPE["model_config"], "delta": d})
+        train(tc, out, device=device, resume=(out / "train_state.pt").exists())
+        have[d] = out.name
+    return have
+
+
+def model_refs(config: SweepDeltaConfig, device: str = "cpu") -> list[str]:
+    """The MnM-MOL zoo entries to compare, sorted by δ (training missing ones when asked)."""
+    from robustkit.models.zoo import list_models, read_card, resolve
+
+    if config.models:
+        cards = {resolve(m).name: read_card(resolve(m)) for m in config.models}
+    else:
+        cards = {c["folder"]: c for c in list_models()
+                 if c.get("model") == "mnmmol" and abs(float(c.get("data", {}).get("accel", 0)) - config.accel) < 1e-9}
+    have: dict[float, str] = {}
+    for name, card in sorted(cards.items(), key=lambda kv: (_delta_of(kv[1]), not kv[1].get("default"), kv[0])):
+        if card.get("model") != "mnmmol":
+            raise RobustkitError(f"sweep-delta compares MnM-MOL models; {name!r} is a {card.get('model')} model")
+        have.setdefault(_delta_of(card), name)
+    if config.deltas:
+        if config.train:
+            have = train_missing(config, have, device)
+        missing = [d for d in config.deltas if not any(abs(d - k) < 1e-9 for k in have)]
+        if missing:
+            raise RobustkitError(
+                f"no MnM-MOL with delta {', '.join(f'{d:g}' for d in missing)} in the zoo; pass --train to train "
+                f"them (≈ {config.train_minutes:g} min each here) or drop them from --deltas"
+            )
+        have = {k: v for k, v in have.items() if any(abs(d - k) < 1e-9 for d in config.deltas)}
+    if not have:
+        raise RobustkitError("no MnM-MOL models in the zoo at this acceleration; train one with `robustkit train --model mnmmol`")
+    return [have[k] for k in sorted(have)]
+
+
+def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run):
+    from robustkit.batch import operator_of
+    from robustkit.evaluate import score
+    from robustkit.physics.sense import sense_init
+    from robustkit.studies.attack import AttackConfig, _attack_cell, _Clean
+    from robustkit.studies.audit import lipschitz_at, model_threshold
+    from robustkit.studies.init_test import InitTestConfig, solve_from, starts_of
+
+    delta, threshold = float(lm.model.config.delta), model_threshold(lm)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    cpu_gen = torch.Generator().manual_seed(config.seed)
+    init_cfg = InitTestConfig(models=[lm.name], starts=config.init_starts, radii=config.init_radii)
+    rows: list[dict[str, Any]] = []
+    lm.model.config.backward = "implicit"
+    for batch in batches(dataset, config.batch_size, device):
+        op, b = operator_of(batch), batch["kspace"]
+        with torch.no_grad():
+            x = lm.model(b, op)
+            stats = lm.model.last_stats
+            own, slow = lipschitz_at(lm, x, b, op, delta, config.steps, config.restarts, 10, generator)
+            common, _ = lipschitz_at(lm, x, b, op, config.common_delta, config.steps, config.restarts, 1, generator)
+            sense = sense_init(op, b)
+            norm = torch.linalg.vector_norm(x.flatten(1), dim=1)
+            sense_in = torch.linalg.vector_norm((sense - x).flatten(1), dim=1) <= delta * norm
+            reached = []
+            for _, _, x0 in starts_of(init_cfg, x, sense, op.adjoint(b), delta, cpu_gen):
+                x_end, _ = solve_from(lm, b, op, x0, lm.model.config.eval_max_iter)
+                reached.append(rel_distance(x_end, x) <= 1e-3)
+            success = torch.stack(reached).float().mean(0) if reached else torch.full_like(norm, np.nan)
+        metrics = score(x, batch["target"])
+        for j, sample in enumerate(batch["index"].cpu().tolist()):
+            rows.append({
+                "study": "sweep-delta", "model": lm.name, "sample": sample, "delta": delta,
+                "psnr": float(metrics["psnr"][j]), "ssim": float(metrics["ssim"][j]),
+                "iterations": int(stats.iterations[j]), "converged": bool(stats.converged[j]),
+                "L_own": float(own.estimate[j]), "L_slow": float(slow.estimate[j]),
+                "L_common": float(common.estimate[j]), "common_delta": config.common_delta,
+                "threshold": threshold, "within": bool(max(float(own.estimate[j]), float(slow.estimate[j])) <= threshold),
+                "init_success": float(success[j]), "sense_in_ball": bool(sense_in[j]), "seed": config.seed,
+            })
+    frame = pd.DataFrame(rows)
+    attack_cfg = AttackConfig(models=[lm.name], eps=[config.adv_eps], kinds=["adversarial"], steps=config.adv_steps,
+                              examples=0, seed=config.seed, batch_size=config.batch_size)
+    attacked, _ = _attack_cell(lm, "adversarial", config.adv_eps, attack_cfg, dataset, device, _Clean(), run.examples_dir())
+    frame["adv_eps"] = config.adv_eps
+    frame["adv_psnr_drop"] = attacked.set_index("sample").loc[frame["sample"], "psnr_drop"].to_numpy()
+    return frame, None
+
+
+def cells(config: SweepDeltaConfig, models: list[LoadedModel], dataset, device, run) -> list[Cell]:
+    return [Cell(lm.name, lm.name, lambda lm=lm: _model_cell(lm, config, dataset, device, run)) for lm in models]
+
+
+SUMMARY_BY = ["model", "delta"]
+SUMMARY_COLUMNS = ["psnr", "L_own", "L_common", "within", "init_success", "sense_in_ball", "adv_psnr_drop"]
