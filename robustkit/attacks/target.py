@@ -20,7 +20,18 @@ class BoundReconstructor(nn.Module):
         super().__init__()
         self.model = model
         self.op = op
-        self.train(model.training)  # torchattacks restores this mode after an attack
+
+    # torchattacks reads ``training`` before an attack and restores it after: mirror the model's.
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        model = self.__dict__.get("_modules", {}).get("model")
+        return bool(model.training) if model is not None else True
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        model = self.__dict__.get("_modules", {}).get("model")
+        if model is not None:
+            model.train(mode)
 
     def forward(self, kspace: torch.Tensor) -> torch.Tensor:
         return self.model(kspace, self.op)

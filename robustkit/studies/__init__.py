@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -49,11 +49,13 @@ def run(
     reports_dir: str | Path = "reports",
     resume: str | Path | None = None,
     progress: bool = True,
+    on_start: Callable[[Path], None] | None = None,
 ) -> pd.DataFrame:
     """Run a study; returns its tidy frame (``frame.attrs["run_dir"]`` is the run folder).
 
     Writes ``<reports_dir>/<name>-<timestamp>/`` (see :mod:`robustkit.studies.rundir`); with
-    ``resume`` continues that folder, skipping its completed cells.
+    ``resume`` continues that folder, skipping its completed cells. ``on_start(run_dir)`` is
+    called once the folder exists (before any cell runs).
     """
     import torch
 
@@ -67,11 +69,15 @@ def run(
     dataset = study_dataset(config)
     models = load_models(module.model_refs(config, str(dev)) if hasattr(module, "model_refs") else config.models,
                          dataset, config.accel, dev)
+    if hasattr(module, "check_models"):
+        module.check_models(models)
     settings = config.to_dict()
     if resume is not None:
         rd = RunDir.resume(resume, name, settings)
     else:
         rd = RunDir.create(reports_dir, name, settings, base_meta(config.seed, str(dev), [m.meta() for m in models]))
+    if on_start is not None:
+        on_start(rd.path)
     frame = run_cells(rd, module.cells(config, models, dataset, dev, rd), progress=progress)
     frame.attrs["run_dir"] = str(rd.path)
     return frame

@@ -227,5 +227,10 @@ def cells(config: AttackConfig, models: list[LoadedModel], dataset, device, run)
     return out
 
 
+#: the columns of ``results.csv`` (documented above).
+COLUMNS = ("study", "model", "sample", "kind", "eps", "psnr", "ssim", "nmse", "psnr_clean", "amplification",
+           "perturbation", "draws", "attack_loss", "iterations", "residual", "converged", "psnr_drop", "steps",
+           "restarts", "step_size", "optimizer", "target", "roi", "seed")
+
 SUMMARY_BY = ["model", "kind", "eps"]
 SUMMARY_COLUMNS = ["psnr", "ssim", "psnr_drop", "amplification", "iterations"]

@@ -153,5 +153,10 @@ def cells(config: AuditConfig, models: list[LoadedModel], dataset, device, run) 
     return [Cell(lm.name, lm.name, lambda lm=lm: _model_cell(lm, config, dataset, device)) for lm in models]
 
 
+#: the columns of ``results.csv`` (documented above).
+COLUMNS = ("study", "model", "sample", "delta", "threshold", "L", "L_change", "L_slow", "L_slow_change",
+           "jacobian_norm", "jacobian_iterations", "jacobian_converged", "passes", "iterations", "residual",
+           "amplification", "steps", "restarts", "seed")
+
 SUMMARY_BY = ["model"]
 SUMMARY_COLUMNS = ["L", "L_slow", "jacobian_norm", "passes", "amplification"]

@@ -44,8 +44,8 @@ class StudyConfig:
             raise RobustkitError(f"samples must be >= 1, got {self.samples}")
         if self.batch_size < 1:
             raise RobustkitError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (isinstance(self.accel, (int, float)) and self.accel > 1):
-            raise RobustkitError(f"accel must be a number > 1, got {self.accel!r}")
+        if not (isinstance(self.accel, (int, float)) and self.accel >= 1):
+            raise RobustkitError(f"accel must be a number >= 1, got {self.accel!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -161,11 +161,18 @@ def _model_cell(lm: LoadedModel, config: InitTestConfig, dataset, device):
     return pd.DataFrame(rows), pd.DataFrame(traces)
 
 
-def cells(config: InitTestConfig, models: list[LoadedModel], dataset, device, run) -> list[Cell]:
+def check_models(models: list[LoadedModel]) -> None:
     for lm in models:
         require_deq(lm, "init-test")
+
+
+def cells(config: InitTestConfig, models: list[LoadedModel], dataset, device, run) -> list[Cell]:
     return [Cell(lm.name, lm.name, lambda lm=lm: _model_cell(lm, config, dataset, device)) for lm in models]
 
+
+#: the columns of ``results.csv`` (documented above).
+COLUMNS = ("study", "model", "sample", "start", "radius", "delta", "start_distance", "iterations", "residual",
+           "converged", "distance", "same_fixed_point", "psnr", "sense_in_ball", "cap", "seed")
 
 SUMMARY_BY = ["model", "start", "radius"]
 SUMMARY_COLUMNS = ["same_fixed_point", "converged", "iterations", "distance", "psnr", "sense_in_ball"]

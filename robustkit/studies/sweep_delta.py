@@ -191,5 +191,10 @@ def cells(config: SweepDeltaConfig, models: list[LoadedModel], dataset, device, 
     return [Cell(lm.name, lm.name, lambda lm=lm: _model_cell(lm, config, dataset, device, run)) for lm in models]
 
 
+#: the columns of ``results.csv`` (documented above).
+COLUMNS = ("study", "model", "sample", "delta", "psnr", "ssim", "iterations", "converged", "L_own", "L_slow",
+           "L_common", "common_delta", "threshold", "within", "init_success", "sense_in_ball", "seed", "adv_eps",
+           "adv_psnr_drop")
+
 SUMMARY_BY = ["model", "delta"]
 SUMMARY_COLUMNS = ["psnr", "L_own", "L_common", "within", "init_success", "sense_in_ball", "adv_psnr_drop"]

@@ -1,0 +1,213 @@
+"""``robustkit attack | sweep-delta | init-test | audit | run``: the studies from the command line.
+
+Each command builds the study's config from the options given (the rest keep the study's
+defaults), runs it on the zoo and the built-in data, writes ``reports/<study>-<timestamp>/``,
+prints a summary table and the report path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from robustkit.errors import RobustkitError
+
+
+def _eps_value(ctx, param, values):
+    out = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not a number; give ε as a fraction, e.g. --eps 0.05") from None
+    return tuple(out)
+
+
+def common_options(default_models: str) -> Callable:
+    """Options every study command has."""
+
+    def decorate(fn: Callable) -> Callable:
+        options = [
+            click.option("--model", "models", multiple=True, metavar="NAME",
+                         help=f"Zoo model (repeatable): a registry name (its default entry) or a zoo folder. [default: {default_models}]"),
+            click.option("--samples", type=int, default=None, help="Use the first N slices of the split. [default: all]"),
+            click.option("--split", default=None, help="Split of the data. [default: test]"),
+            click.option("--data", default=None, help="'builtin' or a prepared HDF5 file. [default: builtin]"),
+            click.option("--accel", type=float, default=None, help="Acceleration of the masks; must match the models. [default: 4]"),
+            click.option("--batch-size", type=int, default=None, help="Slices per batch. [default: 2]"),
+            click.option("--reports-dir", type=click.Path(), default="reports", show_default=True,
+                         help="Where run folders go (never overwritten)."),
+            click.option("--resume", "resume", type=click.Path(), default=None, metavar="RUN_DIR",
+                         help="Continue an interrupted run folder, skipping its completed cells."),
+            click.option("--no-report", is_flag=True, help="Do not build the HTML report at the end."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _mapping(**values: Any) -> dict[str, Any]:
+    """Config keys from options: drop the ones not given (None or empty)."""
+    out = {}
+    for key, value in values.items():
+        if value is None or (isinstance(value, tuple) and not value):
+            continue
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _common(models, samples, split, data, accel, batch_size) -> dict[str, Any]:
+    return _mapping(models=models, samples=samples, split=split, data=data, accel=accel, batch_size=batch_size)
+
+
+def execute(obj: dict, name: str, mapping: dict[str, Any], reports_dir: str, resume: str | None,
+            report: bool = True, where: str = "the options"):
+    """Build the config, run the study, print its summary; returns the frame."""
+    from robustkit.studies import make_config, run, study_module
+    from robustkit.studies.common import summary_table
+
+    obj = obj or {}
+    mapping.setdefault("seed", obj.get("seed", 0))
+    config = make_config(name, mapping, where)
+    frame = run(name, config, device=obj.get("device", "auto"), reports_dir=reports_dir, resume=resume)
+    module = study_module(name)
+    run_dir = Path(frame.attrs["run_dir"])
+    click.echo(summary_table(frame, module.SUMMARY_BY, module.SUMMARY_COLUMNS).to_string(index=False))
+    click.echo(f"results: {run_dir / 'results.csv'}")
+    if report:
+        _report(run_dir)
+    return frame
+
+
+def _report(run_dir: Path) -> None:
+    try:
+        from robustkit.report import build_index, build_run_page
+    except ImportError:  # the report layer is optional at import time
+        return
+    page = build_run_page(run_dir)
+    build_index(run_dir.parent)
+    click.echo(f"report: {page}")
+
+
+
+@click.command()
+@click.option("--eps", "eps", multiple=True, callback=_eps_value, metavar="ε",
+              help="Relative perturbation size ‖γ‖ ≤ ε‖b‖ (repeatable). [default: 0.01 0.02 0.05]")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["adversarial", "gaussian"]),
+              help="Attack kind (repeatable). [default: both]")
+@click.option("--steps", type=int, default=None, help="PGD steps per restart. [default: 10]")
+@click.option("--restarts", type=int, default=None, help="Random restarts; the per-slice worst is kept. [default: 1]")
+@click.option("--step-size", type=float, default=None, help="Step α relative to ε‖b‖. [default: 2.5/steps]")
+@click.option("--optimizer", type=click.Choice(["pgd", "adam"]), default=None, help="PGD-ℓ2 or projected Adam. [default: pgd]")
+@click.option("--target", type=click.Choice(["clean", "ground_truth"]), default=None,
+              help="Push the reconstruction away from the clean one or from the ground truth. [default: clean]")
+@click.option("--roi", type=click.Choice(["none", "support"]), default=None, help="Region of interest of the attack loss. [default: none]")
+@click.option("--draws", type=int, default=None, help="Gaussian draws averaged per slice. [default: 4]")
+@common_options("modl mol mnmmol")
+@click.pass_obj
+def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, draws,
+           models, samples, split, data, accel, batch_size, reports_dir, resume, no_report) -> None:
+    """Attack the measured k-space of each model (SPEC §6) and report the damage.
+
+    Adversarial: projected gradient ascent on ‖f(b+γ) − f(b)‖² within ‖γ‖ ≤ ε‖b‖ on the sampled
+    locations; DEQ models are differentiated through their fixed point. Gaussian: random γ of the
+    same size. Example:
+
+        robustkit attack --model mnmmol --eps 0.05
+    """
+    if any(e < 0 for e in eps):
+        raise RobustkitError(f"--eps must be >= 0, got {min(eps)}")
+    mapping = {**_common(models, samples, split, data, accel, batch_size),
+               **_mapping(eps=eps, kinds=kinds, steps=steps, restarts=restarts, step_size=step_size,
+                          optimizer=optimizer, target=target, roi=roi, draws=draws)}
+    execute(obj, "attack", mapping, reports_dir, resume, not no_report)
+
+
+@click.command("sweep-delta")
+@click.option("--deltas", "deltas", multiple=True, type=float, metavar="δ",
+              help="Compare only MnM-MOL models trained with these δ (repeatable). [default: every MnM-MOL in the zoo]")
+@click.option("--train", is_flag=True, help="Train the MnM-MOL models missing from the zoo for --deltas first (slow).")
+@click.option("--common-delta", type=float, default=None, help="δ at which every model's L is also measured. [default: 0.3]")
+@click.option("--eps", "adv_eps", type=float, default=None, help="ε of the adversarial attack. [default: 0.05]")
+@common_options("every MnM-MOL in the zoo")
+@click.pass_obj
+def sweep_delta(obj, deltas, train, common_delta, adv_eps, models, samples, split, data, accel, batch_size,
+                reports_dir, resume, no_report) -> None:
+    """Compare MnM-MOL models trained with different ball radii δ: quality, L[H_θ] at their own
+    and a common δ, the fraction within 1 − m, init-test success and adversarial damage. Example:
+
+        robustkit sweep-delta --deltas 0.05 --deltas 0.1 --deltas 0.3 --deltas 0.5
+    """
+    mapping = {**_common(models, samples, split, data, accel, batch_size),
+               **_mapping(deltas=deltas, common_delta=common_delta, adv_eps=adv_eps, train=train or None)}
+    execute(obj, "sweep-delta", mapping, reports_dir, resume, not no_report)
+
+
+@click.command("init-test")
+@click.option("--start", "starts", multiple=True,
+              type=click.Choice(["sense", "zero_filled", "zeros", "ball", "noise"]), help="Starts to try (repeatable). [default: all]")
+@click.option("--radius", "radii", multiple=True, type=float, help="Ball-start radius in units of δ‖x*‖ (repeatable). [default: 0.1 0.5 1]")
+@click.option("--delta", type=float, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
+@click.option("--cap-factor", type=float, default=None, help="Iteration cap as a multiple of the training cap. [default: 3]")
+@common_options("mol mnmmol")
+@click.pass_obj
+def init_test(obj, starts, radii, delta, cap_factor, models, samples, split, data, accel, batch_size,
+              reports_dir, resume, no_report) -> None:
+    """Iterate each DEQ model from several starts (SPEC §7) and check they reach the fixed point
+    of the SENSE start: iterations, residual, distance, residual traces. Example:
+
+        robustkit init-test --model mnmmol
+    """
+    mapping = {**_common(models, samples, split, data, accel, batch_size),
+               **_mapping(starts=starts, radii=radii, delta=delta, cap_factor=cap_factor)}
+    execute(obj, "init-test", mapping, reports_dir, resume, not no_report)
+
+
+@click.command()
+@click.option("--delta", type=float, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
+@click.option("--steps", type=int, default=None, help="Ascent steps per restart. [default: 20]")
+@click.option("--restarts", type=int, default=None, help="Ascent restarts. [default: 2]")
+@click.option("--power-iters", type=int, default=None, help="Jacobian power iterations. [default: 30]")
+@common_options("modl mol mnmmol")
+@click.pass_obj
+def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data, accel, batch_size,
+          reports_dir, resume, no_report) -> None:
+    """Per slice: L[H_θ](x*; δ) by two-point ascent and by the slow-mode estimate, the Jacobian
+    spectral norm at x*, pass/fail against 1 − m, and each model's end-to-end amplification. Example:
+
+        robustkit audit --model mnmmol --delta 0.3
+    """
+    mapping = {**_common(models, samples, split, data, accel, batch_size),
+               **_mapping(delta=delta, steps=steps, restarts=restarts, power_iters=power_iters)}
+    execute(obj, "audit", mapping, reports_dir, resume, not no_report)
+
+
+@click.command("run")
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option("--reports-dir", type=click.Path(), default="reports", show_default=True, help="Where run folders go.")
+@click.option("--resume", type=click.Path(), default=None, metavar="SUITE_DIR", help="Continue an interrupted suite folder.")
+@click.option("--no-report", is_flag=True, help="Do not build the HTML report at the end.")
+@click.pass_obj
+def run_file(obj, study_file, reports_dir, resume, no_report) -> None:
+    """Run every study in a TOML study file, e.g. `robustkit run studies/quick.toml`.
+
+    The file has one table per study ([attack], [init-test], [audit], [sweep-delta]) with that
+    study's keys, and an optional [defaults] table applied to all of them. Writes one run folder
+    per study and a suite folder reports/<file>-<timestamp>/ with suite.json.
+    """
+    from robustkit.studies.suite import run_suite
+
+    suite_dir = run_suite(study_file, obj or {}, reports_dir, resume, on_study=None if no_report else _report)
+    if not no_report:
+        try:
+            from robustkit.report import build_index, build_suite_page
+        except ImportError:
+            pass
+        else:
+            click.echo(f"report: {build_suite_page(suite_dir)}")
+            build_index(Path(suite_dir).parent)
+    click.echo(f"suite: {suite_dir}")

@@ -1,0 +1,184 @@
+"""Reading a study run folder (layout in :mod:`robustkit.studies.rundir`) for the report.
+
+:func:`load_run` checks the folder and returns a :class:`Run`; anything that makes the folder
+unusable (missing, no ``config.json``/``meta.json``, unknown study, a complete run without
+``results.csv``, columns missing) is a :class:`~robustkit.errors.RobustkitError` naming the folder
+and the fix. A run still ``running`` or ``interrupted`` is usable: the report shows what is there
+with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robustkit.errors import RobustkitError
+
+#: study name → columns ``results.csv`` must hold for the report (schemas in each study module).
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "attack": ("model", "sample", "kind", "eps", "psnr", "ssim", "psnr_drop"),
+    "init-test": ("model", "sample", "start", "radius", "iterations", "residual", "converged", "same_fixed_point"),
+    "audit": ("model", "sample", "threshold", "L", "L_slow", "passes", "amplification"),
+    "sweep-delta": ("model", "sample", "delta", "psnr", "ssim", "within", "init_success"),
+}
+
+#: registry name (card's ``"model"``) → name used in the papers.
+DISPLAY = {"modl": "MoDL", "mol": "MOL", "mol-sn": "MOL-SN", "mnmmol": "MnM-MOL"}
+#: models solved as a fixed point (their audits have ``passes``).
+DEQ = {"mol", "mol-sn", "mnmmol"}
+
+EXAMPLE = re.compile(r"^(?P<model>.+)__(?P<kind>[^_]+(?:_[^_]+)*)__eps(?P<eps>[0-9.eE+-]+)\.npz$")
+SUITE = "suite.json"
+
+
+@dataclass
+class Run:
+    """One run folder, read. ``results``: the tidy frame (empty for a run with no cell done yet);
+    ``traces``: ``traces.csv`` or ``None``; ``examples``: ``(model, kind, ε, path)`` of the saved
+    example images; ``notes``: problems that do not stop the report (shown on the page)."""
+
+    path: Path
+    study: str
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    results: pd.DataFrame
+    traces: pd.DataFrame | None = None
+    examples: list[tuple[str, str, float, Path]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status", "unknown"))
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    def model_names(self) -> list[str]:
+        """Zoo folder names in the order the run used them (meta.json, then results.csv)."""
+        names = [str(m.get("name")) for m in self.meta.get("models", []) if isinstance(m, dict) and m.get("name")]
+        if "model" in self.results:
+            names += [str(n) for n in self.results["model"].dropna().unique() if str(n) not in names]
+        return names
+
+    def model_kind(self, name: str) -> str | None:
+        """Registry name (``modl``, ``mnmmol``, …) of zoo entry ``name`` as recorded in meta.json."""
+        for m in self.meta.get("models", []):
+            if isinstance(m, dict) and m.get("name") == name:
+                return m.get("model")
+        return None
+
+    def label(self, name: str) -> str:
+        """``MnM-MOL (mnmmol-4x)``: the paper's name and the zoo folder."""
+        kind = self.model_kind(name)
+        return f"{DISPLAY.get(kind, kind)} ({name})" if kind else str(name)
+
+    def labels(self) -> dict[str, str]:
+        return {n: self.label(n) for n in self.model_names()}
+
+    def n_samples(self) -> int:
+        return int(self.results["sample"].nunique()) if "sample" in self.results else 0
+
+
+def _read_json(path: Path, run: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RobustkitError(f"{path} is not valid JSON ({exc}); the run {run} is damaged, rerun the study") from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def load_run(path: str | Path) -> Run:
+    """Read and check a run folder; raises :class:`RobustkitError` naming it when unusable."""
+    from robustkit.studies import STUDIES
+
+    path = Path(path)
+    if not path.exists():
+        raise RobustkitError(f"run folder {path} does not exist; check the path (runs are reports/<study>-<timestamp>/)")
+    if not path.is_dir():
+        raise RobustkitError(f"{path} is a file, not a run folder; pass the folder reports/<study>-<timestamp>/")
+    if not (path / "config.json").is_file():
+        raise RobustkitError(f"{path} is not a robustkit run folder (no config.json); pass a folder a study command wrote")
+    config = _read_json(path / "config.json", path)
+    if not isinstance(config, dict):
+        raise RobustkitError(f"{path / 'config.json'} is not a JSON object; the run {path} is damaged, rerun the study")
+    study = config.get("study")
+    if study not in STUDIES:
+        raise RobustkitError(
+            f"{path} holds an unknown study {study!r} (config.json \"study\"); the report knows {', '.join(STUDIES)}"
+        )
+    if not (path / "meta.json").is_file():
+        raise RobustkitError(f"{path} is incomplete (no meta.json); rerun the {study} study")
+    meta = _read_json(path / "meta.json", path)
+    if not isinstance(meta, dict):
+        raise RobustkitError(f"{path / 'meta.json'} is not a JSON object; the run {path} is damaged, rerun the study")
+    results_path = path / "results.csv"
+    notes: list[str] = []
+    status = meta.get("status")
+    if results_path.is_file():
+        try:
+            results = _read_csv(results_path)
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise RobustkitError(f"{results_path} cannot be read ({exc}); the run {path} is damaged, rerun the study") from None
+    elif status == "complete":
+        raise RobustkitError(f"{path} is incomplete (status complete but no results.csv); rerun the {study} study")
+    else:
+        results = pd.DataFrame()
+    if len(results):
+        missing = [c for c in REQUIRED[study] if c not in results]
+        if missing:
+            raise RobustkitError(
+                f"{results_path} lacks the {study} column(s) {', '.join(missing)}; "
+                f"it was not written by this version's {study} study, rerun it"
+            )
+    if status not in ("complete", "running", "interrupted"):
+        notes.append(f"meta.json has status {status!r}; expected complete, running or interrupted")
+    traces = None
+    if (path / "traces.csv").is_file():
+        try:
+            traces = _read_csv(path / "traces.csv")
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            notes.append(f"traces.csv cannot be read ({exc}); trace figures are left out")
+    examples = []
+    if (path / "examples").is_dir():
+        for p in sorted((path / "examples").glob("*.npz")):
+            m = EXAMPLE.match(p.name)
+            if m is None:
+                notes.append(f"examples/{p.name} is not named <model>__<kind>__eps<ε>.npz; left out")
+                continue
+            try:
+                eps = float(m["eps"])
+            except ValueError:
+                notes.append(f"examples/{p.name} has no number after 'eps'; left out")
+                continue
+            examples.append((m["model"], m["kind"], eps, p))
+    return Run(path, study, config, meta, results, traces, examples, notes)
+
+
+def as_bool(series: pd.Series) -> pd.Series:
+    """A flag column as floats 1/0/NaN whether the CSV stored it as bool, 0/1 or ``True``/``False``."""
+    mapping = {True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0, 1: 1.0, 0: 0.0}
+    return series.map(lambda v: mapping.get(v, float("nan")) if not isinstance(v, float) else v).astype(float)
+
+
+def is_suite(path: Path) -> bool:
+    return (path / SUITE).is_file()
+
+
+def is_run(path: Path) -> bool:
+    return (path / "config.json").is_file()

@@ -1,0 +1,228 @@
+"""What a run's page shows, study by study: sections of figures, tables and notes, with captions that
+name the study, its config and the number of slices. Rendering to HTML is :mod:`robustkit.report.html`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Union
+
+from robustkit.report import conclusions, figures, tables
+from robustkit.report.runs import Run
+from robustkit.report.tables import Table
+
+STUDY_TITLES = {
+    "attack": "Attack study",
+    "init-test": "Initialisation test",
+    "audit": "Audit",
+    "sweep-delta": "δ sweep",
+}
+
+#: config keys that a caption quotes, per study (the full config is on the page too).
+CAPTION_KEYS = {
+    "attack": ("eps", "kinds", "steps", "restarts", "optimizer", "target", "roi", "draws"),
+    "init-test": ("starts", "radii", "delta", "cap_factor", "same_tol"),
+    "audit": ("delta", "steps", "restarts", "slow_steps", "power_iters", "probe_eps"),
+    "sweep-delta": ("common_delta", "steps", "restarts", "init_starts", "init_radii", "adv_eps", "adv_steps"),
+}
+
+
+@dataclass
+class Figure:
+    """A PNG figure (base64) with its title and caption."""
+
+    title: str
+    png: str
+    caption: str
+
+
+@dataclass
+class Note:
+    """A line shown in a box: ``level`` is ``warning`` (something is missing) or ``info``."""
+
+    text: str
+    level: str = "warning"
+
+
+Block = Union[Figure, Table, Note]
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    """Everything a run's page shows."""
+
+    run: Run
+    conclusion: list[str]
+    sections: list[Section]
+
+    def tables(self) -> list[Table]:
+        return [b for s in self.sections for b in s.blocks if isinstance(b, Table)]
+
+
+def config_text(run: Run) -> str:
+    """``data builtin (test split), 4× acceleration, seed 0; eps=[0.05], steps=3, …``."""
+    c = run.config
+    head = f"data {c.get('data', '?')} ({c.get('split', '?')} split), {c.get('accel', '?')}× acceleration, seed {c.get('seed', '?')}"
+    keys = [k for k in CAPTION_KEYS.get(run.study, ()) if k in c]
+    return head + ("; " + ", ".join(f"{k}={json.dumps(c[k], default=str)}" for k in keys) if keys else "")
+
+
+def caption(run: Run, what: str, n: int | None = None) -> str:
+    n = run.n_samples() if n is None else n
+    return f"{what} — {STUDY_TITLES[run.study]} run {run.name}; {config_text(run)}; n = {n} slices per model."
+
+
+def _draw(title: str, fn: Callable[..., str], *args: Any, caption: str) -> Block:
+    """A figure, or a note saying why it could not be drawn (the rest of the page still renders)."""
+    try:
+        return Figure(title, fn(*args), caption)
+    except Exception as exc:  # noqa: BLE001 - a broken figure must not lose the page
+        return Note(f"figure “{title}” could not be drawn: {type(exc).__name__}: {exc}")
+
+
+def _table(run: Run, name: str, title: str, frame, what: str, order: bool = True, **kw) -> Table:
+    """A table whose rows follow the run's model order (``order=False`` keeps the frame's)."""
+    frame = tables.model_order(frame, run.model_names()) if order and "model" in frame else frame
+    return Table(name, title, frame, caption(run, what), labels=run.labels(), **kw)
+
+
+# ------------------------------------------------------------------ studies
+def attack(run: Run, colours: dict) -> list[Section]:
+    r = run.results
+    labels = run.labels()
+    quality = Section("PSNR and SSIM vs ε", [
+        _draw("PSNR and SSIM vs ε", figures.quality_vs_eps, r, labels, colours,
+              caption=caption(run, "PSNR and SSIM vs ε per model, adversarial and Gaussian (mean ± std band; ε = 0 is the clean reconstruction)")),
+        _table(run, "attack_summary", "Per model, kind and ε", tables.attack_summary(r),
+               "Mean ± std over slices per model, kind and ε", counts=("converged",)),
+    ])
+    out = [quality]
+    if run.examples:
+        blocks: list[Block] = []
+        order = {m: i for i, m in enumerate(run.model_names())}
+        for kind in dict.fromkeys(k for _, k, _, _ in run.examples):
+            mine = [e for e in run.examples if e[1] == kind]
+            eps = conclusions.headline_eps([e[2] for e in mine]) or max(e[2] for e in mine)
+            rows = sorted((e for e in mine if abs(e[2] - eps) < 1e-12), key=lambda e: order.get(e[0], len(order)))
+            what = (f"Example slice, {kind} perturbation at ε = {conclusions.pct(eps)}: ground truth, clean and attacked "
+                    "reconstructions, error maps on one colour scale, and the k-space perturbation |γ| (RSS over coils)")
+            blocks.append(_draw(f"Examples: {kind}, ε = {conclusions.pct(eps)}", figures.examples,
+                                [(run.label(m), p) for m, _, _, p in rows], f"{kind}, ε = {conclusions.pct(eps)}",
+                                caption=caption(run, what, n=1)))
+        out.append(Section("Example images", blocks))
+    t = run.traces
+    if t is not None and len(t) and {"model", "eps", "step", "loss"} <= set(t):
+        out.append(Section("Attack convergence", [
+            _draw("Adversarial objective per step", figures.attack_traces, t, labels, colours,
+                  caption=caption(run, "The attack's own convergence: its objective per ascent step (mean ± std over slices and restarts)")),
+        ]))
+    return out
+
+
+def init_test(run: Run, colours: dict) -> list[Section]:
+    r, t, labels = run.results, run.traces, run.labels()
+    summary = tables.init_summary(r, t)
+    out = []
+    if t is not None and len(t) and {"model", "sample", "start", "radius", "iteration", "residual"} <= set(t):
+        out.append(Section("Residual traces", [
+            _draw("Residual per iteration", figures.residual_traces, t, labels, colours,
+                  caption=caption(run, "Relative residual ‖f(x) − x‖/‖f(x)‖ per iteration (log scale), one panel per start, one line per slice")),
+        ]))
+    out.append(Section("Same fixed point from every start?", [
+        _draw("Fraction reaching x*", figures.same_point_bars, summary, labels, colours,
+              caption=caption(run, "Fraction of slices whose iteration reaches the SENSE fixed point x* (relative distance ≤ same_tol)")),
+        _table(run, "init_summary", "Per model and start", summary,
+               "Per model and start: slices reaching x*, converged, hitting the cap; mean ± std iterations, distance to x*, PSNR; "
+               "contraction rate = geometric mean of r_{k+1}/r_k", counts=("same_fixed_point", "converged", "hit_cap")),
+    ]))
+    return out
+
+
+def audit(run: Run, colours: dict) -> list[Section]:
+    r, t, labels = run.results, run.traces, run.labels()
+    out = [Section("L[H_θ] per slice and end-to-end amplification", [
+        _draw("L[H_θ], Jacobian norm, amplification", figures.audit_distributions, r, labels, colours,
+              caption=caption(run, "Per slice (dots; bars: mean ± std): max(L, L_slow) of each DEQ model with the 1 − m line, ‖J_H(x*)‖₂, and the end-to-end amplification of every model")),
+        _table(run, "audit_summary", "Per model", tables.audit_summary(r),
+               "Per model: mean ± std of the estimates, the largest, and the slices with L ≤ T",
+               counts=("passes", "jacobian_converged")),
+    ])]
+    if t is not None and len(t) and {"model", "sample", "estimator", "step", "value"} <= set(t):
+        out.append(Section("Estimator convergence", [
+            _draw("Estimates per step", figures.audit_traces, t, labels, colours,
+                  caption=caption(run, "L, L_slow after each ascent step and ‖J‖₂ after each power iteration, one line per slice")),
+        ]))
+    return out
+
+
+def sweep_delta(run: Run, colours: dict) -> list[Section]:
+    r = run.results
+    return [Section("The δ trade-off", [
+        _draw("Quality, constraint and init success vs δ", figures.sweep_tradeoff, r,
+              caption=caption(run, "PSNR, fraction of slices with L[H_θ] ≤ T, init success and adversarial ΔPSNR vs the training δ (mean ± std)")),
+        _table(run, "sweep_summary", "Per δ", tables.sweep_summary(r),
+               "Per model (one δ each): mean ± std over slices; slices within the constraint", order=False, counts=("within", "sense_in_ball"),
+               percent=("init_success",)),
+    ])]
+
+
+def models(run: Run, colours: dict) -> Section:
+    """Training curves of the run's zoo models, read from their cards (missing cards are noted)."""
+    from robustkit.errors import RobustkitError
+    from robustkit.models.zoo import read_card, resolve
+
+    blocks: list[Block] = []
+    histories: dict[str, list[dict]] = {}  # zoo folder → per-epoch history
+    for name in run.model_names():
+        try:
+            card = read_card(resolve(name))
+        except RobustkitError as exc:
+            blocks.append(Note(f"no training curves for {name}: {exc}", "info"))
+            continue
+        recorded = next((m.get("weights_sha256") for m in run.meta.get("models", [])
+                         if isinstance(m, dict) and m.get("name") == name), None)
+        if recorded and card.get("weights_sha256") and recorded != card.get("weights_sha256"):
+            blocks.append(Note(f"the zoo entry {name} was retrained after this run (weights sha256 differ); "
+                               "its curves are of the current weights"))
+        if card.get("history"):
+            histories[name] = card["history"]
+        else:
+            blocks.append(Note(f"the card of {name} has no training history", "info"))
+    if histories:
+        study = f"{STUDY_TITLES[run.study]} run {run.name}"
+        blocks[:0] = [
+            _draw("Training curves", figures.training_curves, {run.label(n): h for n, h in histories.items()}, colours,
+                  caption=f"Training curves of the {len(histories)} zoo models used by {study} (from models/<name>/card.json)."),
+            Table("training", "Training summary", tables.training_summary(histories),
+                  f"Per zoo model used by {study}: epochs, final training loss, final and best validation PSNR/SSIM "
+                  "(from its card).", labels=run.labels()),
+        ]
+    return Section("Models: training curves", blocks)
+
+
+SECTIONS = {"attack": attack, "init-test": init_test, "audit": audit, "sweep-delta": sweep_delta}
+
+
+def assemble(run: Run) -> RunReport:
+    """The conclusion and sections of a run's page (figures drawn, tables not yet written)."""
+    labels = list(run.labels().values())
+    colours = figures.palette(labels)
+    sections: list[Section] = []
+    if run.results.empty:
+        sections.append(Section("Results", [Note("results.csv holds no finished cell yet")]))
+    else:
+        sections += SECTIONS[run.study](run, colours)
+    sections.append(models(run, colours))
+    return RunReport(run, conclusions.conclude(run), sections)
+
+
+def raw_files(run: Run) -> list[Path]:
+    """The run's own files the page links to (those that exist)."""
+    return [run.path / n for n in ("results.csv", "traces.csv", "config.json", "meta.json") if (run.path / n).exists()]

@@ -1,0 +1,218 @@
+"""Summary frames of each study's tidy results, and how their columns are shown.
+
+Every table on a page is one of these frames: the same frame is written to ``tables/<name>.csv``
+(numbers as numbers, full precision) and rendered to HTML, where a ``<col>_mean`` / ``<col>_std``
+pair becomes one ``mean ± std`` cell and a count column becomes ``k/n``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from robustkit.report.runs import as_bool
+
+
+@dataclass
+class Table:
+    """A frame to show: ``name`` (CSV file stem), ``title``, ``caption``; ``counts``: columns shown as
+    ``k/n`` against column ``n``; ``percent``: columns shown as percentages (values in [0, 1]);
+    ``labels``: model folder → display name for the ``model`` column."""
+
+    name: str
+    title: str
+    frame: pd.DataFrame
+    caption: str = ""
+    counts: tuple[str, ...] = ()
+    percent: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)  # model folder → display name
+    csv: Path | None = None  # where the frame was written (set by the page builder)
+
+
+#: column stem → header text.
+HEADERS = {
+    "model": "model", "kind": "kind", "eps": "ε", "n": "slices", "psnr": "PSNR (dB)", "ssim": "SSIM",
+    "nmse": "NMSE", "psnr_drop": "ΔPSNR (dB)", "amplification": "amplification", "perturbation": "‖γ‖/‖b‖",
+    "iterations": "iterations", "converged": "converged", "start": "start", "radius": "radius r",
+    "same_fixed_point": "same fixed point", "hit_cap": "hit the cap", "residual": "final residual",
+    "distance": "‖x_end − x*‖/‖x*‖", "contraction": "contraction rate", "delta": "δ", "threshold": "T = 1 − m",
+    "L": "L[H_θ] (ascent)", "L_slow": "L[H_θ] (slow mode)", "L_max": "max L[H_θ]", "passes": "L ≤ T",
+    "jacobian_norm": "‖J_H(x*)‖₂", "jacobian_converged": "power it. converged", "L_own": "L[H_θ](x*; δ)",
+    "L_common": "L[H_θ](x*; common δ)", "common_delta": "common δ", "within": "L ≤ T",
+    "init_success": "init success", "sense_in_ball": "SENSE start in ball", "adv_eps": "adv. ε",
+    "adv_psnr_drop": "adv. ΔPSNR (dB)", "attack_loss": "attack loss", "epochs": "epochs",
+    "train_loss": "final train loss", "val_psnr": "final val. PSNR (dB)", "val_psnr_best": "best val. PSNR (dB)",
+    "val_ssim": "final val. SSIM", "train_L": "final train L[H_θ]",
+}
+
+#: column stem → format of one number.
+FORMATS = {
+    "psnr": "{:.2f}", "psnr_drop": "{:.2f}", "adv_psnr_drop": "{:.2f}", "ssim": "{:.4f}", "nmse": "{:.2e}",
+    "residual": "{:.2e}", "distance": "{:.2e}", "attack_loss": "{:.3g}", "amplification": "{:.3f}",
+    "L": "{:.4f}", "L_slow": "{:.4f}", "L_max": "{:.4f}", "L_own": "{:.4f}", "L_common": "{:.4f}",
+    "jacobian_norm": "{:.4f}", "threshold": "{:.3g}", "contraction": "{:.3f}", "iterations": "{:.1f}",
+    "perturbation": "{:.3g}", "eps": "{:g}", "delta": "{:g}", "radius": "{:g}", "adv_eps": "{:g}",
+    "common_delta": "{:g}", "train_loss": "{:.3e}", "val_psnr": "{:.2f}", "val_psnr_best": "{:.2f}",
+    "val_ssim": "{:.4f}", "train_L": "{:.4f}", "init_success": "{:.2f}",
+}
+
+
+def fmt(value, column: str) -> str:
+    """One number as shown in a table cell (``—`` for missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        spec = FORMATS.get(column)
+        if spec is None:
+            return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+        return spec.format(float(value))
+    return str(value)
+
+
+def _mean_std(groups, columns: list[str]) -> pd.DataFrame:
+    parts = []
+    for c in columns:
+        parts.append(groups[c].mean().rename(f"{c}_mean"))
+        parts.append(groups[c].std(ddof=0).rename(f"{c}_std"))
+    return pd.concat(parts, axis=1)
+
+
+def _n(groups) -> pd.Series:
+    return groups.size().rename("n")
+
+
+def model_order(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Rows sorted by the run's model order (then as they are), index reset."""
+    rank = {m: i for i, m in enumerate(order)}
+    key = frame["model"].map(lambda m: rank.get(m, len(rank)))
+    return frame.assign(_rank=key).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+def attack_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model × kind × ε: ``n``, ``psnr``, ``ssim``, ``nmse``, ``psnr_drop``, ``amplification``
+    (mean and population std over slices), mean ``perturbation`` and ``iterations``, count ``converged``."""
+    r = results.copy()
+    for c in ("nmse", "amplification", "perturbation", "iterations", "converged"):
+        if c not in r:
+            r[c] = np.nan
+    r["converged"] = as_bool(r["converged"])
+    g = r.groupby(["model", "kind", "eps"], sort=False)
+    out = pd.concat(
+        [_n(g), _mean_std(g, ["psnr", "ssim", "nmse", "psnr_drop", "amplification"]),
+         g["perturbation"].mean(), g["iterations"].mean(), g["converged"].sum(min_count=1)],
+        axis=1,
+    ).reset_index()
+    return out.sort_values(["eps", "kind"], kind="stable").reset_index(drop=True)
+
+
+def start_label(start: str, radius: float) -> str:
+    """``ball r=0.5`` for ball starts, the start's name otherwise."""
+    return f"ball r={radius:g}" if start == "ball" and not pd.isna(radius) else str(start)
+
+
+def contraction_rates(traces: pd.DataFrame) -> pd.DataFrame:
+    """Per model × slice × start × radius: the geometric mean of ``r_{k+1}/r_k`` over the residual trace."""
+    t = traces.copy()
+    t["radius"] = t["radius"].astype(float)
+    keys = ["model", "sample", "start", "radius"]
+
+    def rate(s: pd.DataFrame) -> float:
+        r = s.sort_values("iteration")["residual"].to_numpy(float)
+        r = r[np.isfinite(r) & (r > 0)]
+        return float(np.exp(np.mean(np.diff(np.log(r))))) if len(r) > 1 else float("nan")
+
+    rows = [(*k, rate(s)) for k, s in t.groupby(keys, dropna=False, sort=False)]
+    return pd.DataFrame(rows, columns=[*keys, "contraction"])
+
+
+def init_summary(results: pd.DataFrame, traces: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per model × start × radius: ``n``, counts ``same_fixed_point``, ``converged``, ``hit_cap``
+    (iterations ≥ cap), mean ± std ``iterations``, ``distance``, ``psnr``, max ``residual`` and the
+    mean ``contraction`` rate from the traces."""
+    r = results.copy()
+    r["radius"] = r["radius"].astype(float)
+    for c in ("same_fixed_point", "converged"):
+        r[c] = as_bool(r[c])
+    r["hit_cap"] = (r["iterations"] >= r["cap"]).astype(float) if "cap" in r else np.nan
+    for c in ("distance", "psnr"):
+        if c not in r:
+            r[c] = np.nan
+    if traces is not None and len(traces) and {"model", "sample", "start", "radius", "iteration", "residual"} <= set(traces):
+        r = r.merge(contraction_rates(traces), on=["model", "sample", "start", "radius"], how="left")
+    else:
+        r["contraction"] = np.nan
+    g = r.groupby(["model", "start", "radius"], sort=False, dropna=False)
+    out = pd.concat(
+        [_n(g), g["same_fixed_point"].sum(), g["converged"].sum(), g["hit_cap"].sum(min_count=1),
+         _mean_std(g, ["iterations", "distance", "psnr"]), g["residual"].max(), g["contraction"].mean()],
+        axis=1,
+    ).reset_index()
+    return out
+
+
+def audit_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model: ``n``, δ, ``threshold``, mean ± std ``L``, ``L_slow``, ``jacobian_norm``,
+    ``amplification``; ``L_max`` (largest of ``max(L, L_slow)`` over slices); counts ``passes``
+    (NaN for models without the constraint) and ``jacobian_converged``."""
+    r = results.copy()
+    for c in ("delta", "jacobian_norm", "jacobian_converged"):
+        if c not in r:
+            r[c] = np.nan
+    r["passes"] = as_bool(r["passes"])
+    r["jacobian_converged"] = as_bool(r["jacobian_converged"])
+    r["L_max"] = r[["L", "L_slow"]].max(axis=1)
+    g = r.groupby("model", sort=False)
+    out = pd.concat(
+        [_n(g), g["delta"].first(), g["threshold"].first(),
+         _mean_std(g, ["L", "L_slow"]), g["L_max"].max(), g["passes"].sum(min_count=1),
+         _mean_std(g, ["jacobian_norm"]), g["jacobian_converged"].sum(min_count=1), _mean_std(g, ["amplification"])],
+        axis=1,
+    ).reset_index()
+    return out
+
+
+def sweep_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model (one δ each): ``n``, δ, mean ± std ``psnr``, ``ssim``, ``L_own``, ``L_common``,
+    ``adv_psnr_drop``; counts ``within`` and ``sense_in_ball``; mean ``init_success``; sorted by δ."""
+    r = results.copy()
+    for c in ("L_own", "L_common", "adv_psnr_drop", "sense_in_ball", "threshold", "common_delta", "adv_eps"):
+        if c not in r:
+            r[c] = np.nan
+    r["within"] = as_bool(r["within"])
+    r["sense_in_ball"] = as_bool(r["sense_in_ball"])
+    g = r.groupby(["model", "delta"], sort=False)
+    out = pd.concat(
+        [_n(g), g["threshold"].first(), _mean_std(g, ["psnr", "ssim", "L_own"]), g["common_delta"].first(),
+         _mean_std(g, ["L_common"]), g["within"].sum(min_count=1), g["init_success"].mean(),
+         g["sense_in_ball"].sum(min_count=1), g["adv_eps"].first(), _mean_std(g, ["adv_psnr_drop"])],
+        axis=1,
+    ).reset_index()
+    return out.sort_values("delta", kind="stable").reset_index(drop=True)
+
+
+def training_summary(histories: dict[str, list[dict]]) -> pd.DataFrame:
+    """Per zoo model: epochs, final train loss, final and best validation PSNR/SSIM (from card histories)."""
+    rows = []
+    for name, hist in histories.items():
+        h = pd.DataFrame(hist)
+        if h.empty:
+            continue
+        last = h.iloc[-1]
+        rows.append({
+            "model": name,
+            "epochs": int(h["epoch"].max()) if "epoch" in h else len(h),
+            "train_loss": float(last.get("train_loss", np.nan)),
+            "val_psnr": float(last.get("val_psnr", np.nan)),
+            "val_psnr_best": float(h["val_psnr"].max()) if "val_psnr" in h else np.nan,
+            "val_ssim": float(last.get("val_ssim", np.nan)),
+            "train_L": float(last.get("train_L", np.nan)),
+        })
+    return pd.DataFrame(rows)

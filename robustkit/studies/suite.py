@@ -1,0 +1,106 @@
+"""A study file (``studies/*.toml``): several studies run one after the other as a suite.
+
+File format: one table per study (``[attack]``, ``[init-test]``, ``[audit]``, ``[sweep-delta]``)
+holding that study's config keys, and an optional ``[defaults]`` table whose keys apply to every
+study (a study's own table wins). Unknown tables and keys are errors naming them, reported before
+anything runs. The suite folder ``<reports>/<file stem>-<timestamp>/suite.json`` records the file,
+its parsed contents and each study's run folder (a sibling in ``<reports>``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from robustkit.errors import RobustkitError, StudyInterrupted
+from robustkit.studies import STUDIES, make_config, run
+
+SUITE = "suite.json"
+
+
+def read_study_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{study: config mapping}`` in file order, defaults merged; validated (unknown keys raise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RobustkitError(f"study file {path} does not exist; see studies/quick.toml for an example")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RobustkitError(f"{path} is not valid TOML ({exc}); fix the line it names") from None
+    defaults = data.pop("defaults", {})
+    if not isinstance(defaults, dict):
+        raise RobustkitError(f"[defaults] in {path} must be a table")
+    unknown = [k for k in data if k not in STUDIES]
+    if unknown:
+        raise RobustkitError(f"unknown study {unknown[0]!r} in {path}; known: defaults, {', '.join(STUDIES)}")
+    if not data:
+        raise RobustkitError(f"{path} names no study; add a table such as [attack]")
+    out = {}
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise RobustkitError(f"{name} in {path} must be a table ([{name}])")
+        mapping = {**defaults, **table}
+        make_config(name, dict(mapping), where=f"[{name}] of {path}")  # validate now
+        out[name] = mapping
+    return out
+
+
+def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "reports", resume: str | Path | None = None,
+              on_study: Callable[[Path], None] | None = None, progress: bool = True) -> Path:
+    """Run every study of the file; returns the suite folder."""
+    studies = read_study_file(path)
+    seed, device = obj.get("seed", 0), obj.get("device", "auto")
+    reports_dir = Path(reports_dir)
+    if resume is not None:
+        suite_dir = Path(resume)
+        if not (suite_dir / SUITE).exists():
+            raise RobustkitError(f"{suite_dir} is not a suite folder (no {SUITE}); check the --resume path")
+        record = json.loads((suite_dir / SUITE).read_text())
+        if record.get("config") != studies:
+            raise RobustkitError(f"{path} differs from the file the suite in {suite_dir} ran; start a new run without --resume")
+        reports_dir = suite_dir.parent
+    else:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        n = 1
+        while True:
+            suite_dir = reports_dir / (f"{Path(path).stem}-{stamp}" if n == 1 else f"{Path(path).stem}-{stamp}-{n}")
+            try:
+                suite_dir.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+        record = {"file": str(path), "config": studies, "studies": {}}
+        _write(suite_dir, record)
+
+    for name, mapping in studies.items():
+        mapping = {"seed": seed, **mapping}
+        config = make_config(name, dict(mapping), where=f"[{name}] of {path}")
+        previous = record["studies"].get(name)
+        if previous and json.loads((reports_dir / previous / "meta.json").read_text()).get("status") == "complete":
+            continue
+
+        def started(run_dir: Path, name: str = name) -> None:
+            record["studies"][name] = run_dir.name
+            _write(suite_dir, record)
+
+        try:
+            run(name, config, device=device, reports_dir=reports_dir,
+                resume=(reports_dir / previous) if previous else None, progress=progress, on_start=started)
+        except StudyInterrupted:
+            raise StudyInterrupted(
+                f"interrupted in {name}; completed cells are kept; continue with "
+                f"robustkit run {path} --resume {suite_dir}"
+            ) from None
+        if on_study is not None:
+            on_study(reports_dir / record["studies"][name])
+    return suite_dir
+
+
+def _write(suite_dir: Path, record: dict[str, Any]) -> None:
+    from robustkit.studies.rundir import _write_json
+
+    _write_json(suite_dir / SUITE, record)

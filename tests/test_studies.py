@@ -1,0 +1,266 @@
+"""The studies end to end on a tiny zoo and tiny data: schemas, resume, bad input, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustkit.cli import cli
+from robustkit.errors import RobustkitError, StudyInterrupted
+from robustkit.models import build_model
+from robustkit.models.zoo import save_model
+from robustkit.studies import make_config, run, study_module
+from tests.test_training import H, W, tiny_dataset
+
+ACCEL = 2.0
+
+
+def _tiny(name, accel=ACCEL, shape=(H, W), **config):
+    torch.manual_seed(0)
+    model = build_model(name, {"width": 8, "depth": 3, **config})
+    if name != "modl":
+        for p in model.cnn.parameters():
+            p.data.mul_(0.1)
+    return model, {"data": {"name": "builtin", "accel": accel, "shape": list(shape)}, "default": True,
+                   "history": [{"epoch": 1, "val_psnr": 20.0}]}
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    root = tmp_path / "zoo"
+    for folder, name, config in [("modl-2x", "modl", {"K": 2}), ("mol-2x", "mol", {"max_iter": 20, "eval_max_iter": 60}),
+                                 ("mnmmol-2x", "mnmmol", {"max_iter": 30, "eval_max_iter": 60}),
+                                 ("mnmmol-2x-delta0.1", "mnmmol", {"max_iter": 30, "eval_max_iter": 60, "delta": 0.1})]:
+        model, card = _tiny(name, **config)
+        if folder.endswith("delta0.1"):
+            card["default"] = False
+        save_model(root / folder, model, card)
+    monkeypatch.setenv("ROBUSTKIT_ZOO", str(root))
+    data = tiny_dataset(tmp_path / "tiny.h5", n=4)  # splits: train 2, val 2
+    return {"root": root, "data": str(data), "reports": tmp_path / "reports"}
+
+
+def common(zoo, **kw):
+    return {"data": zoo["data"], "split": "val", "accel": ACCEL, **kw}
+
+
+STUDY_SETTINGS = {
+    "attack": {"eps": [0.05], "steps": 2, "draws": 2},
+    "init-test": {"radii": [0.5], "cap_factor": 2},
+    "audit": {"steps": 3, "restarts": 1, "slow_steps": 2, "power_iters": 3, "probe_steps": 1},
+    "sweep-delta": {"steps": 2, "restarts": 1, "adv_steps": 1},
+}
+
+
+@pytest.mark.parametrize("name", list(STUDY_SETTINGS))
+def test_every_study_returns_its_documented_schema(zoo, name):
+    config = make_config(name, common(zoo, **STUDY_SETTINGS[name]))
+    frame = run(name, config, reports_dir=zoo["reports"], progress=False)
+    module = study_module(name)
+    assert list(frame.columns) == list(module.COLUMNS)
+    for column in module.COLUMNS:
+        assert column in module.__doc__, f"{column} is not documented in {module.__name__}"
+    assert (frame["study"] == name).all() and len(frame) > 0
+    run_dir = zoo["reports"] / frame.attrs["run_dir"].split("/")[-1]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["seed"] == 0 and meta["versions"]["torch"]
+    assert all(m["weights_sha256"] for m in meta["models"])
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "results.csv"), frame)
+    assert json.loads((run_dir / "config.json").read_text())["study"] == name
+
+
+def test_attack_rows_are_consistent(zoo):
+    config = make_config("attack", common(zoo, models=["modl", "mnmmol"], eps=[0.02, 0.05], steps=3, draws=2))
+    frame = run("attack", config, reports_dir=zoo["reports"], progress=False)
+    assert set(frame["kind"]) == {"clean", "adversarial", "gaussian"}
+    attacked = frame[frame["kind"] != "clean"]
+    assert (attacked["perturbation"] <= attacked["eps"] * (1 + 1e-5)).all()
+    gauss = attacked[attacked["kind"] == "gaussian"]
+    np.testing.assert_allclose(gauss["perturbation"], gauss["eps"], rtol=1e-4)
+    np.testing.assert_allclose(frame["psnr_drop"], frame["psnr_clean"] - frame["psnr"])
+    deq = frame[frame["model"] == "mnmmol-2x"]
+    assert deq["iterations"].notna().all() and frame[frame["model"] == "modl-2x"]["iterations"].isna().all()
+    run_dir = zoo["reports"] / frame.attrs["run_dir"].split("/")[-1]
+    ex = np.load(run_dir / "examples" / "mnmmol-2x__adversarial__eps0.05.npz")
+    assert ex["target"].shape == ex["attacked"].shape == (1, H, W)
+    traces = pd.read_csv(run_dir / "traces.csv")
+    assert len(traces) == 2 * 2 * 2 * 4  # models × ε × slices × (steps + 1)
+
+
+def test_init_test_on_a_contractive_toy_reaches_one_fixed_point_from_every_start(zoo, tmp_path, monkeypatch):
+    """Fully sampled (AᴴA = I) and a small F_θ: f contracts everywhere, so every start agrees."""
+    root = tmp_path / "zoo1"
+    model, card = _tiny("mnmmol", accel=1.0)
+    save_model(root / "mnmmol-1x", model, card)
+    monkeypatch.setenv("ROBUSTKIT_ZOO", str(root))
+    config = make_config("init-test", common(zoo, accel=1.0, models=["mnmmol"], radii=[0.1, 1.0, 3.0]))
+    frame = run("init-test", config, reports_dir=zoo["reports"], progress=False)
+    assert set(frame["start"]) == {"sense", "zero_filled", "zeros", "ball", "noise"}
+    assert frame["converged"].all() and frame["same_fixed_point"].all()
+    assert (frame["distance"] < 1e-4).all()
+
+
+def test_audit_recovers_a_known_lipschitz_constant(zoo, tmp_path, monkeypatch):
+    """AᴴA = I and F_θ(x) = c·x: H_θ(x) = −(c/λ) x, so L[H_θ] = ‖J‖ = c/λ exactly."""
+    from robustkit.studies.audit import AuditConfig, audit_batch
+    from robustkit.studies.common import LoadedModel, batches, study_dataset
+
+    c, lam = 4.0, 10.0
+    model, card = _tiny("mnmmol", accel=1.0)
+    model.cnn = ScaledIdentity(c)
+    config = AuditConfig(models=["x"], data=zoo["data"], split="val", accel=1.0, steps=5, restarts=1, power_iters=10, probe_steps=0)
+    batch = next(batches(study_dataset(config), 2, torch.device("cpu")))
+    rows, traces = audit_batch(LoadedModel("toy", model.eval(), card), batch, config, torch.Generator().manual_seed(0), 0)
+    for row in rows:
+        for key in ("L", "L_slow", "jacobian_norm"):
+            assert 0.95 * c / lam <= row[key] <= c / lam * (1 + 1e-4), key
+        assert row["passes"]
+    assert {t["estimator"] for t in traces} == {"L", "L_slow", "jacobian_norm"}
+
+
+class ScaledIdentity(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return self.c * x
+
+
+def test_interrupted_run_keeps_cells_and_resumes(zoo, monkeypatch):
+    from robustkit.studies import attack as attack_module
+
+    config = make_config("attack", common(zoo, models=["mnmmol"], eps=[0.02, 0.05], kinds=["gaussian"], draws=1))
+    real = attack_module._attack_cell
+    calls = []
+
+    def interrupting(lm, kind, eps, *args):
+        calls.append((kind, eps))
+        if eps == 0.05:
+            raise KeyboardInterrupt
+        return real(lm, kind, eps, *args)
+
+    monkeypatch.setattr(attack_module, "_attack_cell", interrupting)
+    with pytest.raises(StudyInterrupted, match="--resume") as info:
+        run("attack", config, reports_dir=zoo["reports"], progress=False)
+    (run_dir,) = list(zoo["reports"].iterdir())
+    assert str(run_dir) in str(info.value)
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "interrupted"
+    assert len(json.loads((run_dir / "cells.json").read_text())) == 2  # clean and ε = 0.02 kept
+    monkeypatch.setattr(attack_module, "_attack_cell", real)
+    calls.clear()
+    frame = run("attack", config, resume=run_dir, progress=False)
+    assert sorted(frame["eps"].unique()) == [0.0, 0.02, 0.05] and len(frame) == 3 * 2
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "complete"
+    other = make_config("attack", common(zoo, models=["mnmmol"], eps=[0.1], kinds=["gaussian"], draws=1))
+    with pytest.raises(RobustkitError, match="differ"):
+        run("attack", other, resume=run_dir, progress=False)
+
+
+def test_runs_never_overwrite_each_other(zoo):
+    config = make_config("audit", common(zoo, models=["modl"], probe_steps=1, samples=1))
+    a = run("audit", config, reports_dir=zoo["reports"], progress=False).attrs["run_dir"]
+    b = run("audit", config, reports_dir=zoo["reports"], progress=False).attrs["run_dir"]
+    assert a != b and len(list(zoo["reports"].iterdir())) == 2
+
+
+def test_bad_study_settings_are_named(zoo):
+    with pytest.raises(RobustkitError, match="'epz'"):
+        make_config("attack", {"epz": [0.1]})
+    with pytest.raises(RobustkitError, match="empty"):
+        make_config("attack", {"eps": []})
+    with pytest.raises(RobustkitError, match="number"):
+        make_config("attack", {"eps": ["x"]})
+    with pytest.raises(RobustkitError, match=">= 0"):
+        make_config("attack", {"eps": [-0.1]})
+    with pytest.raises(RobustkitError, match="unknown study"):
+        study_module("atack")
+    config = make_config("attack", common(zoo, accel=4.0))
+    with pytest.raises(RobustkitError, match="trained at 2x"):
+        run("attack", config, reports_dir=zoo["reports"], progress=False)
+    assert not zoo["reports"].exists()  # nothing written for a refused run
+
+
+def test_model_trained_on_another_image_size_is_refused(zoo):
+    model, card = _tiny("mnmmol", shape=(32, 32))
+    save_model(zoo["root"] / "mnmmol-big", model, {**card, "default": False})
+    config = make_config("audit", common(zoo, models=["mnmmol-big"]))
+    with pytest.raises(RobustkitError, match="32x32"):
+        run("audit", config, reports_dir=zoo["reports"], progress=False)
+
+
+def test_sweep_delta_finds_the_zoo_models_by_delta(zoo):
+    from robustkit.studies.sweep_delta import model_refs
+
+    config = make_config("sweep-delta", common(zoo))
+    assert model_refs(config) == ["mnmmol-2x-delta0.1", "mnmmol-2x"]
+    assert model_refs(make_config("sweep-delta", common(zoo, deltas=[0.3]))) == ["mnmmol-2x"]
+    with pytest.raises(RobustkitError, match="--train"):
+        model_refs(make_config("sweep-delta", common(zoo, deltas=[0.5])))
+
+
+def invoke(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def cli_common(zoo):
+    return ["--data", zoo["data"], "--split", "val", "--accel", "2", "--reports-dir", str(zoo["reports"]), "--no-report"]
+
+
+@pytest.mark.parametrize("args", [
+    ["attack", "--model", "mnmmol", "--eps", "0.05", "--steps", "1", "--draws", "1", "--samples", "1"],
+    ["init-test", "--model", "mnmmol", "--radius", "0.5", "--samples", "1"],
+    ["audit", "--model", "mnmmol", "--steps", "2", "--power-iters", "2", "--samples", "1"],
+    ["sweep-delta", "--deltas", "0.1", "--samples", "1"],
+], ids=lambda a: a[0])
+def test_cli_commands_end_to_end(zoo, args):
+    result = invoke(args + cli_common(zoo))
+    assert result.exit_code == 0, result.output
+    assert "results:" in result.output
+    (run_dir,) = list(zoo["reports"].iterdir())
+    assert run_dir.name.startswith(args[0]) and (run_dir / "results.csv").exists()
+
+
+def test_cli_run_study_file(zoo, tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text(
+        f'[defaults]\ndata = "{zoo["data"]}"\nsplit = "val"\naccel = 2\nsamples = 1\n\n'
+        '[attack]\nmodels = ["mnmmol"]\neps = [0.05]\nsteps = 1\ndraws = 1\n\n'
+        '[init-test]\nmodels = ["mnmmol"]\nradii = [0.5]\n'
+    )
+    result = invoke(["run", str(study), "--reports-dir", str(zoo["reports"]), "--no-report"])
+    assert result.exit_code == 0, result.output
+    suites = [p for p in zoo["reports"].iterdir() if (p / "suite.json").exists()]
+    assert len(suites) == 1
+    record = json.loads((suites[0] / "suite.json").read_text())
+    assert set(record["studies"]) == {"attack", "init-test"}
+    for name in record["studies"].values():
+        assert json.loads((zoo["reports"] / name / "meta.json").read_text())["status"] == "complete"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[attack]\nepz = [0.1]\n")
+    from robustkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(bad), "--reports-dir", str(tmp_path / "r2")])
+    assert exit_info.value.code == 2 and not (tmp_path / "r2").exists()
+    bad.write_text("[atack]\neps = [0.1]\n")
+    with pytest.raises(RobustkitError, match="unknown study 'atack'"):
+        invoke(["run", str(bad)])
+
+
+def test_cli_bad_input_exit_codes(zoo, capsys):
+    from robustkit.cli import main
+
+    for args, message in [
+        (["attack", "--eps", "-0.1"], "--eps must be >= 0"),
+        (["attack", "--model", "nope"], "no model 'nope'"),
+        (["init-test", "--model", "modl"], "unrolled"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main(args + cli_common(zoo))
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not zoo["reports"].exists()
