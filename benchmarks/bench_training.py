@@ -32,6 +32,7 @@ VARIANTS = {
     "mol": ("mol", {}),
     "mnmmol-implicit": ("mnmmol", {"backward": "implicit"}),
     "mnmmol-jfb": ("mnmmol", {"backward": "jfb"}),
+    "mnmmol-phantom5": ("mnmmol", {"backward": "phantom", "phantom_steps": 5}),
     "mnmmol-implicit-iters20": ("mnmmol", {"backward": "implicit", "tol": 0.0, "max_iter": 20}),
     "mnmmol-implicit-iters80": ("mnmmol", {"backward": "implicit", "tol": 0.0, "max_iter": 80}),
 }

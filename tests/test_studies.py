@@ -264,3 +264,13 @@ def test_cli_bad_input_exit_codes(zoo, capsys):
         assert info.value.code == 2
         assert message in capsys.readouterr().err
     assert not zoo["reports"].exists()
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_shipped_study_files_are_valid(name):
+    from pathlib import Path
+
+    from robustkit.studies.suite import read_study_file
+
+    studies = read_study_file(Path(__file__).resolve().parents[1] / "studies" / f"{name}.toml")
+    assert list(studies) == ["attack", "init-test", "audit", "sweep-delta"]

@@ -36,10 +36,11 @@ import torch
 from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, rel_distance
 
-#: how robustkit trains a missing sweep model (the recipe of the shipped MnM-MOL; see its card).
+#: how robustkit trains a missing sweep model: the shipped sweep models' recipe (see their cards),
+#: a fine-tune of the default MnM-MOL (δ = 0.3) at the new δ.
 RECIPE: dict[str, Any] = {
     "lr": 5e-4,
-    "init_from": "modl",
+    "init_from": "mnmmol",
     "penalty_weight": 0.5,
     "penalty_threshold": 0.95,
     "model_config": {"backward": "phantom", "phantom_steps": 5},
@@ -64,8 +65,8 @@ class SweepDeltaConfig(StudyConfig):
     adv_eps: float = 0.05
     adv_steps: int = 5
     train: bool = False
-    train_epochs: int = 12
-    train_minutes: float = 12.0
+    train_epochs: int = 30
+    train_minutes: float = 8.0
 
     def validate(self) -> None:
         # models may be empty here: the zoo is searched
