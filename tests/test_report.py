@@ -343,7 +343,9 @@ def test_suite_page_combines_its_runs(reports):
     links = csv_links(page, page_path)
     assert any(p.name == "attack_summary.csv" for p in links) and any(p.name == "audit_summary.csv" for p in links)
     assert all(p.exists() for p in links)
-    assert all(h.startswith("../") for h in page.links if h.endswith(".csv"))
+    assert all(h.startswith("../") or h == "tables/training.csv" for h in page.links if h.endswith(".csv"))
+    assert "".join(page.text).count("Training curves of the") == 1  # once for the suite, not per run
+    assert suite / "tables" / "training.csv" in links
 
 
 def test_index_links_every_page_newest_first(reports):

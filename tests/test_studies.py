@@ -274,3 +274,13 @@ def test_shipped_study_files_are_valid(name):
 
     studies = read_study_file(Path(__file__).resolve().parents[1] / "studies" / f"{name}.toml")
     assert list(studies) == ["attack", "init-test", "audit", "sweep-delta"]
+
+
+def test_study_command_builds_its_report_page(zoo):
+    args = ["attack", "--model", "mnmmol", "--eps", "0.05", "--steps", "1", "--draws", "1", "--samples", "1",
+            "--data", zoo["data"], "--split", "val", "--accel", "2", "--reports-dir", str(zoo["reports"])]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in zoo["reports"].iterdir() if p.is_dir()]
+    assert (run_dir / "report.html").exists() and (zoo["reports"] / "index.html").exists()
+    assert f"report: {run_dir / 'report.html'}" in result.output

@@ -84,12 +84,14 @@ def execute(obj: dict, name: str, mapping: dict[str, Any], reports_dir: str, res
 
 
 def _report(run_dir: Path) -> None:
+    from robustkit.report import build_index, build_run_page
+
     try:
-        from robustkit.report import build_index, build_run_page
-    except ImportError:  # the report layer is optional at import time
+        page = build_run_page(run_dir)
+        build_index(run_dir.parent)
+    except RobustkitError as exc:  # the results are safe; say why the page is missing
+        click.echo(f"robustkit: warning: no report page for {run_dir}: {exc}", err=True)
         return
-    page = build_run_page(run_dir)
-    build_index(run_dir.parent)
     click.echo(f"report: {page}")
 
 
@@ -203,11 +205,11 @@ def run_file(obj, study_file, reports_dir, resume, no_report) -> None:
 
     suite_dir = run_suite(study_file, obj or {}, reports_dir, resume, on_study=None if no_report else _report)
     if not no_report:
+        from robustkit.report import build_index, build_suite_page
+
         try:
-            from robustkit.report import build_index, build_suite_page
-        except ImportError:
-            pass
-        else:
             click.echo(f"report: {build_suite_page(suite_dir)}")
-            build_index(Path(suite_dir).parent)
+        except RobustkitError as exc:
+            click.echo(f"robustkit: warning: the suite page is incomplete: {exc}", err=True)
+        build_index(Path(suite_dir).parent)
     click.echo(f"suite: {suite_dir}")

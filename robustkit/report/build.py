@@ -37,11 +37,11 @@ def _write_text(path: Path, text: str) -> None:
     os.chmod(path, 0o644)  # pages are for sharing (the temporary file was 0600)
 
 
-def _write_tables(report) -> None:
-    """Each table's frame to ``<run>/tables/<name>.csv`` (full precision; the page links it)."""
-    folder = report.run.path / TABLES
+def _write_tables(tables, page_dir: Path) -> None:
+    """Each table's frame to ``<page_dir>/tables/<name>.csv`` (full precision; the page links it)."""
+    folder = page_dir / TABLES
     folder.mkdir(exist_ok=True)
-    for t in report.tables():
+    for t in tables:
         t.csv = folder / f"{t.name}.csv"
         _write_text(t.csv, t.frame.to_csv(index=False))
 
@@ -54,7 +54,7 @@ def _run_report(run_dir: Path):
     from robustkit.report.sections import assemble
 
     report = assemble(load_run(run_dir))
-    _write_tables(report)
+    _write_tables(report.tables(), report.run.path)
     return report
 
 
@@ -89,7 +89,8 @@ def build_suite_page(suite_dir: str | os.PathLike) -> Path:
 
 def _build_suite(suite_dir: Path) -> tuple[Path, list[Path]]:
     """The suite page and the pages of its runs (raises :class:`ReportIncomplete` as above)."""
-    from robustkit.report import html
+    from robustkit.report import figures, html
+    from robustkit.report.sections import model_entries, tables_of, training
 
     if not suite_dir.is_dir():
         raise RobustkitError(f"suite folder {suite_dir} does not exist; check the path (robustkit run writes reports/<file>-<timestamp>/)")
@@ -115,9 +116,13 @@ def _build_suite(suite_dir: Path) -> tuple[Path, list[Path]]:
             continue
         built.append(_write_run_page(report))
         items.append((study, report))
-    page = suite_dir / PAGE
-    _write_text(page, html.suite_page(suite_dir.name, record, items, suite_dir, index=suite_dir.parent / INDEX))
     reports = [it for _, it in items if not isinstance(it, (str, type(None)))]
+    entries = list({e[0]: e for r in reports for e in model_entries(r.run)}.values())
+    training_section = training(entries, f"suite {suite_dir.name}", figures.palette([e[1] for e in entries]))
+    _write_tables(tables_of([training_section]), suite_dir)
+    page = suite_dir / PAGE
+    _write_text(page, html.suite_page(suite_dir.name, record, items, suite_dir, training_section,
+                                      index=suite_dir.parent / INDEX))
     statuses = {r.run.status for r in reports}
     status = "complete" if statuses == {"complete"} and len(reports) == len(items) else "partial"
     heads = [f"{r.run.study}: {r.conclusion[0]}" for r in reports if r.conclusion]  # one line per study

@@ -184,15 +184,16 @@ def run_page(report: RunReport, page_dir: Path, index: Path | None = None) -> st
            f"{esc(', '.join(run.labels().values()) or 'none')}")
     body = "\n".join([
         f"<h1>{esc(title)}</h1>", f"<p class=\"sub\">{sub}</p>", status_banner(report),
-        conclusion_html(report.conclusion), toc_html(report.sections, ""),
-        sections_html(report.sections, page_dir, ""), details_html(report, page_dir),
+        conclusion_html(report.conclusion), toc_html(report.all_sections(), ""),
+        sections_html(report.all_sections(), page_dir, ""), details_html(report, page_dir),
     ])
     return document(title, body)
 
 
 def suite_page(name: str, record: dict[str, Any], items: list[tuple[str, RunReport | str | None]], page_dir: Path,
-               index: Path | None = None) -> str:
-    """``items``: per study, its report, the reason it is unusable (str), or ``None`` (not run yet)."""
+               training: Section, index: Path | None = None) -> str:
+    """``items``: per study, its report, the reason it is unusable (str), or ``None`` (not run yet);
+    ``training``: the curves of every zoo model of the suite (shown once, at the end)."""
     up = f"<a href=\"{href(index, page_dir)}\">all reports</a> · " if index is not None else ""
     out = [f"<h1>Suite {esc(name)}</h1>", f"<p class=\"sub\">{up}study file {esc(record.get('file', '?'))}, "
                                            f"{len(items)} studies</p>"]
@@ -220,6 +221,7 @@ def suite_page(name: str, record: dict[str, Any], items: list[tuple[str, RunRepo
         out.append(status_banner(it))  # its conclusion is in the box at the top
         out.append(sections_html(it.sections, page_dir, f"r{k}", level=3))
         out.append("</section>")
+    out.append(sections_html([training], page_dir, "t"))
     return document(f"Suite {name}", "\n".join(out))
 
 

@@ -60,10 +60,18 @@ class RunReport:
 
     run: Run
     conclusion: list[str]
-    sections: list[Section]
+    sections: list[Section]  # the study's own
+    training: Section  # training curves of its zoo models
+
+    def all_sections(self) -> list[Section]:
+        return [*self.sections, self.training]
 
     def tables(self) -> list[Table]:
-        return [b for s in self.sections for b in s.blocks if isinstance(b, Table)]
+        return tables_of(self.all_sections())
+
+
+def tables_of(sections: list[Section]) -> list[Table]:
+    return [b for s in sections for b in s.blocks if isinstance(b, Table)]
 
 
 def config_text(run: Run) -> str:
@@ -173,36 +181,41 @@ def sweep_delta(run: Run, colours: dict) -> list[Section]:
     ])]
 
 
-def models(run: Run, colours: dict) -> Section:
-    """Training curves of the run's zoo models, read from their cards (missing cards are noted)."""
+def model_entries(run: Run) -> list[tuple[str, str, str | None]]:
+    """``(zoo folder, display label, weights sha256 recorded by the run)`` of each model of the run."""
+    recorded = {m.get("name"): m.get("weights_sha256") for m in run.meta.get("models", []) if isinstance(m, dict)}
+    return [(name, run.label(name), recorded.get(name)) for name in run.model_names()]
+
+
+def training(entries: list[tuple[str, str, str | None]], used_by: str, colours: dict) -> Section:
+    """Training curves of zoo models ``(folder, label, recorded sha256)`` read from their cards;
+    a missing card, a card without history or a retrained entry is noted on the page."""
     from robustkit.errors import RobustkitError
     from robustkit.models.zoo import read_card, resolve
 
     blocks: list[Block] = []
     histories: dict[str, list[dict]] = {}  # zoo folder → per-epoch history
-    for name in run.model_names():
+    labels = {name: label for name, label, _ in entries}
+    for name, _, recorded in entries:
         try:
             card = read_card(resolve(name))
         except RobustkitError as exc:
             blocks.append(Note(f"no training curves for {name}: {exc}", "info"))
             continue
-        recorded = next((m.get("weights_sha256") for m in run.meta.get("models", [])
-                         if isinstance(m, dict) and m.get("name") == name), None)
         if recorded and card.get("weights_sha256") and recorded != card.get("weights_sha256"):
-            blocks.append(Note(f"the zoo entry {name} was retrained after this run (weights sha256 differ); "
+            blocks.append(Note(f"the zoo entry {name} was retrained after {used_by} (weights sha256 differ); "
                                "its curves are of the current weights"))
         if card.get("history"):
             histories[name] = card["history"]
         else:
             blocks.append(Note(f"the card of {name} has no training history", "info"))
     if histories:
-        study = f"{STUDY_TITLES[run.study]} run {run.name}"
         blocks[:0] = [
-            _draw("Training curves", figures.training_curves, {run.label(n): h for n, h in histories.items()}, colours,
-                  caption=f"Training curves of the {len(histories)} zoo models used by {study} (from models/<name>/card.json)."),
+            _draw("Training curves", figures.training_curves, {labels[n]: h for n, h in histories.items()}, colours,
+                  caption=f"Training curves of the {len(histories)} zoo models used by {used_by} (from models/<name>/card.json)."),
             Table("training", "Training summary", tables.training_summary(histories),
-                  f"Per zoo model used by {study}: epochs, final training loss, final and best validation PSNR/SSIM "
-                  "(from its card).", labels=run.labels()),
+                  f"Per zoo model used by {used_by}: epochs, final training loss, final and best validation PSNR/SSIM "
+                  "(from its card).", labels=labels),
         ]
     return Section("Models: training curves", blocks)
 
@@ -219,8 +232,8 @@ def assemble(run: Run) -> RunReport:
         sections.append(Section("Results", [Note("results.csv holds no finished cell yet")]))
     else:
         sections += SECTIONS[run.study](run, colours)
-    sections.append(models(run, colours))
-    return RunReport(run, conclusions.conclude(run), sections)
+    used_by = f"{STUDY_TITLES[run.study]} run {run.name}"
+    return RunReport(run, conclusions.conclude(run), sections, training(model_entries(run), used_by, colours))
 
 
 def raw_files(run: Run) -> list[Path]:
