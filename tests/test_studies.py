@@ -134,7 +134,7 @@ def test_interrupted_run_keeps_cells_and_resumes(zoo, monkeypatch):
     from robustkit.studies import attack as attack_module
 
     config = make_config("attack", common(zoo, models=["mnmmol"], eps=[0.02, 0.05], kinds=["gaussian"], draws=1))
-    real = attack_module._attack_cell
+    real = attack_module.attack_cell
     calls = []
 
     def interrupting(lm, kind, eps, *args):
@@ -143,14 +143,14 @@ def test_interrupted_run_keeps_cells_and_resumes(zoo, monkeypatch):
             raise KeyboardInterrupt
         return real(lm, kind, eps, *args)
 
-    monkeypatch.setattr(attack_module, "_attack_cell", interrupting)
+    monkeypatch.setattr(attack_module, "attack_cell", interrupting)
     with pytest.raises(StudyInterrupted, match="--resume") as info:
         run("attack", config, reports_dir=zoo["reports"], progress=False)
     (run_dir,) = list(zoo["reports"].iterdir())
     assert str(run_dir) in str(info.value)
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "interrupted"
     assert len(json.loads((run_dir / "cells.json").read_text())) == 2  # clean and ε = 0.02 kept
-    monkeypatch.setattr(attack_module, "_attack_cell", real)
+    monkeypatch.setattr(attack_module, "attack_cell", real)
     calls.clear()
     frame = run("attack", config, resume=run_dir, progress=False)
     assert sorted(frame["eps"].unique()) == [0.0, 0.02, 0.05] and len(frame) == 3 * 2

@@ -82,8 +82,8 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), dim=1)
 
 
-class _Clean:
-    """Clean reconstructions per batch, computed once per model."""
+class CleanCache:
+    """Clean reconstructions ``f(b)`` per (model, batch), computed once and shared by the cells."""
 
     def __init__(self):
         self.cache: dict[tuple[str, int], torch.Tensor] = {}
@@ -114,7 +114,9 @@ def _roi(config: AttackConfig, target: torch.Tensor) -> torch.Tensor | None:
     return (mag > 0.05 * mag.flatten(1).amax(1).reshape(-1, 1, 1)).to(mag.dtype)
 
 
-def _attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, dataset, device, clean: _Clean, examples_dir):
+def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, dataset, device, clean: CleanCache, examples_dir):
+    """Rows of one model × kind × ε over the dataset (``kind="clean"``: the unperturbed baseline),
+    the adversarial loss traces, and the example images written to ``examples_dir``."""
     from robustkit.attacks import BoundReconstructor, KSpaceGaussian, KSpacePGD
     from robustkit.batch import operator_of
     from robustkit.evaluate import score
@@ -213,17 +215,17 @@ def _attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, d
 
 def cells(config: AttackConfig, models: list[LoadedModel], dataset, device, run) -> list[Cell]:
     """Per model a ``clean`` cell, then one cell per kind × ε."""
-    clean = _Clean()
+    clean = CleanCache()
     out = []
     for lm in models:
         if lm.is_deq:
             lm.model.config.backward = config.deq_backward
         out.append(Cell(f"{lm.name}|clean|0", f"{lm.name} clean",
-                        lambda lm=lm: _attack_cell(lm, "clean", 0.0, config, dataset, device, clean, run.examples_dir())))
+                        lambda lm=lm: attack_cell(lm, "clean", 0.0, config, dataset, device, clean, run.examples_dir())))
         for kind in config.kinds:
             for eps in config.eps:
                 out.append(Cell(f"{lm.name}|{kind}|{eps:g}", f"{lm.name} {kind} ε={eps:g}",
-                                lambda lm=lm, kind=kind, eps=eps: _attack_cell(lm, kind, eps, config, dataset, device, clean, run.examples_dir())))
+                                lambda lm=lm, kind=kind, eps=eps: attack_cell(lm, kind, eps, config, dataset, device, clean, run.examples_dir())))
     return out
 
 

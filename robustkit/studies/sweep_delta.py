@@ -143,7 +143,7 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     from robustkit.batch import operator_of
     from robustkit.evaluate import score
     from robustkit.physics.sense import sense_init
-    from robustkit.studies.attack import AttackConfig, _attack_cell, _Clean
+    from robustkit.studies.attack import AttackConfig, CleanCache, attack_cell
     from robustkit.studies.audit import lipschitz_at, model_threshold
     from robustkit.studies.init_test import InitTestConfig, solve_from, starts_of
 
@@ -182,7 +182,7 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     frame = pd.DataFrame(rows)
     attack_cfg = AttackConfig(models=[lm.name], eps=[config.adv_eps], kinds=["adversarial"], steps=config.adv_steps,
                               examples=0, seed=config.seed, batch_size=config.batch_size)
-    attacked, _ = _attack_cell(lm, "adversarial", config.adv_eps, attack_cfg, dataset, device, _Clean(), run.examples_dir())
+    attacked, _ = attack_cell(lm, "adversarial", config.adv_eps, attack_cfg, dataset, device, CleanCache(), run.examples_dir())
     frame["adv_eps"] = config.adv_eps
     frame["adv_psnr_drop"] = attacked.set_index("sample").loc[frame["sample"], "psnr_drop"].to_numpy()
     return frame, None
