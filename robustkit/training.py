@@ -62,8 +62,10 @@ def _dataset(config: TrainConfig, split: str, vary: bool):
     return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise)
 
 
-def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The model's constraint penalty (scalar, differentiable in θ, λ) and the L estimate ``(B,)``."""
+def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, config: TrainConfig,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's constraint penalty (scalar, differentiable in θ, λ) and the L estimate ``(B,)``;
+    ``generator`` draws the random pairs of the ascent (default: a fixed seed)."""
     from robustkit.analysis.lipschitz import local_lipschitz, penalty, slow_direction
 
     zero = x_star.real.new_zeros(())
@@ -71,13 +73,18 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
         T = config.penalty_threshold if config.penalty_threshold is not None else 0.95
         w = config.penalty_weight if config.penalty_weight is not None else 0.5
         x = x_star.detach()
+        H = lambda v: model.H(v, op)  # noqa: E731
         with torch.no_grad():
             direction = slow_direction(lambda v: model.iteration(v, kspace, op), x)
-        res = local_lipschitz(
-            lambda v: model.H(v, op), x, model.config.delta, steps=config.lipschitz_steps,
-            restarts=1, init=direction, differentiable=True,
-        )
-        return w * penalty(res.estimate, T, kind="quadratic").mean(), res.estimate.detach()
+        # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close pairs,
+        # SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes the
+        # constraint depend on δ. The penalty acts on the larger.
+        slow = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1,
+                               init=direction, differentiable=True)
+        ball = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1,
+                               differentiable=True, generator=generator)
+        estimate = torch.maximum(slow.estimate, ball.estimate)
+        return w * penalty(estimate, T, kind="quadratic").mean(), estimate.detach()
     if model.name == "mol":
         T = config.penalty_threshold if config.penalty_threshold is not None else 1 - model.config.m
         w = config.penalty_weight if config.penalty_weight is not None else 1e-6
@@ -147,7 +154,9 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     card.setdefault("command", command)
     card.setdefault("history", [])
 
+    ascent_rng = torch.Generator(device=device).manual_seed(config.seed)
     for epoch in range(start_epoch, config.epochs):
+        ascent_rng.manual_seed(config.seed * 1000 + epoch)
         t0 = time.perf_counter()
         train_set.set_epoch(epoch)
         g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -160,7 +169,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             op = operator_of(batch)
             x = model(batch["kspace"], op)
             mse = (x - batch["target"]).abs().pow(2).mean()
-            term, lips = constraint_term(model, x, batch["kspace"], op, config)
+            term, lips = constraint_term(model, x, batch["kspace"], op, config, ascent_rng)
             loss = mse + term
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(

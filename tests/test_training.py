@@ -84,3 +84,28 @@ def test_cli_train(data, tmp_path):
                                       "--set", "width=4", "--set", "depth=2", "--set", "K=1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "card.json").exists()
+
+
+def test_mnmmol_constraint_depends_on_the_ball_radius(data):
+    """The training estimate of L[H_θ](x*; δ) changes with δ (a larger ball holds more of H_θ's
+    nonlinearity), so models trained at different δ are constrained differently."""
+    from robustkit.batch import operator_of
+    from robustkit.data.prepared import PreparedDataset
+    from robustkit.models import build_model
+    from robustkit.physics.masks import MaskSpec
+    from robustkit.training import constraint_term
+
+    ds = PreparedDataset(data, split="train", mask=MaskSpec(accel=2.0))
+    batch = {k: v[None] for k, v in ds[0].items()}
+    op = operator_of(batch)
+    estimates = []
+    for delta in (0.05, 1.0):
+        torch.manual_seed(0)
+        model = build_model("mnmmol", {"width": 8, "depth": 3, "delta": delta}).eval()
+        with torch.no_grad():
+            x = model(batch["kspace"], op)
+        config = TrainConfig(model="mnmmol", penalty_threshold=0.0, penalty_weight=1.0)
+        term, L = constraint_term(model, x, batch["kspace"], op, config, torch.Generator().manual_seed(0))
+        assert term > 0 and term.requires_grad
+        estimates.append(float(L))
+    assert estimates[0] != estimates[1]

@@ -120,7 +120,12 @@ def model_refs(config: SweepDeltaConfig, device: str = "cpu") -> list[str]:
         cards = {c["folder"]: c for c in list_models()
                  if c.get("model") == "mnmmol" and abs(float(c.get("data", {}).get("accel", 0)) - config.accel) < 1e-9}
     have: dict[float, str] = {}
-    for name, card in sorted(cards.items(), key=lambda kv: (_delta_of(kv[1]), not kv[1].get("default"), kv[0])):
+    # per δ, prefer the sweep's own folder (mnmmol-<accel>x-delta<δ>: same recipe and budget as its peers)
+    def rank(kv):
+        name, card = kv
+        return (_delta_of(card), name != _folder_for(_delta_of(card), config.accel), name)
+
+    for name, card in sorted(cards.items(), key=rank):
         if card.get("model") != "mnmmol":
             raise RobustkitError(f"sweep-delta compares MnM-MOL models; {name!r} is a {card.get('model')} model")
         have.setdefault(_delta_of(card), name)
