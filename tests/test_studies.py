@@ -284,3 +284,37 @@ def test_study_command_builds_its_report_page(zoo):
     (run_dir,) = [p for p in zoo["reports"].iterdir() if p.is_dir()]
     assert (run_dir / "report.html").exists() and (zoo["reports"] / "index.html").exists()
     assert f"report: {run_dir / 'report.html'}" in result.output
+
+
+def test_interrupted_suite_resumes_where_it_stopped(zoo, tmp_path, monkeypatch):
+    from robustkit.studies import init_test as init_module
+    from robustkit.studies.suite import run_suite
+
+    study = tmp_path / "s.toml"
+    study.write_text(
+        f'[defaults]\ndata = "{zoo["data"]}"\nsplit = "val"\naccel = 2\nsamples = 1\nmodels = ["mnmmol"]\n\n'
+        '[audit]\nsteps = 1\nrestarts = 1\nslow_steps = 1\npower_iters = 1\nprobe_steps = 1\n\n'
+        '[init-test]\nradii = [0.5]\n'
+    )
+    real = init_module._model_cell
+
+    def stop(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(init_module, "_model_cell", stop)
+    with pytest.raises(StudyInterrupted, match="--resume") as info:
+        run_suite(study, {}, zoo["reports"], progress=False)
+    suite_dir = next(p for p in zoo["reports"].iterdir() if (p / "suite.json").exists())
+    assert str(suite_dir) in str(info.value)
+    record = json.loads((suite_dir / "suite.json").read_text())
+    audit_dir = zoo["reports"] / record["studies"]["audit"]
+    audited = (audit_dir / "results.csv").stat().st_mtime_ns
+    monkeypatch.setattr(init_module, "_model_cell", real)
+    assert run_suite(study, {}, resume=suite_dir, progress=False) == suite_dir
+    record = json.loads((suite_dir / "suite.json").read_text())
+    for name in ("audit", "init-test"):
+        assert json.loads((zoo["reports"] / record["studies"][name] / "meta.json").read_text())["status"] == "complete"
+    assert (audit_dir / "results.csv").stat().st_mtime_ns == audited  # the finished study was not rerun
+    study.write_text(study.read_text().replace("radii = [0.5]", "radii = [0.7]"))
+    with pytest.raises(RobustkitError, match="differs"):
+        run_suite(study, {}, resume=suite_dir, progress=False)
