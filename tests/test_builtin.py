@@ -92,7 +92,7 @@ def test_cli_build_out_cache_and_sense_report(tmp_path, monkeypatch):
     out = tmp_path / "out.h5"
     result = runner.invoke(build, ["--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "test 10" in result.output and "coils 12" in result.output and out.exists()
+    assert "test 10" in result.output and "12 coils" in result.output and out.exists()
     refused = runner.invoke(build, ["--out", str(out)])
     assert isinstance(refused.exception, RobustkitError)
 

@@ -29,6 +29,8 @@ def build(out: Path | None, resolution: str, coils: int, overwrite: bool, sense_
             path = builtin.build_builtin(path, res, seed, coils, overwrite=overwrite)
     else:
         path = builtin.build_builtin(out, res, seed, coils, overwrite=overwrite)
-    click.echo(builtin.summarize(path))
+    from robustkit.data.prepared import summarize
+
+    click.echo(summarize(path))
     if sense_report:
         click.echo(builtin.format_sense_report(builtin.sense_report(path, seed=seed)))

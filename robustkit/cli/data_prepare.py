@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,6 @@ import click
 from robustkit.hashing import sha256_file
 
 #: provenance values longer than this are shortened in ``info``.
-_WIDTH = 160
 
 
 def _input_record(path: Path, fmt: str) -> dict[str, Any]:
@@ -23,40 +20,6 @@ def _input_record(path: Path, fmt: str) -> dict[str, Any]:
 
         data = base(path).with_name(base(path).name + ".cfl")
     return {"file": str(path), "format": fmt, "bytes": data.stat().st_size, "sha256": sha256_file(data)}
-
-
-def summarize_prepared(path: str | os.PathLike) -> str:
-    """A few lines on a prepared file: samples per split, matrix sizes, coils, targets, masks, provenance."""
-    from collections import Counter
-
-    from robustkit.data.prepared import _open
-
-    with _open(path) as f:
-        provenance = json.loads(f.attrs["provenance"])
-        groups = [f["samples"][key] for key in sorted(f["samples"])]
-        metas = [json.loads(g.attrs["meta"]) for g in groups]
-        shapes = Counter(g["kspace"].shape for g in groups)
-        targets = sum("target" in g for g in groups)
-        masks = sum("mask" in g for g in groups)
-    splits = Counter(m.get("split") or "no split" for m in metas)
-    counts = ", ".join(f"{name} {splits[name]}" for name in ("train", "val", "test", "no split") if name in splits)
-    sizes = "; ".join(
-        f"{c} coils x {h} x {w} ({n})" if len(shapes) > 1 else f"{c} coils, matrix {h} x {w} (H x W)"
-        for (c, h, w), n in sorted(shapes.items())
-    )
-    sources = Counter(m.get("source", "?") for m in metas)
-    lines = [
-        f"{path}",
-        f"  samples: {len(metas)} ({counts})",
-        f"  shape: {sizes}",
-        f"  targets: {targets} of {len(metas)}; acquisition masks: {masks} of {len(metas)}"
-        + ("" if masks else " (masks are drawn when the data is read)"),
-        f"  sources: {', '.join(f'{name} {n}' for name, n in sorted(sources.items()))}",
-    ]
-    for key, value in sorted(provenance.items()):
-        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-        lines.append(f"  {key}: {text if len(text) <= _WIDTH else text[: _WIDTH - 3] + '...'}")
-    return "\n".join(lines)
 
 
 @click.command()
@@ -140,7 +103,9 @@ def prepare(
         "(max of the zero-filled combination when there is no target)",
     }
     write_prepared(out, samples, provenance, overwrite=overwrite)
-    summary = summarize_prepared(out)
+    from robustkit.data.prepared import summarize
+
+    summary = summarize(out)
     click.echo(summary)
     if "no split" in summary.splitlines()[1]:
         click.echo("  note: samples without a split are read only with split=None; pass --split to assign one")
@@ -153,9 +118,10 @@ def prepare(
 def info(path: Path, fmt: str) -> None:
     """Summarise a prepared dataset, or say what `data prepare` would load from a raw file."""
     from robustkit.data.loaders import inspect, is_prepared
+    from robustkit.data.prepared import summarize
 
     if is_prepared(path):
-        click.echo(summarize_prepared(path))
+        click.echo(summarize(path))
         return
     details = inspect(path, fmt)
     click.echo(f"{path}: {details.pop('description')}; not prepared yet (`robustkit data prepare` would load):")

@@ -228,28 +228,6 @@ def ensure_builtin(resolution: int = 2, seed: int = 0, n_coils: int = 12, progre
     return build_builtin(path, resolution, seed, n_coils, overwrite=False, progress=progress)
 
 
-def summarize(path: str | os.PathLike) -> str:
-    """A few lines on a prepared file: slices per split, shape, coils, provenance."""
-    import json
-    from collections import Counter
-
-    from robustkit.data.prepared import _open
-
-    with _open(path) as f:
-        prov = json.loads(f.attrs["provenance"])
-        keys = sorted(f["samples"])
-        splits = Counter(json.loads(f["samples"][k].attrs["meta"]).get("split") for k in keys)
-        c, h, w = f["samples"][keys[0]]["kspace"].shape
-    counts = ", ".join(f"{name} {splits[name]}" for name in ("train", "val", "test") if name in splits)
-    lines = [
-        f"{path}",
-        f"  slices: {len(keys)} ({counts or 'no split'}); coils {c}; matrix {h} x {w} (H x W)",
-    ]
-    for key, value in sorted(prov.items()):
-        lines.append(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
-    return "\n".join(lines)
-
-
 def sense_report(
     path: str | os.PathLike,
     accels: tuple[float, ...] = (4.0, 6.0),

@@ -176,3 +176,38 @@ class PreparedDataset(torch.utils.data.Dataset):
             "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.complex64)),
             "index": torch.tensor(i),
         }
+
+
+_SUMMARY_WIDTH = 160
+
+
+def summarize(path: str | os.PathLike) -> str:
+    """A few lines on a prepared file: samples per split, matrix sizes, coils, targets, masks, provenance."""
+    from collections import Counter
+
+    with _open(path) as f:
+        provenance = json.loads(f.attrs["provenance"])
+        groups = [f["samples"][key] for key in sorted(f["samples"])]
+        metas = [json.loads(g.attrs["meta"]) for g in groups]
+        shapes = Counter(g["kspace"].shape for g in groups)
+        targets = sum("target" in g for g in groups)
+        masks = sum("mask" in g for g in groups)
+    splits = Counter(m.get("split") or "no split" for m in metas)
+    counts = ", ".join(f"{name} {splits[name]}" for name in ("train", "val", "test", "no split") if name in splits)
+    sizes = "; ".join(
+        f"{c} coils x {h} x {w} ({n})" if len(shapes) > 1 else f"{c} coils, matrix {h} x {w} (H x W)"
+        for (c, h, w), n in sorted(shapes.items())
+    )
+    sources = Counter(m.get("source", "?") for m in metas)
+    lines = [
+        f"{path}",
+        f"  samples: {len(metas)} ({counts})",
+        f"  shape: {sizes}",
+        f"  targets: {targets} of {len(metas)}; acquisition masks: {masks} of {len(metas)}"
+        + ("" if masks else " (masks are drawn when the data is read)"),
+        f"  sources: {', '.join(f'{name} {n}' for name, n in sorted(sources.items()))}",
+    ]
+    for key, value in sorted(provenance.items()):
+        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+        lines.append(f"  {key}: {text if len(text) <= _SUMMARY_WIDTH else text[: _SUMMARY_WIDTH - 3] + '...'}")
+    return "\n".join(lines)
