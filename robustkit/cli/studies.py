@@ -67,20 +67,39 @@ def _common(models, samples, split, data, accel, batch_size) -> dict[str, Any]:
 def execute(obj: dict, name: str, mapping: dict[str, Any], reports_dir: str, resume: str | None,
             report: bool = True, where: str = "the options"):
     """Build the config, run the study, print its summary; returns the frame."""
-    from robustkit.studies import make_config, run, study_module
-    from robustkit.studies.common import summary_table
+    from robustkit.studies import make_config, run
 
     obj = obj or {}
     mapping.setdefault("seed", obj.get("seed", 0))
     config = make_config(name, mapping, where)
     frame = run(name, config, device=obj.get("device", "auto"), reports_dir=reports_dir, resume=resume)
-    module = study_module(name)
     run_dir = Path(frame.attrs["run_dir"])
-    click.echo(summary_table(frame, module.SUMMARY_BY, module.SUMMARY_COLUMNS).to_string(index=False))
-    click.echo(f"results: {run_dir / 'results.csv'}")
+    _summarize(name, frame, run_dir)
     if report:
         _report(run_dir)
     return frame
+
+
+def _summarize(name: str, frame, run_dir: Path) -> None:
+    """Print a study's mean ± std table and where its results are."""
+    from robustkit.studies import study_module
+    from robustkit.studies.common import summary_table
+
+    module = study_module(name)
+    click.echo(f"\n{name}:")
+    click.echo(summary_table(frame, module.SUMMARY_BY, module.SUMMARY_COLUMNS).to_string(index=False))
+    click.echo(f"results: {run_dir / 'results.csv'}")
+
+
+def _after_suite_study(run_dir: Path, report: bool) -> None:
+    import json
+
+    import pandas as pd
+
+    name = json.loads((run_dir / "config.json").read_text())["study"]
+    _summarize(name, pd.read_csv(run_dir / "results.csv"), run_dir)
+    if report:
+        _report(run_dir)
 
 
 def _report(run_dir: Path) -> None:
@@ -203,7 +222,8 @@ def run_file(obj, study_file, reports_dir, resume, no_report) -> None:
     """
     from robustkit.studies.suite import run_suite
 
-    suite_dir = run_suite(study_file, obj or {}, reports_dir, resume, on_study=None if no_report else _report)
+    suite_dir = run_suite(study_file, obj or {}, reports_dir, resume,
+                          on_study=lambda run_dir: _after_suite_study(run_dir, not no_report))
     if not no_report:
         from robustkit.report import build_index, build_suite_page
 
