@@ -285,7 +285,7 @@ def test_attack_table_and_conclusion_have_the_numbers_of_the_results(reports):
     run = runs["attack"]
     r = pd.read_csv(run / "results.csv")
     expected = (r.groupby(["model", "kind", "eps"], sort=False)
-                .agg(n=("psnr", "size"), psnr_mean=("psnr", "mean"), psnr_std=("psnr", lambda x: x.std(ddof=0)),
+                .agg(n=("psnr", "size"), psnr_mean=("psnr", "mean"), psnr_std=("psnr", lambda x: x.std(ddof=1)),
                      psnr_drop_mean=("psnr_drop", "mean"))
                 .reset_index())
     got = pd.read_csv(run / "tables" / "attack_summary.csv")
@@ -303,7 +303,7 @@ def test_attack_table_and_conclusion_have_the_numbers_of_the_results(reports):
     adv = r[(r["kind"] == "adversarial") & (r["eps"] == 0.05)]  # largest ε ≤ 5 % (the grid has 10 % too)
     for model, label in (("modl-t", "MoDL (modl-t)"), ("mnmmol-t", "MnM-MOL (mnmmol-t)")):
         d = adv[adv["model"] == model]["psnr_drop"]
-        assert f"{label} loses {d.mean():.2f} ± {d.std(ddof=0):.2f} dB" in conclusion
+        assert f"{label} loses {d.mean():.2f} ± {d.std(ddof=1):.2f} dB" in conclusion
     assert "At ε = 5 % adversarial" in conclusion and "At ε = 5 % gaussian" in conclusion
 
 
@@ -320,7 +320,7 @@ def test_conclusions_of_audit_init_test_and_sweep(reports):
     s = pd.read_csv(runs["sweep-delta"] / "results.csv")
     for delta, d in s.groupby("delta"):
         assert f"δ = {delta:g}" in text["sweep-delta"]
-        assert f"PSNR {d['psnr'].mean():.2f} ± {d['psnr'].std(ddof=0):.2f} dB" in text["sweep-delta"]
+        assert f"PSNR {d['psnr'].mean():.2f} ± {d['psnr'].std(ddof=1):.2f} dB" in text["sweep-delta"]
         assert f"L[H_θ] ≤ T on {int(d['within'].sum())}/{N} slices" in text["sweep-delta"]
 
 

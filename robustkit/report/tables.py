@@ -81,7 +81,7 @@ def _mean_std(groups, columns: list[str]) -> pd.DataFrame:
     parts = []
     for c in columns:
         parts.append(groups[c].mean().rename(f"{c}_mean"))
-        parts.append(groups[c].std(ddof=0).rename(f"{c}_std"))
+        parts.append(groups[c].std(ddof=1).rename(f"{c}_std"))
     return pd.concat(parts, axis=1)
 
 
