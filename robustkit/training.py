@@ -27,6 +27,10 @@ from robustkit.batch import operator_of, to_device
 from robustkit.errors import RobustkitError
 
 
+#: penalty defaults per model: weight, and threshold T (``None`` = the model's 1 − m).
+PENALTY_DEFAULTS: dict[str, tuple[float, float | None]] = {"mnmmol": (0.5, 0.95), "mol": (1e-6, None)}
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (stored on the card)."""
@@ -41,8 +45,8 @@ class TrainConfig:
     noise: float = 0.0
     init_from: str | None = None  # zoo model whose F_θ and λ warm-start this one
     model_config: dict[str, Any] = field(default_factory=dict)
-    penalty_weight: float | None = None  # default per model (MnM-MOL 0.5, MOL 1e-6)
-    penalty_threshold: float | None = None  # default per model (MnM-MOL 0.95, MOL 1 − m)
+    penalty_weight: float | None = None  # None: PENALTY_DEFAULTS of the model
+    penalty_threshold: float | None = None  # None: PENALTY_DEFAULTS of the model
     lipschitz_steps: int = 5
     max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
     val_samples: int | None = None
@@ -70,8 +74,9 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
 
     zero = x_star.real.new_zeros(())
     if model.name == "mnmmol":
-        T = config.penalty_threshold if config.penalty_threshold is not None else 0.95
-        w = config.penalty_weight if config.penalty_weight is not None else 0.5
+        w0, T0 = PENALTY_DEFAULTS["mnmmol"]
+        T = config.penalty_threshold if config.penalty_threshold is not None else T0
+        w = config.penalty_weight if config.penalty_weight is not None else w0
         x = x_star.detach()
         H = lambda v: model.H(v, op)  # noqa: E731
         with torch.no_grad():
@@ -87,7 +92,7 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
         return w * penalty(estimate, T, kind="quadratic").mean(), estimate.detach()
     if model.name == "mol":
         T = config.penalty_threshold if config.penalty_threshold is not None else 1 - model.config.m
-        w = config.penalty_weight if config.penalty_weight is not None else 1e-6
+        w = config.penalty_weight if config.penalty_weight is not None else PENALTY_DEFAULTS["mol"][0]
         res = local_lipschitz(model.cnn, x_star.detach(), 0.3, steps=config.lipschitz_steps, restarts=1, differentiable=True)
         return w * penalty(res.estimate, T, kind="barrier").mean(), res.estimate.detach()
     return zero, None

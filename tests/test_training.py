@@ -109,3 +109,15 @@ def test_mnmmol_constraint_depends_on_the_ball_radius(data):
         assert term > 0 and term.requires_grad
         estimates.append(float(L))
     assert estimates[0] != estimates[1]
+
+
+def test_train_help_states_the_penalty_defaults_in_use():
+    from robustkit.training import PENALTY_DEFAULTS
+
+    import re
+
+    text = CliRunner().invoke(cli, ["train", "--help"], terminal_width=400).output
+    weights = re.search(r"Weight of the constraint term\. \[default: MnM-MOL (\S+), MOL (\S+)\]", text)
+    threshold = re.search(r"MOL barrier\. \[default: MnM-MOL (\S+), MOL 1 − m\]", text)
+    assert (float(weights[1]), float(weights[2])) == (PENALTY_DEFAULTS["mnmmol"][0], PENALTY_DEFAULTS["mol"][0])
+    assert float(threshold[1]) == PENALTY_DEFAULTS["mnmmol"][1] and PENALTY_DEFAULTS["mol"][1] is None
