@@ -156,30 +156,26 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
                                        "restart": r, "step": t, "loss": float(loss[r, t, j])})
         else:
             atk = KSpaceGaussian(bound, op.mask, eps, seed=seed)
-            acc: dict[str, list[torch.Tensor]] = {}
+            per_draw, per_draw_deq = [], []
             for _ in range(config.draws):
                 b_noisy = atk(b)
                 with torch.no_grad():
                     x_noisy = lm.model(b_noisy, op)
                 draw = {k: v.cpu() for k, v in score(x_noisy, target).items()}
                 draw["amplification"] = (_norm(x_noisy - x_clean) / _norm(atk.last_gamma).clamp_min(1e-30)).cpu()
-                deq = _deq_columns(lm, n)
-                draw["iterations"] = torch.tensor(deq["iterations"], dtype=torch.float64)
-                draw["residual"] = torch.tensor(deq["residual"], dtype=torch.float64)
-                draw["converged"] = torch.tensor([np.nan if c != c else float(c) for c in deq["converged"]], dtype=torch.float64)
-                for k, v in draw.items():
-                    acc.setdefault(k, []).append(v)
+                per_draw.append(draw)
+                per_draw_deq.append(_deq_columns(lm, n))
             x_attacked, gamma_used = x_noisy, atk.last_gamma
-            stacked = {k: torch.stack(v) for k, v in acc.items()}
+            stacked = {k: torch.stack([d[k] for d in per_draw]) for k in per_draw[0]}  # (draws, B)
             metrics = {k: stacked[k].mean(0) for k in ("psnr", "ssim", "nmse")}
             amplification = stacked["amplification"].mean(0).tolist()
-            conv = stacked["converged"]
-            cols = {
+            deq = {k: np.array([d[k] for d in per_draw_deq], dtype=float) for k in ("iterations", "residual", "converged")}
+            cols = {  # NaN for MoDL; else mean iterations, worst residual, all draws converged
                 "draws": [config.draws] * n,
                 "attack_loss": [np.nan] * n,
-                "iterations": stacked["iterations"].mean(0).tolist(),
-                "residual": stacked["residual"].amax(0).tolist(),
-                "converged": [np.nan if torch.isnan(c).any() else bool((c == 1).all()) for c in conv.T],
+                "iterations": deq["iterations"].mean(0).tolist(),
+                "residual": deq["residual"].max(0).tolist(),
+                "converged": [np.nan if np.isnan(c).any() else bool(c.all()) for c in deq["converged"].T],
             }
         frame = pd.DataFrame({
             "study": "attack", "model": lm.name, "sample": samples, "kind": kind, "eps": eps,

@@ -158,10 +158,11 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     init_cfg = InitTestConfig(models=[lm.name], starts=config.init_starts, radii=config.init_radii)
     rows: list[dict[str, Any]] = []
     lm.model.config.backward = "implicit"
-    for batch in batches(dataset, config.batch_size, device):
+    clean = CleanCache()  # the fixed points below are the attack's clean reconstructions too
+    for i, batch in enumerate(batches(dataset, config.batch_size, device)):
         op, b = operator_of(batch), batch["kspace"]
         with torch.no_grad():
-            x = lm.model(b, op)
+            x = clean.get(lm, i, batch, op)
             stats = lm.model.last_stats
             own, slow = lipschitz_at(lm, x, b, op, delta, config.steps, config.restarts, 10, generator)
             common, _ = lipschitz_at(lm, x, b, op, config.common_delta, config.steps, config.restarts, 1, generator)
@@ -187,7 +188,7 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     frame = pd.DataFrame(rows)
     attack_cfg = AttackConfig(models=[lm.name], eps=[config.adv_eps], kinds=["adversarial"], steps=config.adv_steps,
                               examples=0, seed=config.seed, batch_size=config.batch_size)
-    attacked, _ = attack_cell(lm, "adversarial", config.adv_eps, attack_cfg, dataset, device, CleanCache(), run.examples_dir())
+    attacked, _ = attack_cell(lm, "adversarial", config.adv_eps, attack_cfg, dataset, device, clean, run.examples_dir())
     frame["adv_eps"] = config.adv_eps
     frame["adv_psnr_drop"] = attacked.set_index("sample").loc[frame["sample"], "psnr_drop"].to_numpy()
     return frame, None
