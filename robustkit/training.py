@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shlex
 import sys
@@ -41,6 +42,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 1
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": lr → lr/100 over `epochs` (see lr_at)
     seed: int = 0
     noise: float = 0.0
     init_from: str | None = None  # zoo model whose F_θ and λ warm-start this one
@@ -55,6 +57,22 @@ class TrainConfig:
 
 class NonFiniteLoss(RobustkitError):
     pass
+
+
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def lr_at(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (0-based): constant, or cosine annealing
+    ``lr_e = lr_min + (lr − lr_min)(1 + cos(π e / (E − 1))) / 2`` with ``lr_min = lr / 100`` and
+    ``E = config.epochs``, so the last epoch trains at ``lr_min``. A function of the epoch only,
+    so a resumed run continues the same schedule."""
+    if config.lr_schedule == "constant" or config.epochs <= 1:
+        return config.lr
+    if config.lr_schedule != "cosine":
+        raise RobustkitError(f"unknown lr schedule {config.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+    lr_min = config.lr / 100
+    return lr_min + (config.lr - lr_min) * (1 + math.cos(math.pi * min(epoch, config.epochs - 1) / (config.epochs - 1))) / 2
 
 
 def _dataset(config: TrainConfig, split: str, vary: bool):
@@ -162,6 +180,8 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     ascent_rng = torch.Generator(device=device).manual_seed(config.seed)
     for epoch in range(start_epoch, config.epochs):
         ascent_rng.manual_seed(config.seed * 1000 + epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(config, epoch)
         t0 = time.perf_counter()
         train_set.set_epoch(epoch)
         g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -194,7 +214,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})
         n = max(1, len(loader))
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
+        row = {"epoch": epoch + 1, "lr": lr_at(config, epoch), **{f"train_{k}": v / n for k, v in sums.items()}}
         row.update(_validate(model, val_set, device, config.val_samples))
         elapsed += time.perf_counter() - t0
         row["elapsed_s"] = round(elapsed, 1)

@@ -271,6 +271,23 @@ def test_phantom_gradient_is_the_truncated_series_and_tends_to_the_implicit_one(
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-4
 
 
+def test_phantom_gradient_equals_unrolling_k_steps_from_the_fixed_point():
+    """Geng et al.'s phantom gradient backpropagates k steps f(f(…f(x*))) from the detached x*; at a
+    fixed point solved to 1e-14 that is the k-term series the hook computes from one graph."""
+    model, b, target, x0 = conv_problem()
+    x_star, stats = solve(lambda x: model(x, b), x0, **TIGHT)
+    assert stats.converged.all()
+    for k in (2, 5):
+        series, _ = implicit_grads(model, b, target, x0, backward="phantom", phantom_steps=k)
+        bb = b.clone().requires_grad_(True)
+        z = x_star.detach()
+        for _ in range(k):
+            z = model(z, bb)
+        unrolled = grads(loss_of(z, target), model, bb)
+        for gs, gu in zip(series, unrolled):
+            assert rel(gs, gu) < 1e-9
+
+
 def test_backward_non_convergence_is_reported():
     model, b, target, x0 = tanh_problem()
     _, stats = implicit_grads(model, b, target, x0, backward_tol=1e-14, backward_max_iter=2, backward_method="damped")
@@ -278,8 +295,9 @@ def test_backward_non_convergence_is_reported():
     assert (stats.backward.iterations == 2).all()
 
 
-def test_graph_holds_one_evaluation_whatever_the_iteration_count():
-    """Memory independent of the forward iterations: only one evaluation of f records a graph."""
+@pytest.mark.parametrize("backward", ["implicit", "phantom"])
+def test_graph_holds_one_evaluation_whatever_the_iteration_count(backward):
+    """Memory independent of the forward iterations (and of phantom's k): one evaluation of f records a graph."""
     model, b, target, x0 = conv_problem()
     b.requires_grad_(True)
     recorded = []
@@ -288,9 +306,10 @@ def test_graph_holds_one_evaluation_whatever_the_iteration_count():
         recorded.append(torch.is_grad_enabled())
         return model(x, b)
 
-    z, stats = deq_fixed_point(f, x0, TIGHT)
+    z, stats = deq_fixed_point(f, x0, TIGHT, backward=backward, phantom_steps=8)
     loss_of(z, target).backward()
-    assert stats.f_evals > 10 and stats.backward.f_evals > 10
+    assert stats.f_evals > 10
+    assert stats.backward.f_evals > 10 if backward == "implicit" else stats.backward is None
     assert sum(recorded) == 1
     assert b.grad is not None and model.conv1.weight.grad is not None
 

@@ -121,3 +121,19 @@ def test_train_help_states_the_penalty_defaults_in_use():
     threshold = re.search(r"MOL barrier\. \[default: MnM-MOL (\S+), MOL 1 − m\]", text)
     assert (float(weights[1]), float(weights[2])) == (PENALTY_DEFAULTS["mnmmol"][0], PENALTY_DEFAULTS["mol"][0])
     assert float(threshold[1]) == PENALTY_DEFAULTS["mnmmol"][1] and PENALTY_DEFAULTS["mol"][1] is None
+
+
+def test_cosine_schedule_anneals_to_one_hundredth_and_is_logged(data, tmp_path):
+    from robustkit.training import lr_at
+
+    cfg = TrainConfig(model="modl", data=data, accel=2, epochs=5, lr=2e-3, lr_schedule="cosine",
+                      model_config={"width": 4, "depth": 2, "K": 1})
+    rates = [lr_at(cfg, e) for e in range(5)]
+    assert rates[0] == pytest.approx(2e-3) and rates[-1] == pytest.approx(2e-5)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert lr_at(TrainConfig(model="modl", lr=1e-3), 7) == 1e-3
+    cfg.epochs = 3
+    card = train(cfg, tmp_path / "cos", torch.device("cpu"), progress=False)
+    assert [row["lr"] for row in card["history"]] == pytest.approx([2e-3, 1.01e-3, 2e-5])
+    with pytest.raises(RobustkitError, match="cosine"):
+        lr_at(TrainConfig(model="modl", epochs=3, lr_schedule="step"), 1)

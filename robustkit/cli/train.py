@@ -12,6 +12,8 @@ import click
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="cosine: anneal the learning rate to lr/100 at the last of --epochs.")
 @click.option("--delta", type=float, default=None, help="MnM-MOL: ball radius δ of the local constraint (default 0.3).")
 @click.option("--init-from", default=None, help="Warm-start F_θ and λ from this zoo model (e.g. a trained MoDL).")
 @click.option("--penalty-weight", type=float, default=None, help="Weight of the constraint term. [default: MnM-MOL 0.5, MOL 1e-6]")
@@ -23,7 +25,7 @@ import click
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_obj
-def train(obj, model_name, data, accel, epochs, batch_size, lr, delta, init_from, penalty_weight, penalty_threshold,
+def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, delta, init_from, penalty_weight, penalty_threshold,
           overrides, max_minutes, noise, out, resume, make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
@@ -53,7 +55,7 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, delta, init_from
             raise RobustkitError(f"--delta must be > 0, got {delta}")
         model_config["delta"] = delta
     config = TrainConfig(
-        model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr,
+        model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
         seed=obj.get("seed", 0), noise=noise, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, max_minutes=max_minutes,
     )

@@ -21,7 +21,7 @@ class DEQConfig(ModelConfig):
     max_iter: int = 200
     eval_tol: float = 1e-5
     eval_max_iter: int = 400
-    backward: str = "implicit"  # or "jfb" (Jacobian-free) or "phantom" (k unrolled steps from x*)
+    backward: str = "implicit"  # or "jfb" (Jacobian-free) or "phantom" (k-term Neumann series)
     phantom_steps: int = 5
     backward_tol: float = 2e-4
     backward_max_iter: int = 30
