@@ -37,13 +37,15 @@ from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, rel_distance
 
 #: how robustkit trains a missing sweep model: the shipped sweep models' recipe (see their cards),
-#: a fine-tune of the default MnM-MOL (δ = 0.3) at the new δ.
+#: a fine-tune of the default MnM-MOL (δ = 0.3) at the new δ with the implicit gradient and a
+#: cosine learning rate over ``train_epochs``.
 RECIPE: dict[str, Any] = {
-    "lr": 5e-4,
+    "lr": 2e-4,
+    "lr_schedule": "cosine",
     "init_from": "mnmmol",
     "penalty_weight": 0.5,
     "penalty_threshold": 0.95,
-    "model_config": {"backward": "phantom", "phantom_steps": 5},
+    "model_config": {"backward": "implicit"},
 }
 
 
@@ -65,8 +67,8 @@ class SweepDeltaConfig(StudyConfig):
     adv_eps: float = 0.05
     adv_steps: int = 5
     train: bool = False
-    train_epochs: int = 30
-    train_minutes: float = 8.0
+    train_epochs: int = 5
+    train_minutes: float | None = 10.0
 
     def validate(self) -> None:
         # models may be empty here: the zoo is searched
@@ -102,6 +104,7 @@ def train_missing(config: SweepDeltaConfig, have: dict[float, str], device: str)
         out = zoo_dir() / _folder_for(d, config.accel)
         tc = TrainConfig(model="mnmmol", data=config.data, accel=config.accel, epochs=config.train_epochs,
                          seed=config.seed, max_minutes=config.train_minutes, lr=RECIPE["lr"],
+                         lr_schedule=RECIPE["lr_schedule"],
                          init_from=RECIPE["init_from"], penalty_weight=RECIPE["penalty_weight"],
                          penalty_threshold=RECIPE["penalty_threshold"],
                          model_config={**RECIPE["model_config"], "delta": d})
