@@ -18,6 +18,8 @@ import click
 @click.option("--init-from", default=None, help="Warm-start F_θ and λ from this zoo model (e.g. a trained MoDL).")
 @click.option("--penalty-weight", type=float, default=None, help="Weight of the constraint term. [default: MnM-MOL 0.5, MOL 1e-6]")
 @click.option("--penalty-threshold", type=float, default=None, help="T of the MnM-MOL penalty relu(L − T)² or of the MOL barrier. [default: MnM-MOL 0.95, MOL 1 − m]")
+@click.option("--lipschitz-steps", type=int, default=5, show_default=True,
+              help="Ascent steps of the training estimate of L[H_θ] (MnM-MOL) or L[F_θ] (MOL); more is a tighter lower bound and a slower step.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Model config override, e.g. --set K=5 --set width=32.")
 @click.option("--max-minutes", type=float, default=None, help="Stop after the epoch that passes this wall-clock budget.")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (SPEC §1).")
@@ -26,7 +28,7 @@ import click
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_obj
 def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, delta, init_from, penalty_weight, penalty_threshold,
-          overrides, max_minutes, noise, out, resume, make_default) -> None:
+          lipschitz_steps, overrides, max_minutes, noise, out, resume, make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
     Checkpoints every epoch into --out (zoo format: weights.safetensors, card.json, log.csv);
@@ -40,8 +42,8 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, del
     from robustkit.training import TrainConfig, train as run_training
 
     obj = obj or {}
-    if epochs < 1 or batch_size < 1 or lr <= 0 or accel < 1:
-        raise RobustkitError("--epochs and --batch-size must be ≥ 1, --lr > 0 and --accel ≥ 1")
+    if epochs < 1 or batch_size < 1 or lr <= 0 or accel < 1 or lipschitz_steps < 1:
+        raise RobustkitError("--epochs, --batch-size and --lipschitz-steps must be ≥ 1, --lr > 0 and --accel ≥ 1")
     model_config: dict = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -58,6 +60,7 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, del
         model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
         seed=obj.get("seed", 0), noise=noise, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, max_minutes=max_minutes,
+        lipschitz_steps=lipschitz_steps,
     )
     out = out or str(zoo_dir() / f"{model_name}-{accel:g}x")
     device = resolve_device(obj.get("device", "auto"))

@@ -37,14 +37,15 @@ from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, rel_distance
 
 #: how robustkit trains a missing sweep model: the shipped sweep models' recipe (see their cards),
-#: a fine-tune of the default MnM-MOL (δ = 0.3) at the new δ with the implicit gradient and a
-#: cosine learning rate over ``train_epochs``.
+#: a fine-tune of the default MnM-MOL (δ = 0.3) at the new δ with the implicit gradient, a cosine
+#: learning rate over ``train_epochs`` and the penalty ``5 · relu(L − 0.94)²`` that the default's
+#: last stage used to bring the audit's L[H_θ] under 1 − m.
 RECIPE: dict[str, Any] = {
-    "lr": 2e-4,
+    "lr": 1e-4,
     "lr_schedule": "cosine",
     "init_from": "mnmmol",
-    "penalty_weight": 0.5,
-    "penalty_threshold": 0.95,
+    "penalty_weight": 5.0,
+    "penalty_threshold": 0.94,
     "model_config": {"backward": "implicit"},
 }
 
@@ -67,7 +68,7 @@ class SweepDeltaConfig(StudyConfig):
     adv_eps: float = 0.05
     adv_steps: int = 5
     train: bool = False
-    train_epochs: int = 5
+    train_epochs: int = 3
     train_minutes: float | None = 10.0
 
     def validate(self) -> None:
