@@ -88,7 +88,7 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's constraint penalty (scalar, differentiable in θ, λ) and the L estimate ``(B,)``;
     ``generator`` draws the random pairs of the ascent (default: a fixed seed)."""
-    from robustkit.analysis.lipschitz import local_lipschitz, penalty, slow_direction
+    from robustkit.analysis.lipschitz import local_lipschitz, pair_ratio, penalty, slow_direction
 
     zero = x_star.real.new_zeros(())
     if model.name == "mnmmol":
@@ -99,14 +99,16 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
         H = lambda v: model.H(v, op)  # noqa: E731
         with torch.no_grad():
             direction = slow_direction(lambda v: model.iteration(v, kspace, op), x)
-        # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close pairs,
-        # SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes the
-        # constraint depend on δ. The penalty acts on the larger.
-        slow = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1,
-                               init=direction, differentiable=True)
-        ball = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1,
-                               differentiable=True, generator=generator)
-        estimate = torch.maximum(slow.estimate, ball.estimate)
+            # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close
+            # pairs, SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes
+            # the constraint depend on δ. The penalty acts on the larger, per sample.
+            slow = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, init=direction)
+            ball = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, generator=generator)
+        # Only the larger estimate carries a gradient (that of max), so only its pair is recomputed
+        # with a graph: two evaluations of H_θ, whatever the ascent's length.
+        pick = (slow.estimate >= ball.estimate).reshape(-1, *([1] * (x.ndim - 1)))
+        u, v = torch.where(pick, slow.u, ball.u), torch.where(pick, slow.v, ball.v)
+        estimate = pair_ratio(H, x, model.config.delta, u, v)
         return w * penalty(estimate, T, kind="quadratic").mean(), estimate.detach()
     if model.name == "mol":
         T = config.penalty_threshold if config.penalty_threshold is not None else 1 - model.config.m
@@ -114,6 +116,14 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
         res = local_lipschitz(model.cnn, x_star.detach(), 0.3, steps=config.lipschitz_steps, restarts=1, differentiable=True)
         return w * penalty(res.estimate, T, kind="barrier").mean(), res.estimate.detach()
     return zero, None
+
+
+def _check_finite(loss: torch.Tensor, config: TrainConfig, epoch: int, out: Path) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(
+            f"training {config.model} diverged at epoch {epoch + 1} (loss {loss.item()}); the last good "
+            f"checkpoint in {out} is kept — lower --lr or resume from it"
+        )
 
 
 def _warm_start(model, ref: str) -> None:
@@ -194,15 +204,16 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             op = operator_of(batch)
             x = model(batch["kspace"], op)
             mse = (x - batch["target"]).abs().pow(2).mean()
-            term, lips = constraint_term(model, x, batch["kspace"], op, config, ascent_rng)
-            loss = mse + term
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"training {config.model} diverged at epoch {epoch + 1} (loss {loss.item()}); the last good "
-                    f"checkpoint in {out} is kept — lower --lr or resume from it"
-                )
+            # Two backward passes, gradients summed: the fixed point's graph is freed before the
+            # constraint builds its own, so peak memory is the larger of the two, not their sum.
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            _check_finite(mse, config, epoch, out)
+            mse.backward()
+            term, lips = constraint_term(model, x.detach(), batch["kspace"], op, config, ascent_rng)
+            loss = mse.detach() + term.detach()
+            _check_finite(loss, config, epoch, out)
+            if term.requires_grad:
+                term.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
             step = {"loss": loss.item(), "mse": mse.item(), "penalty": float(term.detach())}

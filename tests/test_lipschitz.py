@@ -10,6 +10,7 @@ from robustkit.analysis.lipschitz import (
     jacobian_spectral_norm,
     jacobian_spectral_radius,
     local_lipschitz,
+    pair_ratio,
     penalty,
     slow_direction,
 )
@@ -174,6 +175,11 @@ def test_differentiable_estimate_gives_theta_gradients_without_touching_grad(lin
 
     plain = local_lipschitz(H, x, 0.3, steps=5, generator=_gen(0))
     assert not plain.estimate.requires_grad and torch.allclose(plain.estimate, res.estimate.detach())
+    # the training penalty recomputes only the winning pair: the same value and θ-gradient
+    again = pair_ratio(H, x, 0.3, plain.u, plain.v)
+    torch.testing.assert_close(again, res.estimate, rtol=1e-12, atol=0)
+    (gp2,) = torch.autograd.grad(again.sum(), p)
+    torch.testing.assert_close(gp2, gp, rtol=1e-12, atol=0)
 
 
 def test_estimators_work_under_no_grad(linear):

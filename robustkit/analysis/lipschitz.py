@@ -150,6 +150,13 @@ def _ratio(H: Operator, x: torch.Tensor, eps: torch.Tensor, u: torch.Tensor, v: 
     return num / den.clamp_min(torch.finfo(den.dtype).tiny)
 
 
+def pair_ratio(H: Operator, x: torch.Tensor, delta: float, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The two-point ratio ``‖H(z₁) − H(z₂)‖ / ‖z₁ − z₂‖`` at ``z₁ = x + εu``, ``z₂ = x + εv``,
+    ``ε = δ‖x‖`` (``u, v`` in unit-ball coordinates, e.g. a :class:`LipschitzResult`'s pair), ``(B,)``;
+    with the graph of ``H`` when grad is enabled (the training penalty differentiates it)."""
+    return _ratio(H, x, delta * _norm(x), u, v)
+
+
 def _ascent(
     H: Operator,
     x: torch.Tensor,
