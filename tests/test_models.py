@@ -119,3 +119,18 @@ def test_registry_name_resolves_to_default_entry(tmp_path):
     with pytest.raises(RobustkitError, match="available: mnmmol-a, mnmmol-b"):
         resolve("modl", tmp_path)
     assert json.loads((tmp_path / "mnmmol-b" / "card.json").read_text())["default"] is True
+
+
+def test_models_list_counts_every_training_stage(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from robustkit.cli import cli
+
+    save_model(tmp_path / "staged", build_model("mnmmol", SMALL),
+               {"epochs_done": 2, "lineage": [{"epochs": 14}, {"epochs": 6}, {"epochs": 2}], "default": True})
+    save_model(tmp_path / "single", build_model("modl", SMALL), {"epochs_done": 16})
+    monkeypatch.setenv("ROBUSTKIT_ZOO", str(tmp_path))
+    result = CliRunner().invoke(cli, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
+    assert lines["staged"][4] == "22" and lines["single"][3] == "16"

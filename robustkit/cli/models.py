@@ -12,7 +12,8 @@ def models() -> None:
 
 @models.command("list")
 def list_() -> None:
-    """One line per zoo model: name, model, acceleration, δ, epochs, validation PSNR."""
+    """One line per zoo model: name, model, acceleration, δ, epochs (all training stages of its
+    card's ``lineage``, when it has one), validation PSNR."""
     from robustkit.models.zoo import list_models, zoo_dir
 
     cards = list_models()
@@ -23,9 +24,10 @@ def list_() -> None:
     for c in cards:
         delta = c.get("config", {}).get("delta")
         psnr = c.get("validation", {}).get("val_psnr")
+        epochs = sum(stage.get("epochs", 0) for stage in c["lineage"]) if c.get("lineage") else c.get("epochs_done", 0)
         click.echo(
             f"{c['folder']:<22}{c.get('model', '?'):<9}{c.get('data', {}).get('accel', float('nan')):>6g}"
-            f"{'' if delta is None else f'{delta:g}':>6}{c.get('epochs_done', 0):>8}"
+            f"{'' if delta is None else f'{delta:g}':>6}{epochs:>8}"
             f"{'' if psnr is None else f'{psnr:.2f}':>10}  {'yes' if c.get('default') else ''}"
         )
 
