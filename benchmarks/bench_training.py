@@ -17,6 +17,7 @@ Usage: python benchmarks/bench_training.py [--model-ref ZOO_NAME] [--steps 3]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -97,20 +98,16 @@ def one(variant: str, ref: str | None, steps: int) -> dict:
 
     for i in range(steps):
         t0 = time.perf_counter()
-        if i == 0:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                x = model(batch["kspace"], op)
-        else:
+        first = i == 0  # memory is measured on the first step; every step is timed
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if first else contextlib.nullcontext():
             x = model(batch["kspace"], op)
         loss = (x - batch["target"]).abs().pow(2).mean()
         loss.backward()
         if with_penalty:
-            if i == 0:
-                with torch.autograd.graph.saved_tensors_hooks(pack_penalty, lambda t: t):
-                    term, _ = constraint_term(model, x.detach(), batch["kspace"], op, train_config)
-                penalty_saved.update({ptr: n for ref, ptr, n in penalty_refs if ref() is not None})
-            else:
+            with torch.autograd.graph.saved_tensors_hooks(pack_penalty, lambda t: t) if first else contextlib.nullcontext():
                 term, _ = constraint_term(model, x.detach(), batch["kspace"], op, train_config)
+            if first:
+                penalty_saved.update({ptr: n for ref, ptr, n in penalty_refs if ref() is not None})
             term.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -190,8 +190,9 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     ascent_rng = torch.Generator(device=device).manual_seed(config.seed)
     for epoch in range(start_epoch, config.epochs):
         ascent_rng.manual_seed(config.seed * 1000 + epoch)
+        lr = lr_at(config, epoch)
         for group in opt.param_groups:
-            group["lr"] = lr_at(config, epoch)
+            group["lr"] = lr
         t0 = time.perf_counter()
         train_set.set_epoch(epoch)
         g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -225,7 +226,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})
         n = max(1, len(loader))
-        row = {"epoch": epoch + 1, "lr": lr_at(config, epoch), **{f"train_{k}": v / n for k, v in sums.items()}}
+        row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / n for k, v in sums.items()}}
         row.update(_validate(model, val_set, device, config.val_samples))
         elapsed += time.perf_counter() - t0
         row["elapsed_s"] = round(elapsed, 1)

@@ -334,7 +334,7 @@ def local_lipschitz(
     u, v, ratio, trace, last = best  # type: ignore[misc]
     if differentiable:
         with torch.enable_grad():
-            estimate = _ratio(H, x, delta * _norm(x), u, v)
+            estimate = pair_ratio(H, x, delta, u, v)
     else:
         estimate = ratio
     return LipschitzResult(
