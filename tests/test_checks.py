@@ -21,3 +21,35 @@ def test_contractive_model_passes_and_reports_every_check(tmp_path):
     assert s["ball_start_same_fixed_point"] == 1.0
     # H_θ = −F_θ/λ with a small F_θ: a small positive constant.
     assert 0 < s["L_ball_max"] < 0.5 and s["L_slow_max"] > 0
+
+
+def test_same_fixed_point_solves_past_the_slow_mode():
+    """x = Mx + c with a slow mode (q = 0.995): solves stopped at residual 1e-5 from two starts sit
+    ≈ 1e-5/(1 − q) from the fixed point and so look like different points; solved to 1e-9 they agree
+    with each other and with the exact solution (I − M)⁻¹c."""
+    from robustkit.analysis.checks import same_fixed_point
+    from robustkit.solvers import solve
+
+    q = torch.tensor([0.995, 0.5, -0.3, 0.1], dtype=torch.float64)
+    c = torch.tensor([[1.0, -2.0, 0.5, 3.0]], dtype=torch.float64)
+    f = lambda x: q * x + c  # noqa: E731
+    exact = c / (1 - q)
+    a, b = exact + 0.3 * exact.norm(), exact - 0.3 * exact.norm()
+    xa, _ = solve(f, a, method="damped", tol=1e-5, max_iter=20000)
+    xb, _ = solve(f, b, method="damped", tol=1e-5, max_iter=20000)
+    loose = float((xa - xb).norm() / exact.norm())
+    assert loose > 1e-3  # the artefact the check must not report as "different fixed points"
+    distance, converged = same_fixed_point(f, xa, b, tol=1e-9, max_iter=20000, method="damped")
+    assert bool(converged[0]) and float(distance[0]) < 1e-6
+    x_ref, _ = solve(f, xa, method="damped", tol=1e-9, max_iter=20000)
+    assert float((x_ref - exact).norm() / exact.norm()) < 1e-6
+
+
+def test_same_fixed_point_tells_two_fixed_points_apart():
+    """x = tanh(2x) has the stable fixed points ±0.9575: starts on either side end ≈ 2 apart."""
+    from robustkit.analysis.checks import same_fixed_point
+
+    f = lambda x: torch.tanh(2 * x)  # noqa: E731
+    x_star = torch.tensor([[1.0]], dtype=torch.float64)
+    distance, converged = same_fixed_point(f, x_star, -x_star, tol=1e-10, max_iter=1000, method="damped")
+    assert bool(converged[0]) and abs(float(distance[0]) - 2.0) < 1e-6

@@ -111,6 +111,33 @@ def test_mnmmol_constraint_depends_on_the_ball_radius(data):
     assert estimates[0] != estimates[1]
 
 
+def test_penalty_acts_on_the_chosen_lipschitz_estimate(data):
+    """"both" is the larger of the "ball" and "slow" estimates, per sample; each is recomputed with a
+    graph; an unknown name is refused."""
+    from robustkit.batch import operator_of
+    from robustkit.data.prepared import PreparedDataset
+    from robustkit.models import build_model
+    from robustkit.physics.masks import MaskSpec
+    from robustkit.training import constraint_term
+
+    ds = PreparedDataset(data, split="train", mask=MaskSpec(accel=2.0))
+    batch = {k: v[None] for k, v in ds[0].items()}
+    op = operator_of(batch)
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {"width": 8, "depth": 3}).eval()
+    with torch.no_grad():
+        x = model(batch["kspace"], op)
+    L = {}
+    for kind in ("ball", "slow", "both"):
+        config = TrainConfig(model="mnmmol", penalty_threshold=0.0, penalty_weight=1.0, lipschitz_estimate=kind)
+        term, L[kind] = constraint_term(model, x, batch["kspace"], op, config, torch.Generator().manual_seed(0))
+        assert term.requires_grad and float(term.detach()) == pytest.approx(float(L[kind]) ** 2, rel=1e-5)
+    assert float(L["ball"]) != float(L["slow"])
+    assert float(L["both"]) == pytest.approx(max(float(L["ball"]), float(L["slow"])), rel=1e-6)
+    with pytest.raises(RobustkitError, match="Lipschitz estimate"):
+        constraint_term(model, x, batch["kspace"], op, TrainConfig(model="mnmmol", lipschitz_estimate="power"))
+
+
 def test_train_help_states_the_penalty_defaults_in_use():
     from robustkit.training import PENALTY_DEFAULTS
 

@@ -20,6 +20,9 @@ import click
 @click.option("--penalty-threshold", type=float, default=None, help="T of the MnM-MOL penalty relu(L − T)² or of the MOL barrier. [default: MnM-MOL 0.95, MOL 1 − m]")
 @click.option("--lipschitz-steps", type=int, default=5, show_default=True,
               help="Ascent steps of the training estimate of L[H_θ] (MnM-MOL) or L[F_θ] (MOL); more is a tighter lower bound and a slower step.")
+@click.option("--lipschitz-estimate", type=click.Choice(["both", "ball", "slow"]), default="both", show_default=True,
+              help="MnM-MOL: the estimate of L[H_θ](x*; δ) the penalty acts on: random pairs in the ball (the audit's), "
+                   "close pairs along the iteration's slowest mode, or the larger of the two.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Model config override, e.g. --set K=5 --set width=32.")
 @click.option("--max-minutes", type=float, default=None, help="Stop after the epoch that passes this wall-clock budget.")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (SPEC §1).")
@@ -28,7 +31,7 @@ import click
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_obj
 def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, delta, init_from, penalty_weight, penalty_threshold,
-          lipschitz_steps, overrides, max_minutes, noise, out, resume, make_default) -> None:
+          lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, out, resume, make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
     Checkpoints every epoch into --out (zoo format: weights.safetensors, card.json, log.csv);
@@ -61,6 +64,7 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, del
         seed=obj.get("seed", 0), noise=noise, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, max_minutes=max_minutes,
         lipschitz_steps=lipschitz_steps,
+        lipschitz_estimate=lipschitz_estimate,
     )
     out = out or str(zoo_dir() / f"{model_name}-{accel:g}x")
     device = resolve_device(obj.get("device", "auto"))

@@ -1,10 +1,15 @@
 """Initialisation test (SPEC §7): does a DEQ model reach the same fixed point from every start?
 
 For each slice the reference is ``x*``, the fixed point solved from the SENSE start. The model's
-update map ``f`` is then iterated (its own solver, tolerance ``eval_tol``, cap ``cap_factor`` ×
+update map ``f`` is then iterated (its own solver, to residual ``tol``, cap ``cap_factor`` ×
 its training cap) from: ``sense``, ``zero_filled`` (``Aᴴb``), ``zeros``, ``ball`` (``x* + r·δ‖x*‖·u``
 for a random unit ``u`` at each radius ``r`` of ``radii``) and ``noise`` (complex Gaussian with
 ``‖·‖ = ‖x*‖``).
+
+``x*`` and every end point are solved to ``tol`` = 1e-6, not the models' evaluation tolerance 1e-5:
+along a slow mode with contraction rate ``q`` an iterate with residual ``t`` lies ``≈ t / (1 − q)``
+from the fixed point, so with ``q ≈ 0.99`` two solves stopped at 1e-5 sit ≈ 1e-3 apart — the
+``same_tol`` — even when they converge to one point.
 
 Schema of ``results.csv`` (one row per model × slice × start):
 
@@ -15,7 +20,7 @@ start, radius       start name; ``r`` for ``ball`` starts (NaN otherwise)
 delta               the ball radius δ used (the model's own, or the study's ``delta``)
 start_distance      ``‖x₀ − x*‖ / ‖x*‖``
 iterations,         updates applied, final relative residual ``‖f(x) − x‖/‖f(x)‖``, whether it
-residual, converged met ``eval_tol`` within the cap
+residual, converged met ``tol`` within the cap
 distance            ``‖x_end − x*‖ / ‖x*‖``; same_fixed_point: ``distance ≤ same_tol``
 psnr                of the point reached
 sense_in_ball       whether the SENSE start lies in ``B(x*, δ‖x*‖)`` (per slice)
@@ -45,13 +50,15 @@ class InitTestConfig(StudyConfig):
     """starts: which starts (``sense``, ``zero_filled``, ``zeros``, ``ball``, ``noise``); radii: of
     the ``ball`` starts, in units of ``δ‖x*‖``; delta: ball radius δ (``None`` = each model's own,
     0.3 for models without one); cap_factor: iteration cap as a multiple of the model's training
-    cap; same_tol: relative distance under which two fixed points count as the same."""
+    cap; tol: residual every solve is run to (well below ``same_tol·(1 − q)``, see the module
+    docstring); same_tol: relative distance under which two fixed points count as the same."""
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_DEQ_MODELS))
     starts: list[str] = field(default_factory=lambda: list(STARTS))
     radii: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0])
     delta: float | None = None
     cap_factor: float = 3.0
+    tol: float = 1e-6
     same_tol: float = 1e-3
 
     def validate(self) -> None:
@@ -63,8 +70,8 @@ class InitTestConfig(StudyConfig):
             raise RobustkitError("ball starts need radii >= 0, e.g. radii = [0.1, 0.5, 1.0]")
         if self.delta is not None and not self.delta > 0:
             raise RobustkitError(f"delta must be > 0, got {self.delta}")
-        if not self.cap_factor > 0 or not self.same_tol > 0:
-            raise RobustkitError("cap_factor and same_tol must be > 0")
+        if not self.cap_factor > 0 or not self.same_tol > 0 or not self.tol > 0:
+            raise RobustkitError("cap_factor, tol and same_tol must be > 0")
 
 
 def model_delta(lm: LoadedModel, delta: float | None) -> float:
@@ -128,11 +135,11 @@ def init_batch(lm: LoadedModel, batch, config: InitTestConfig, generator) -> tup
     rows, traces = [], []
     with torch.no_grad():
         sense = sense_init(op, b)
-        x_star, _ = solve_from(lm, b, op, sense, cap)
+        x_star, _ = solve_from(lm, b, op, sense, cap, config.tol)
         norm = torch.linalg.vector_norm(x_star.flatten(1), dim=1)
         sense_in = (torch.linalg.vector_norm((sense - x_star).flatten(1), dim=1) <= delta * norm).cpu().tolist()
         for name, radius, x0 in starts_of(config, x_star, sense, op.adjoint(b), delta, generator):
-            x, stats = solve_from(lm, b, op, x0, cap)
+            x, stats = solve_from(lm, b, op, x0, cap, config.tol)
             dist = rel_distance(x, x_star).cpu().tolist()
             start_dist = rel_distance(x0, x_star).cpu().tolist()
             psnr = score(x, target)["psnr"].cpu().tolist()
