@@ -116,7 +116,8 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
         # Only the larger estimate carries a gradient (that of max), so only its pair is recomputed
         # with a graph: two evaluations of H_θ, whatever the ascent's length.
         if slow is None or ball is None:
-            u, v = (slow or ball).u, (slow or ball).v
+            only = slow if slow is not None else ball
+            u, v = only.u, only.v
         else:
             pick = (slow.estimate >= ball.estimate).reshape(-1, *([1] * (x.ndim - 1)))
             u, v = torch.where(pick, slow.u, ball.u), torch.where(pick, slow.v, ball.v)
