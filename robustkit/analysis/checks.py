@@ -23,8 +23,9 @@ from robustkit.evaluate import score
 from robustkit.solvers import solve
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm((a - b).flatten(1), dim=1) / torch.linalg.vector_norm(b.flatten(1), dim=1)
+def rel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``‖a − b‖ / ‖b‖`` per sample, ``(B,)``."""
+    return torch.linalg.vector_norm((a - b).flatten(1), dim=1) / torch.linalg.vector_norm(b.flatten(1), dim=1).clamp_min(1e-30)
 
 
 def same_fixed_point(f, x_star: torch.Tensor, start: torch.Tensor, tol: float = 1e-6, max_iter: int = 1000,
@@ -34,7 +35,7 @@ def same_fixed_point(f, x_star: torch.Tensor, start: torch.Tensor, tol: float = 
     converged ``(B,)`` bool. ``tol`` must sit well below the distance threshold times ``1 − q``."""
     x_ref, ref_stats = solve(f, x_star, method=method, tol=tol, max_iter=max_iter)
     x_s, s_stats = solve(f, start, method=method, tol=tol, max_iter=max_iter)
-    return _rel(x_s, x_ref), ref_stats.converged & s_stats.converged
+    return rel_distance(x_s, x_ref), ref_stats.converged & s_stats.converged
 
 
 def deq_checks(

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 import torch
 
+from robustkit.analysis.checks import rel_distance  # noqa: F401  (the studies' distance between fixed points)
 from robustkit.errors import RobustkitError, StudyInterrupted
 
 #: default zoo references of the models a study runs on (registry names resolve to default entries).
@@ -195,11 +196,6 @@ def run_cells(run, cells: list[Cell], progress: bool = True) -> pd.DataFrame:
         ) from None
     run.finish("complete")
     return run.results()
-
-
-def rel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``‖a − b‖ / ‖b‖`` per sample, ``(B,)``."""
-    return torch.linalg.vector_norm((a - b).flatten(1), dim=1) / torch.linalg.vector_norm(b.flatten(1), dim=1).clamp_min(1e-30)
 
 
 def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
