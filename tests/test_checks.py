@@ -1,5 +1,6 @@
 """The zoo's convergence checks on a tiny, contractive MnM-MOL."""
 
+import pytest
 import torch
 
 from robustkit.analysis.checks import deq_checks, summarize_checks
@@ -39,17 +40,23 @@ def test_same_fixed_point_solves_past_the_slow_mode():
     xb, _ = solve(f, b, method="damped", tol=1e-5, max_iter=20000)
     loose = float((xa - xb).norm() / exact.norm())
     assert loose > 1e-3  # the artefact the check must not report as "different fixed points"
-    distance, converged = same_fixed_point(f, xa, b, tol=1e-9, max_iter=20000, method="damped")
-    assert bool(converged[0]) and float(distance[0]) < 1e-6
+    distance, converged = same_fixed_point(f, xa, [b], tol=1e-9, max_iter=20000, method="damped")
+    assert distance.shape == (1, 1) and bool(converged[0, 0]) and float(distance[0, 0]) < 1e-6
     x_ref, _ = solve(f, xa, method="damped", tol=1e-9, max_iter=20000)
     assert float((x_ref - exact).norm() / exact.norm()) < 1e-6
 
 
 def test_same_fixed_point_tells_two_fixed_points_apart():
-    """x = tanh(2x) has the stable fixed points ±0.9575: starts on either side end ≈ 2 apart."""
+    """x = tanh(2x) has the stable fixed points ±0.9575: per start (rows) and sample (columns),
+    starts on the other side end ≈ 2 apart, starts on the same side at distance 0."""
     from robustkit.analysis.checks import same_fixed_point
 
     f = lambda x: torch.tanh(2 * x)  # noqa: E731
-    x_star = torch.tensor([[1.0]], dtype=torch.float64)
-    distance, converged = same_fixed_point(f, x_star, -x_star, tol=1e-10, max_iter=1000, method="damped")
-    assert bool(converged[0]) and abs(float(distance[0]) - 2.0) < 1e-6
+    x_star = torch.tensor([[1.0], [-3.0]], dtype=torch.float64)
+    starts = [-x_star, 0.5 * x_star, torch.tensor([[0.2], [0.2]], dtype=torch.float64)]
+    distance, converged = same_fixed_point(f, x_star, starts, tol=1e-10, max_iter=1000, method="damped")
+    assert distance.shape == (3, 2) and bool(converged.all())
+    expected = torch.tensor([[2.0, 2.0], [0.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    torch.testing.assert_close(distance, expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="at least one start"):
+        same_fixed_point(f, x_star, [], tol=1e-10, max_iter=10, method="damped")

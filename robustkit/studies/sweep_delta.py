@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 
 from robustkit.errors import RobustkitError
-from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, rel_distance
+from robustkit.analysis.checks import same_fixed_point
+from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
 
 #: how robustkit trains a missing sweep model: a fine-tune of the default MnM-MOL at the new δ with
 #: the shipped sweep models' recipe (see their cards; they were fine-tuned from stage 1 of the
@@ -151,7 +152,7 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     from robustkit.physics.sense import sense_init
     from robustkit.studies.attack import AttackConfig, CleanCache, attack_cell
     from robustkit.studies.audit import lipschitz_at, model_threshold
-    from robustkit.studies.init_test import InitTestConfig, solve_from, starts_of
+    from robustkit.studies.init_test import InitTestConfig, starts_of
 
     delta, threshold = float(lm.model.config.delta), model_threshold(lm)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -170,14 +171,15 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
             sense = sense_init(op, b)
             norm = torch.linalg.vector_norm(x.flatten(1), dim=1)
             sense_in = torch.linalg.vector_norm((sense - x).flatten(1), dim=1) <= delta * norm
-            # "Same fixed point" is judged on solves to init_cfg.tol (see init_test): refine x* first.
-            cap = lm.model.config.eval_max_iter
-            x_ref, _ = solve_from(lm, b, op, x, cap, init_cfg.tol)
-            reached = []
-            for _, _, x0 in starts_of(init_cfg, x, sense, op.adjoint(b), delta, cpu_gen):
-                x_end, _ = solve_from(lm, b, op, x0, cap, init_cfg.tol)
-                reached.append(rel_distance(x_end, x_ref) <= init_cfg.same_tol)
-            success = torch.stack(reached).float().mean(0) if reached else torch.full_like(norm, np.nan)
+            # "Same fixed point" is judged on solves to init_cfg.tol (see analysis.checks)
+            c = lm.model.config
+            starts = [x0 for _, _, x0 in starts_of(init_cfg, x, sense, op.adjoint(b), delta, cpu_gen)]
+            if starts:
+                distance, _ = same_fixed_point(lambda v: lm.model.iteration(v, b, op), x, starts, tol=init_cfg.tol,
+                                               max_iter=c.eval_max_iter, method=c.solver)
+                success = (distance <= init_cfg.same_tol).float().mean(0)
+            else:
+                success = torch.full_like(norm, np.nan)
         metrics = score(x, batch["target"])
         for j, sample in enumerate(batch["index"].cpu().tolist()):
             rows.append({
