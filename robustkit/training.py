@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from robustkit.batch import operator_of, to_device
+from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES
 from robustkit.errors import RobustkitError
 
 
@@ -60,10 +61,6 @@ class NonFiniteLoss(RobustkitError):
     pass
 
 
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
-#: MnM-MOL training estimates of L[H_θ](x*; δ): "ball" (random pairs anywhere in the ball, the
-#: audit's estimator), "slow" (close pairs along the iteration's slowest mode), "both" (the larger).
-LIPSCHITZ_ESTIMATES: tuple[str, ...] = ("both", "ball", "slow")
 
 
 def lr_at(config: TrainConfig, epoch: int) -> float:

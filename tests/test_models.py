@@ -134,3 +134,20 @@ def test_models_list_counts_every_training_stage(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
     assert lines["staged"][4] == "22" and lines["single"][3] == "16"
+
+
+def test_cli_choices_are_the_registry_and_training_names():
+    """The CLI offers robustkit.choices (torch-free); the registry and training accept exactly those."""
+    import subprocess
+    import sys
+
+    from robustkit import training
+    from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES
+
+    assert set(MODELS) == set(MODEL_NAMES)
+    assert training.LR_SCHEDULES is LR_SCHEDULES and training.LIPSCHITZ_ESTIMATES is LIPSCHITZ_ESTIMATES
+    code = ("import sys; from click.testing import CliRunner; from robustkit.cli import cli; "
+            "r = CliRunner().invoke(cli, ['train', '--help']); assert r.exit_code == 0, r.output; "
+            "assert 'mnmmol' in r.output; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

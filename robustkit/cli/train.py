@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import click
 
+from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES
+
 
 @click.command()
-@click.option("--model", "model_name", required=True, type=click.Choice(["modl", "mol", "mol-sn", "mnmmol"]), help="Which model to train.")
+@click.option("--model", "model_name", required=True, type=click.Choice(MODEL_NAMES), help="Which model to train.")
 @click.option("--data", default="builtin", show_default=True, help="'builtin' or a prepared HDF5 file (robustkit data prepare).")
 @click.option("--accel", type=float, default=4.0, show_default=True, help="Acceleration of the 1-D Cartesian masks.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
               help="cosine: anneal the learning rate to lr/100 at the last of --epochs.")
 @click.option("--delta", type=float, default=None, help="MnM-MOL: ball radius δ of the local constraint (default 0.3).")
 @click.option("--init-from", default=None, help="Warm-start F_θ and λ from this zoo model (e.g. a trained MoDL).")
@@ -20,7 +22,7 @@ import click
 @click.option("--penalty-threshold", type=float, default=None, help="T of the MnM-MOL penalty relu(L − T)² or of the MOL barrier. [default: MnM-MOL 0.95, MOL 1 − m]")
 @click.option("--lipschitz-steps", type=int, default=5, show_default=True,
               help="Ascent steps of the training estimate of L[H_θ] (MnM-MOL) or L[F_θ] (MOL); more is a tighter lower bound and a slower step.")
-@click.option("--lipschitz-estimate", type=click.Choice(["both", "ball", "slow"]), default="both", show_default=True,
+@click.option("--lipschitz-estimate", type=click.Choice(LIPSCHITZ_ESTIMATES), default="both", show_default=True,
               help="MnM-MOL: the estimate of L[H_θ](x*; δ) the penalty acts on: random pairs in the ball (the audit's), "
                    "close pairs along the iteration's slowest mode, or the larger of the two.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Model config override, e.g. --set K=5 --set width=32.")

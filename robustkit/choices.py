@@ -1,0 +1,17 @@
+"""Names a user picks from on the command line, importable without torch.
+
+The CLI offers exactly these (so ``robustkit --help`` does not import torch) and the modules that
+act on them check against the same tuples.
+"""
+
+from __future__ import annotations
+
+#: the model registry's names (:data:`robustkit.models.registry.MODELS` has one class per name).
+MODEL_NAMES: tuple[str, ...] = ("modl", "mol", "mol-sn", "mnmmol")
+
+#: learning-rate schedules of ``robustkit train``: constant, or cosine-annealed to lr/100.
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+#: MnM-MOL training estimates of L[H_θ](x*; δ): "ball" (random pairs anywhere in the ball, the
+#: audit's estimator), "slow" (close pairs along the iteration's slowest mode), "both" (the larger).
+LIPSCHITZ_ESTIMATES: tuple[str, ...] = ("both", "ball", "slow")
