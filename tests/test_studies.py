@@ -202,6 +202,22 @@ def test_sweep_delta_finds_the_zoo_models_by_delta(zoo):
         model_refs(make_config("sweep-delta", common(zoo, deltas=[0.5])))
 
 
+def test_sweep_delta_trains_a_missing_delta_with_its_recipe(zoo, monkeypatch):
+    """--train: the missing δ is trained into the zoo with RECIPE at that δ (training itself stubbed)."""
+    import robustkit.training
+    from robustkit.studies.sweep_delta import RECIPE, model_refs
+
+    seen = []
+    monkeypatch.setattr(robustkit.training, "train", lambda tc, out, device, resume: seen.append((tc, out, resume)))
+    refs = model_refs(make_config("sweep-delta", common(zoo, deltas=[0.3, 0.5], train=True)))
+    (tc, out, resume), = seen
+    assert out.name == "mnmmol-2x-delta0.5" and refs == ["mnmmol-2x", "mnmmol-2x-delta0.5"] and not resume
+    assert tc.model == "mnmmol" and tc.accel == ACCEL and tc.model_config["delta"] == 0.5
+    assert (tc.lr, tc.init_from, tc.penalty_weight, tc.penalty_threshold, tc.lipschitz_estimate, tc.lipschitz_steps) == (
+        RECIPE["lr"], RECIPE["init_from"], RECIPE["penalty_weight"], RECIPE["penalty_threshold"],
+        RECIPE["lipschitz_estimate"], RECIPE["lipschitz_steps"])
+
+
 def invoke(args):
     return CliRunner().invoke(cli, args, catch_exceptions=False)
 
