@@ -56,6 +56,13 @@ class TrainConfig:
     val_samples: int | None = None
     grad_clip: float = 1.0
 
+    def __post_init__(self) -> None:
+        # names are checked once, here, so that training never starts with one it cannot use
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise RobustkitError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+        if self.lipschitz_estimate not in LIPSCHITZ_ESTIMATES:
+            raise RobustkitError(f"unknown Lipschitz estimate {self.lipschitz_estimate!r}; choose one of {LIPSCHITZ_ESTIMATES}")
+
 
 class NonFiniteLoss(RobustkitError):
     pass
@@ -70,8 +77,6 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
     so a resumed run continues the same schedule."""
     if config.lr_schedule == "constant" or config.epochs <= 1:
         return config.lr
-    if config.lr_schedule != "cosine":
-        raise RobustkitError(f"unknown lr schedule {config.lr_schedule!r}; choose one of {LR_SCHEDULES}")
     lr_min = config.lr / 100
     return lr_min + (config.lr - lr_min) * (1 + math.cos(math.pi * min(epoch, config.epochs - 1) / (config.epochs - 1))) / 2
 
@@ -98,8 +103,6 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
         w = config.penalty_weight if config.penalty_weight is not None else w0
         x = x_star.detach()
         H = lambda v: model.H(v, op)  # noqa: E731
-        if config.lipschitz_estimate not in LIPSCHITZ_ESTIMATES:
-            raise RobustkitError(f"unknown Lipschitz estimate {config.lipschitz_estimate!r}; choose one of {LIPSCHITZ_ESTIMATES}")
         with torch.no_grad():
             # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close
             # pairs, SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes

@@ -135,7 +135,7 @@ def test_penalty_acts_on_the_chosen_lipschitz_estimate(data):
     assert float(L["ball"]) != float(L["slow"])
     assert float(L["both"]) == pytest.approx(max(float(L["ball"]), float(L["slow"])), rel=1e-6)
     with pytest.raises(RobustkitError, match="Lipschitz estimate"):
-        constraint_term(model, x, batch["kspace"], op, TrainConfig(model="mnmmol", lipschitz_estimate="power"))
+        TrainConfig(model="mnmmol", lipschitz_estimate="power")
 
 
 def test_train_help_states_the_penalty_defaults_in_use():
@@ -163,4 +163,4 @@ def test_cosine_schedule_anneals_to_one_hundredth_and_is_logged(data, tmp_path):
     card = train(cfg, tmp_path / "cos", torch.device("cpu"), progress=False)
     assert [row["lr"] for row in card["history"]] == pytest.approx([2e-3, 1.01e-3, 2e-5])
     with pytest.raises(RobustkitError, match="cosine"):
-        lr_at(TrainConfig(model="modl", epochs=3, lr_schedule="step"), 1)
+        TrainConfig(model="modl", epochs=3, lr_schedule="step")
