@@ -68,8 +68,6 @@ class NonFiniteLoss(RobustkitError):
     pass
 
 
-
-
 def lr_at(config: TrainConfig, epoch: int) -> float:
     """Learning rate of epoch ``epoch`` (0-based): constant, or cosine annealing
     ``lr_e = lr_min + (lr − lr_min)(1 + cos(π e / (E − 1))) / 2`` with ``lr_min = lr / 100`` and

@@ -12,7 +12,6 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 import torch
 
-from robustkit.analysis.checks import rel_distance  # noqa: F401  (the studies' distance between fixed points)
 from robustkit.errors import RobustkitError, StudyInterrupted
 
 #: default zoo references of the models a study runs on (registry names resolve to default entries).

@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robustkit.analysis.checks import rel_distance
 from robustkit.errors import RobustkitError
-from robustkit.studies.common import DEFAULT_DEQ_MODELS, Cell, LoadedModel, StudyConfig, batches, rel_distance
+from robustkit.studies.common import DEFAULT_DEQ_MODELS, Cell, LoadedModel, StudyConfig, batches
 
 STARTS = ("sense", "zero_filled", "zeros", "ball", "noise")
 

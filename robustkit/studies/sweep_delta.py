@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robustkit.errors import RobustkitError
 from robustkit.analysis.checks import same_fixed_point
+from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
 
 #: how robustkit trains a missing sweep model: the shipped sweep models' last stage at the new δ.
