@@ -15,3 +15,7 @@ LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 #: MnM-MOL training estimates of L[H_θ](x*; δ): "ball" (random pairs anywhere in the ball, the
 #: audit's estimator), "slow" (close pairs along the iteration's slowest mode), "both" (the larger).
 LIPSCHITZ_ESTIMATES: tuple[str, ...] = ("both", "ball", "slow")
+
+#: constraint penalties on an estimate L against a threshold T: "quadratic" relu(L − T)² (MnM-MOL's
+#: default), "barrier" −log(T − L), continued linearly within 1e-3 of T (MOL's default).
+PENALTY_KINDS: tuple[str, ...] = ("quadratic", "barrier")

@@ -4,8 +4,11 @@ Loss: mean squared error ``mean |x − x_gt|²`` of the complex reconstruction, 
 constraint term:
 
 - MnM-MOL: ``w · relu(L − T)²`` with ``L`` an estimate of ``L[H_θ](x*; δ)`` (two-point ascent in
-  ``B(x*, δ‖x*‖)`` seeded on the iteration's slow mode, SPEC §4–§5), ``T = penalty_threshold``;
+  ``B(x*, δ‖x*‖)`` from random pairs, seeded on the iteration's slow mode, or the larger of the
+  two, SPEC §4–§5), ``T = penalty_threshold``; or, with ``slow_threshold`` set, each of the two
+  estimates against its own threshold, ``w · (P(L_ball − T) + P(L_slow − T_slow))``;
 - MOL: the log barrier ``w · (−log(T − L))`` on ``L[F_θ]`` (linear within 1e-3 of T), ``T = 1 − m``;
+- ``penalty_kind`` swaps either model's penalty for the other's (quadratic or barrier);
 - MOL-SN, MoDL: none (MOL-SN's constraint holds by construction).
 """
 
@@ -25,12 +28,15 @@ from typing import Any
 import torch
 
 from robustkit.batch import operator_of, to_device
-from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES
+from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, PENALTY_KINDS
 from robustkit.errors import RobustkitError
 
 
-#: penalty defaults per model: weight, and threshold T (``None`` = the model's 1 − m).
-PENALTY_DEFAULTS: dict[str, tuple[float, float | None]] = {"mnmmol": (0.5, 0.95), "mol": (1e-6, None)}
+#: penalty defaults per model: weight, threshold T (``None`` = the model's 1 − m) and kind.
+PENALTY_DEFAULTS: dict[str, tuple[float, float | None, str]] = {
+    "mnmmol": (0.5, 0.95, "quadratic"),
+    "mol": (1e-6, None, "barrier"),
+}
 
 
 @dataclass
@@ -50,6 +56,8 @@ class TrainConfig:
     model_config: dict[str, Any] = field(default_factory=dict)
     penalty_weight: float | None = None  # None: PENALTY_DEFAULTS of the model
     penalty_threshold: float | None = None  # None: PENALTY_DEFAULTS of the model
+    penalty_kind: str | None = None  # None: PENALTY_DEFAULTS of the model; else one of PENALTY_KINDS
+    slow_threshold: float | None = None  # MnM-MOL, estimate "both": the slow-mode estimate's own T
     lipschitz_steps: int = 5
     lipschitz_estimate: str = "both"  # MnM-MOL: which estimate(s) of L[H_θ] the penalty acts on (LIPSCHITZ_ESTIMATES)
     max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
@@ -62,6 +70,10 @@ class TrainConfig:
             raise RobustkitError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.lipschitz_estimate not in LIPSCHITZ_ESTIMATES:
             raise RobustkitError(f"unknown Lipschitz estimate {self.lipschitz_estimate!r}; choose one of {LIPSCHITZ_ESTIMATES}")
+        if self.penalty_kind is not None and self.penalty_kind not in PENALTY_KINDS:
+            raise RobustkitError(f"unknown penalty kind {self.penalty_kind!r}; choose one of {PENALTY_KINDS}")
+        if self.slow_threshold is not None and (self.model != "mnmmol" or self.lipschitz_estimate != "both"):
+            raise RobustkitError("a slow-mode threshold needs --model mnmmol and --lipschitz-estimate both")
 
 
 class NonFiniteLoss(RobustkitError):
@@ -96,9 +108,10 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
 
     zero = x_star.real.new_zeros(())
     if model.name == "mnmmol":
-        w0, T0 = PENALTY_DEFAULTS["mnmmol"]
+        w0, T0, kind0 = PENALTY_DEFAULTS["mnmmol"]
         T = config.penalty_threshold if config.penalty_threshold is not None else T0
         w = config.penalty_weight if config.penalty_weight is not None else w0
+        kind = config.penalty_kind or kind0
         x = x_star.detach()
         H = lambda v: model.H(v, op)  # noqa: E731
         with torch.no_grad():
@@ -111,21 +124,27 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
                 slow = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, init=direction)
             if config.lipschitz_estimate in ("both", "ball"):
                 ball = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, generator=generator)
-        # Only the larger estimate carries a gradient (that of max), so only its pair is recomputed
-        # with a graph: two evaluations of H_θ, whatever the ascent's length.
+        # Each penalised pair is recomputed with a graph: two evaluations of H_θ per pair, whatever
+        # the ascent's length.
+        if slow is not None and ball is not None and config.slow_threshold is not None:
+            L_ball = pair_ratio(H, x, model.config.delta, ball.u, ball.v)
+            L_slow = pair_ratio(H, x, model.config.delta, slow.u, slow.v)
+            term = penalty(L_ball, T, kind=kind) + penalty(L_slow, config.slow_threshold, kind=kind)
+            return w * term.mean(), torch.maximum(L_ball, L_slow).detach()
         if slow is None or ball is None:
             only = slow if slow is not None else ball
             u, v = only.u, only.v
-        else:
+        else:  # only the larger estimate carries a gradient (that of max)
             pick = (slow.estimate >= ball.estimate).reshape(-1, *([1] * (x.ndim - 1)))
             u, v = torch.where(pick, slow.u, ball.u), torch.where(pick, slow.v, ball.v)
         estimate = pair_ratio(H, x, model.config.delta, u, v)
-        return w * penalty(estimate, T, kind="quadratic").mean(), estimate.detach()
+        return w * penalty(estimate, T, kind=kind).mean(), estimate.detach()
     if model.name == "mol":
+        w0, _, kind0 = PENALTY_DEFAULTS["mol"]
         T = config.penalty_threshold if config.penalty_threshold is not None else 1 - model.config.m
-        w = config.penalty_weight if config.penalty_weight is not None else PENALTY_DEFAULTS["mol"][0]
+        w = config.penalty_weight if config.penalty_weight is not None else w0
         res = local_lipschitz(model.cnn, x_star.detach(), 0.3, steps=config.lipschitz_steps, restarts=1, differentiable=True)
-        return w * penalty(res.estimate, T, kind="barrier").mean(), res.estimate.detach()
+        return w * penalty(res.estimate, T, kind=config.penalty_kind or kind0).mean(), res.estimate.detach()
     return zero, None
 
 

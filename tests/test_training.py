@@ -1,6 +1,7 @@
 """A short training run lowers the loss; checkpoints resume; the CLI trains into a zoo folder."""
 
 import csv
+import functools
 
 import numpy as np
 import pytest
@@ -86,34 +87,9 @@ def test_cli_train(data, tmp_path):
     assert (out / "card.json").exists()
 
 
-def test_mnmmol_constraint_depends_on_the_ball_radius(data):
-    """The training estimate of L[H_θ](x*; δ) changes with δ (a larger ball holds more of H_θ's
-    nonlinearity), so models trained at different δ are constrained differently."""
-    from robustkit.batch import operator_of
-    from robustkit.data.prepared import PreparedDataset
-    from robustkit.models import build_model
-    from robustkit.physics.masks import MaskSpec
-    from robustkit.training import constraint_term
-
-    ds = PreparedDataset(data, split="train", mask=MaskSpec(accel=2.0))
-    batch = {k: v[None] for k, v in ds[0].items()}
-    op = operator_of(batch)
-    estimates = []
-    for delta in (0.05, 1.0):
-        torch.manual_seed(0)
-        model = build_model("mnmmol", {"width": 8, "depth": 3, "delta": delta}).eval()
-        with torch.no_grad():
-            x = model(batch["kspace"], op)
-        config = TrainConfig(model="mnmmol", penalty_threshold=0.0, penalty_weight=1.0)
-        term, L = constraint_term(model, x, batch["kspace"], op, config, torch.Generator().manual_seed(0))
-        assert term > 0 and term.requires_grad
-        estimates.append(float(L))
-    assert estimates[0] != estimates[1]
-
-
-def test_penalty_acts_on_the_chosen_lipschitz_estimate(data):
-    """"both" is the larger of the "ball" and "slow" estimates, per sample; each is recomputed with a
-    graph; an unknown name is refused."""
+def constrained_mnmmol(data, delta: float = 0.3):
+    """A tiny MnM-MOL at its fixed point on one training slice, and ``term_of(**TrainConfig fields)``
+    → ``constraint_term``'s (term, L) there, with a fixed generator for the ascent's pairs."""
     from robustkit.batch import operator_of
     from robustkit.data.prepared import PreparedDataset
     from robustkit.models import build_model
@@ -124,18 +100,72 @@ def test_penalty_acts_on_the_chosen_lipschitz_estimate(data):
     batch = {k: v[None] for k, v in ds[0].items()}
     op = operator_of(batch)
     torch.manual_seed(0)
-    model = build_model("mnmmol", {"width": 8, "depth": 3}).eval()
+    model = build_model("mnmmol", {"width": 8, "depth": 3, "delta": delta}).eval()
     with torch.no_grad():
         x = model(batch["kspace"], op)
+
+    def term_of(**fields):
+        config = TrainConfig(model="mnmmol", **fields)
+        return constraint_term(model, x, batch["kspace"], op, config, torch.Generator().manual_seed(0))
+
+    return model, term_of
+
+
+def test_mnmmol_constraint_depends_on_the_ball_radius(data):
+    """The training estimate of L[H_θ](x*; δ) changes with δ (a larger ball holds more of H_θ's
+    nonlinearity), so models trained at different δ are constrained differently."""
+    estimates = []
+    for delta in (0.05, 1.0):
+        _, term_of = constrained_mnmmol(data, delta)
+        term, L = term_of(penalty_threshold=0.0, penalty_weight=1.0)
+        assert term > 0 and term.requires_grad
+        estimates.append(float(L))
+    assert estimates[0] != estimates[1]
+
+
+def test_penalty_acts_on_the_chosen_lipschitz_estimate(data):
+    """"both" is the larger of the "ball" and "slow" estimates, per sample; each is recomputed with a
+    graph; an unknown name is refused."""
+    _, term_of = constrained_mnmmol(data)
     L = {}
     for kind in ("ball", "slow", "both"):
-        config = TrainConfig(model="mnmmol", penalty_threshold=0.0, penalty_weight=1.0, lipschitz_estimate=kind)
-        term, L[kind] = constraint_term(model, x, batch["kspace"], op, config, torch.Generator().manual_seed(0))
+        term, L[kind] = term_of(penalty_threshold=0.0, penalty_weight=1.0, lipschitz_estimate=kind)
         assert term.requires_grad and float(term.detach()) == pytest.approx(float(L[kind]) ** 2, rel=1e-5)
     assert float(L["ball"]) != float(L["slow"])
     assert float(L["both"]) == pytest.approx(max(float(L["ball"]), float(L["slow"])), rel=1e-6)
     with pytest.raises(RobustkitError, match="Lipschitz estimate"):
         TrainConfig(model="mnmmol", lipschitz_estimate="power")
+
+
+def test_penalty_kind_and_separate_slow_threshold(data):
+    """The barrier kind replaces relu(L − T)²; with a slow-mode threshold each estimate is penalised
+    against its own T (and summed) and the reported L is the larger; bad combinations are refused."""
+    from robustkit.analysis.lipschitz import penalty
+
+    model, term_of = constrained_mnmmol(data)
+    term_of = functools.partial(term_of, penalty_weight=2.0)
+    L = {kind: float(term_of(lipschitz_estimate=kind, penalty_threshold=0.0)[1]) for kind in ("ball", "slow")}
+    T = 2 * max(L.values())  # feasible for both: the barrier is finite and smooth there
+    term, L_ball = term_of(lipschitz_estimate="ball", penalty_threshold=T, penalty_kind="barrier")
+    assert float(term.detach()) == pytest.approx(2 * float(penalty(L_ball, T, "barrier")), rel=1e-5)
+    assert float(term.detach()) == pytest.approx(-2 * np.log(T - L["ball"]), rel=1e-5)
+    term.backward()  # differentiable in θ
+    assert model.cnn.net[0].weight.grad is not None
+
+    T_ball, T_slow = L["ball"] / 2, L["slow"] / 4  # both violated, by different margins
+    term, L_both = term_of(lipschitz_estimate="both", penalty_threshold=T_ball, slow_threshold=T_slow)
+    expected = 2 * ((L["ball"] - T_ball) ** 2 + (L["slow"] - T_slow) ** 2)
+    assert float(term.detach()) == pytest.approx(expected, rel=1e-4)
+    assert float(L_both) == pytest.approx(max(L.values()), rel=1e-6)
+    term, _ = term_of(lipschitz_estimate="both", penalty_threshold=T_ball, slow_threshold=L["slow"] + 0.1)
+    assert float(term.detach()) == pytest.approx(2 * (L["ball"] - T_ball) ** 2, rel=1e-4)  # slow mode below its T
+
+    with pytest.raises(RobustkitError, match="penalty kind"):
+        TrainConfig(model="mnmmol", penalty_kind="hinge")
+    with pytest.raises(RobustkitError, match="lipschitz-estimate both"):
+        TrainConfig(model="mnmmol", lipschitz_estimate="ball", slow_threshold=0.99)
+    result = CliRunner().invoke(cli, ["train", "--model", "modl", "--data", data, "--slow-threshold", "0.99"])
+    assert result.exit_code != 0 and "lipschitz-estimate both" in str(result.exception)
 
 
 def test_train_help_states_the_penalty_defaults_in_use():
@@ -148,6 +178,8 @@ def test_train_help_states_the_penalty_defaults_in_use():
     threshold = re.search(r"MOL barrier\. \[default: MnM-MOL (\S+), MOL 1 − m\]", text)
     assert (float(weights[1]), float(weights[2])) == (PENALTY_DEFAULTS["mnmmol"][0], PENALTY_DEFAULTS["mol"][0])
     assert float(threshold[1]) == PENALTY_DEFAULTS["mnmmol"][1] and PENALTY_DEFAULTS["mol"][1] is None
+    kinds = re.search(r"\[default: MnM-MOL (\w+), MOL (\w+)\]\s+--slow-threshold", text)
+    assert (kinds[1], kinds[2]) == (PENALTY_DEFAULTS["mnmmol"][2], PENALTY_DEFAULTS["mol"][2])
 
 
 def test_cosine_schedule_anneals_to_one_hundredth_and_is_logged(data, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES
+from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PENALTY_KINDS
 
 
 @click.command()
@@ -20,6 +20,12 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES
 @click.option("--init-from", default=None, help="Warm-start F_θ and λ from this zoo model (e.g. a trained MoDL).")
 @click.option("--penalty-weight", type=float, default=None, help="Weight of the constraint term. [default: MnM-MOL 0.5, MOL 1e-6]")
 @click.option("--penalty-threshold", type=float, default=None, help="T of the MnM-MOL penalty relu(L − T)² or of the MOL barrier. [default: MnM-MOL 0.95, MOL 1 − m]")
+@click.option("--penalty-kind", type=click.Choice(PENALTY_KINDS), default=None,
+              help="quadratic: relu(L − T)², zero below T; barrier: −log(T − L), which keeps L below T once it is "
+                   "(continued linearly within 1e-3 of T). [default: MnM-MOL quadratic, MOL barrier]")
+@click.option("--slow-threshold", type=float, default=None,
+              help="MnM-MOL with --lipschitz-estimate both: penalise the slow-mode estimate against this T and the "
+                   "ball estimate against --penalty-threshold, instead of the larger of the two against one T.")
 @click.option("--lipschitz-steps", type=int, default=5, show_default=True,
               help="Ascent steps of the training estimate of L[H_θ] (MnM-MOL) or L[F_θ] (MOL); more is a tighter lower bound and a slower step.")
 @click.option("--lipschitz-estimate", type=click.Choice(LIPSCHITZ_ESTIMATES), default="both", show_default=True,
@@ -33,7 +39,7 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_obj
 def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, delta, init_from, penalty_weight, penalty_threshold,
-          lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, out, resume, make_default) -> None:
+          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, out, resume, make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
     Checkpoints every epoch into --out (zoo format: weights.safetensors, card.json, log.csv);
@@ -64,7 +70,8 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, del
     config = TrainConfig(
         model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
         seed=obj.get("seed", 0), noise=noise, init_from=init_from, model_config=model_config,
-        penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, max_minutes=max_minutes,
+        penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, penalty_kind=penalty_kind,
+        slow_threshold=slow_threshold, max_minutes=max_minutes,
         lipschitz_steps=lipschitz_steps,
         lipschitz_estimate=lipschitz_estimate,
     )
