@@ -120,7 +120,7 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
             # the constraint depend on δ. By default the penalty acts on the larger, per sample.
             slow = ball = None
             if config.lipschitz_estimate in ("both", "slow"):
-                direction = slow_direction(lambda v: model.iteration(v, kspace, op), x)
+                direction = slow_direction(model.fixed_point_map(kspace, op), x)
                 slow = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, init=direction)
             if config.lipschitz_estimate in ("both", "ball"):
                 ball = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, generator=generator)

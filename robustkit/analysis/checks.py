@@ -69,7 +69,7 @@ def deq_checks(
     for i in range(n):
         batch = to_device({k: v[None] for k, v in dataset[i].items()}, device)
         op, b = operator_of(batch), batch["kspace"]
-        f = lambda v: model.iteration(v, b, op)  # noqa: E731
+        f = model.fixed_point_map(b, op)
         with torch.no_grad():
             x = model(b, op)
             stats = model.last_stats

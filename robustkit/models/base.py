@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -53,6 +54,11 @@ class ReconModel(nn.Module):
 
     def iteration(self, x: torch.Tensor, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         raise NotImplementedError
+
+    def fixed_point_map(self, kspace: torch.Tensor, op: SenseOperator) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The update map ``f(x) = iteration(x, kspace, op)`` for these measurements, the operator
+        that solvers, Lipschitz estimates and convergence checks iterate."""
+        return lambda x: self.iteration(x, kspace, op)
 
     def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
         """``H_θ(x) = x − AᴴA x − F_θ(x)/λ`` (SPEC §2), complex ``(B, H, W)``."""

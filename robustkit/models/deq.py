@@ -44,7 +44,7 @@ class DEQModel(ReconModel):
             start = self.initial(kspace, op, x0)
         c = self.config
         x, stats = deq_fixed_point(
-            lambda v: self.iteration(v, kspace, op),
+            self.fixed_point_map(kspace, op),
             start.detach(),
             self.solver_kwargs(),
             backward=c.backward,

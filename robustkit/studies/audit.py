@@ -78,7 +78,7 @@ def lipschitz_at(lm: LoadedModel, x_star, b, op, delta: float, steps: int, resta
 
     model = lm.model
     H = lambda v: model.H(v, op)  # noqa: E731
-    f = lambda v: model.iteration(v, b, op)  # noqa: E731
+    f = model.fixed_point_map(b, op)
     ball = local_lipschitz(H, x_star, delta, steps=steps, restarts=restarts, generator=generator)
     slow = local_lipschitz(H, x_star, delta, steps=slow_steps, restarts=1, init=slow_direction(f, x_star), generator=generator)
     return ball, slow

@@ -119,7 +119,7 @@ def solve_from(lm: LoadedModel, b, op, x0, cap: int, tol: float | None = None):
     from robustkit.solvers import solve
 
     c = lm.model.config
-    return solve(lambda v: lm.model.iteration(v, b, op), x0, method=c.solver,
+    return solve(lm.model.fixed_point_map(b, op), x0, method=c.solver,
                  tol=c.eval_tol if tol is None else tol, max_iter=cap)
 
 

@@ -180,7 +180,7 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
             c = lm.model.config
             starts = [x0 for _, _, x0 in starts_of(init_cfg, x, sense, op.adjoint(b), delta, cpu_gen)]
             if starts:
-                distance, _ = same_fixed_point(lambda v: lm.model.iteration(v, b, op), x, starts, tol=init_cfg.tol,
+                distance, _ = same_fixed_point(lm.model.fixed_point_map(b, op), x, starts, tol=init_cfg.tol,
                                                max_iter=c.eval_max_iter, method=c.solver)
                 success = (distance <= init_cfg.same_tol).float().mean(0)
             else:
