@@ -100,52 +100,51 @@ def _dataset(config: TrainConfig, split: str, vary: bool):
     return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise)
 
 
+def penalty_settings(model, config: TrainConfig) -> tuple[float, float, str]:
+    """Weight ``w``, threshold ``T`` and kind of ``model``'s constraint penalty: the config's where
+    set, else :data:`PENALTY_DEFAULTS` (a ``None`` threshold there is the model's ``1 − m``)."""
+    w0, T0, kind0 = PENALTY_DEFAULTS[model.name]
+    w = config.penalty_weight if config.penalty_weight is not None else w0
+    T = config.penalty_threshold if config.penalty_threshold is not None else (1 - model.config.m if T0 is None else T0)
+    return w, T, config.penalty_kind or kind0
+
+
 def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, config: TrainConfig,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's constraint penalty (scalar, differentiable in θ, λ) and the L estimate ``(B,)``;
     ``generator`` draws the random pairs of the ascent (default: a fixed seed)."""
     from robustkit.analysis.lipschitz import local_lipschitz, pair_ratio, penalty, slow_direction
 
-    zero = x_star.real.new_zeros(())
-    if model.name == "mnmmol":
-        w0, T0, kind0 = PENALTY_DEFAULTS["mnmmol"]
-        T = config.penalty_threshold if config.penalty_threshold is not None else T0
-        w = config.penalty_weight if config.penalty_weight is not None else w0
-        kind = config.penalty_kind or kind0
-        x = x_star.detach()
-        H = lambda v: model.H(v, op)  # noqa: E731
-        with torch.no_grad():
-            # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close
-            # pairs, SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes
-            # the constraint depend on δ. By default the penalty acts on the larger, per sample.
-            slow = ball = None
-            if config.lipschitz_estimate in ("both", "slow"):
-                direction = slow_direction(model.fixed_point_map(kspace, op), x)
-                slow = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, init=direction)
-            if config.lipschitz_estimate in ("both", "ball"):
-                ball = local_lipschitz(H, x, model.config.delta, steps=config.lipschitz_steps, restarts=1, generator=generator)
-        # Each penalised pair is recomputed with a graph: two evaluations of H_θ per pair, whatever
-        # the ascent's length.
-        if slow is not None and ball is not None and config.slow_threshold is not None:
-            L_ball = pair_ratio(H, x, model.config.delta, ball.u, ball.v)
-            L_slow = pair_ratio(H, x, model.config.delta, slow.u, slow.v)
-            term = penalty(L_ball, T, kind=kind) + penalty(L_slow, config.slow_threshold, kind=kind)
-            return w * term.mean(), torch.maximum(L_ball, L_slow).detach()
-        if slow is None or ball is None:
-            only = slow if slow is not None else ball
-            u, v = only.u, only.v
-        else:  # only the larger estimate carries a gradient (that of max)
-            pick = (slow.estimate >= ball.estimate).reshape(-1, *([1] * (x.ndim - 1)))
-            u, v = torch.where(pick, slow.u, ball.u), torch.where(pick, slow.v, ball.v)
-        estimate = pair_ratio(H, x, model.config.delta, u, v)
-        return w * penalty(estimate, T, kind=kind).mean(), estimate.detach()
+    if model.name not in PENALTY_DEFAULTS:
+        return x_star.real.new_zeros(()), None
+    w, T, kind = penalty_settings(model, config)
     if model.name == "mol":
-        w0, _, kind0 = PENALTY_DEFAULTS["mol"]
-        T = config.penalty_threshold if config.penalty_threshold is not None else 1 - model.config.m
-        w = config.penalty_weight if config.penalty_weight is not None else w0
         res = local_lipschitz(model.cnn, x_star.detach(), 0.3, steps=config.lipschitz_steps, restarts=1, differentiable=True)
-        return w * penalty(res.estimate, T, kind=config.penalty_kind or kind0).mean(), res.estimate.detach()
-    return zero, None
+        return w * penalty(res.estimate, T, kind=kind).mean(), res.estimate.detach()
+    x, delta = x_star.detach(), model.config.delta
+    H = lambda v: model.H(v, op)  # noqa: E731
+    with torch.no_grad():
+        # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close
+        # pairs, SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes
+        # the constraint depend on δ. By default the penalty acts on the larger, per sample.
+        slow = ball = None
+        if config.lipschitz_estimate in ("both", "slow"):
+            direction = slow_direction(model.fixed_point_map(kspace, op), x)
+            slow = local_lipschitz(H, x, delta, steps=config.lipschitz_steps, restarts=1, init=direction)
+        if config.lipschitz_estimate in ("both", "ball"):
+            ball = local_lipschitz(H, x, delta, steps=config.lipschitz_steps, restarts=1, generator=generator)
+    # The penalised pairs (u, v, T): each is recomputed with a graph, two evaluations of H_θ per
+    # pair, whatever the ascent's length.
+    if slow is not None and ball is not None and config.slow_threshold is None:
+        # the larger estimate per sample, against T: only it carries a gradient (that of max)
+        pick = (slow.estimate >= ball.estimate).reshape(-1, *([1] * (x.ndim - 1)))
+        pairs = [(torch.where(pick, slow.u, ball.u), torch.where(pick, slow.v, ball.v), T)]
+    else:
+        T_slow = T if config.slow_threshold is None else config.slow_threshold
+        pairs = [(r.u, r.v, t) for r, t in ((ball, T), (slow, T_slow)) if r is not None]
+    ratios = [pair_ratio(H, x, delta, u, v) for u, v, _ in pairs]
+    term = sum(penalty(L, t, kind=kind) for L, (_, _, t) in zip(ratios, pairs))
+    return w * term.mean(), torch.stack(ratios).amax(0).detach()
 
 
 def _check_finite(loss: torch.Tensor, config: TrainConfig, epoch: int, out: Path) -> None:
