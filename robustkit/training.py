@@ -52,6 +52,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # or "cosine": lr → lr/100 over `epochs` (see lr_at)
     seed: int = 0
     noise: float = 0.0
+    augment: bool = False  # a new smooth phase and a random left-right flip per training sample and epoch
     init_from: str | None = None  # zoo model whose F_θ and λ warm-start this one
     model_config: dict[str, Any] = field(default_factory=dict)
     penalty_weight: float | None = None  # None: PENALTY_DEFAULTS of the model
@@ -97,7 +98,8 @@ def _dataset(config: TrainConfig, split: str, vary: bool):
     from robustkit.physics.masks import MaskSpec
 
     path = ensure_builtin() if config.data == "builtin" else Path(config.data)
-    return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise)
+    return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise,
+                            augment=config.augment and vary)
 
 
 def penalty_settings(model, config: TrainConfig) -> tuple[float, float, str]:

@@ -34,12 +34,15 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Model config override, e.g. --set K=5 --set width=32.")
 @click.option("--max-minutes", type=float, default=None, help="Stop after the epoch that passes this wall-clock budget.")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (SPEC §1).")
+@click.option("--augment", is_flag=True,
+              help="Each epoch, give every training slice a new smooth phase and a random left-right flip "
+                   "(k-space re-simulated from target and maps; needs fully sampled targets).")
 @click.option("--out", type=click.Path(), default=None, help="Output zoo folder (default models/<model>-<accel>x).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_obj
 def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, delta, init_from, penalty_weight, penalty_threshold,
-          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, out, resume, make_default) -> None:
+          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, augment, out, resume, make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
     Checkpoints every epoch into --out (zoo format: weights.safetensors, card.json, log.csv);
@@ -69,7 +72,7 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, del
         model_config["delta"] = delta
     config = TrainConfig(
         model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-        seed=obj.get("seed", 0), noise=noise, init_from=init_from, model_config=model_config,
+        seed=obj.get("seed", 0), noise=noise, augment=augment, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, penalty_kind=penalty_kind,
         slow_threshold=slow_threshold, max_minutes=max_minutes,
         lipschitz_steps=lipschitz_steps,

@@ -132,6 +132,8 @@ class PreparedDataset(torch.utils.data.Dataset):
         vary: draw a new mask (and noise) every epoch (training); fixed otherwise (evaluation).
         noise: complex Gaussian noise of standard deviation ``noise · ‖M k‖ / √|M|`` (relative to the
             RMS of the measured samples, SPEC §1); 0 disables it.
+        augment: with ``vary``, a new smooth phase and a random left-right flip per sample and epoch
+            (:mod:`robustkit.data.augment`); needs targets.
     """
 
     def __init__(
@@ -142,13 +144,16 @@ class PreparedDataset(torch.utils.data.Dataset):
         seed: int = 0,
         vary: bool = False,
         noise: float = 0.0,
+        augment: bool = False,
     ):
         self.path = Path(path)
         self.samples = read_samples(path, split)
         if not self.samples:
             raise RobustkitError(f"{path} has no samples in split {split!r}; choose train, val or test")
         self.mask_spec = mask or MaskSpec()
-        self.seed, self.vary, self.noise = seed, vary, noise
+        if augment and any(s.target is None for s in self.samples):
+            raise RobustkitError(f"{path}: augmentation re-simulates k-space from the target, but some samples have none; train without --augment")
+        self.seed, self.vary, self.noise, self.augment = seed, vary, noise, augment
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -161,17 +166,21 @@ class PreparedDataset(torch.utils.data.Dataset):
         s = self.samples[i]
         seed = self.seed + i + (1_000_003 * self.epoch if self.vary else 0)
         mask = s.mask if s.mask is not None else self.mask_spec.draw(s.shape, seed)
-        k = s.kspace
+        k, maps, target = s.kspace, s.maps, s.target
+        if self.augment and self.vary:
+            from robustkit.data.augment import augment_sample
+
+            k, maps, target = augment_sample(maps, target, np.random.default_rng([seed, 104_729]))
         if self.noise > 0:
             rng = np.random.default_rng(seed + 7_919)
             n = rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)
             rms = np.linalg.norm(k * mask) / np.sqrt(max(1.0, mask.sum() * k.shape[0]))
             k = k + (self.noise * rms / np.sqrt(2)) * n
         b = (k * mask).astype(np.complex64)
-        target = s.target if s.target is not None else np.zeros(s.shape, np.complex64)
+        target = target if target is not None else np.zeros(s.shape, np.complex64)
         return {
             "kspace": torch.from_numpy(b),
-            "maps": torch.from_numpy(np.ascontiguousarray(s.maps, dtype=np.complex64)),
+            "maps": torch.from_numpy(np.ascontiguousarray(maps, dtype=np.complex64)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
             "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.complex64)),
             "index": torch.tensor(i),
