@@ -124,7 +124,7 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
         res = local_lipschitz(model.cnn, x_star.detach(), 0.3, steps=config.lipschitz_steps, restarts=1, differentiable=True)
         return w * penalty(res.estimate, T, kind=kind).mean(), res.estimate.detach()
     x, delta = x_star.detach(), model.config.delta
-    H = lambda v: model.H(v, op)  # noqa: E731
+    H = model.H_map(op)
     with torch.no_grad():
         # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close
         # pairs, SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes

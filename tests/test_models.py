@@ -53,6 +53,11 @@ def test_mnmmol_fixed_point_solves_the_model_equation():
         rel = torch.linalg.vector_norm((lhs - op.adjoint(b)).flatten(1), dim=1) / torch.linalg.vector_norm(op.adjoint(b).flatten(1), dim=1)
     assert model.last_stats.converged.all()
     assert (rel < 1e-4).all()
+    with torch.no_grad():  # the same point is a fixed point of H_θ + Aᴴb, the map the audits use
+        fixed = model.H_map(op)(x) + op.adjoint(b)
+        assert torch.allclose(fixed, x, atol=1e-4 * float(x.abs().max()))
+        H = x - op.normal(x) - model.cnn(x) / model.lam_value  # H_θ = I − Q_θ, Q_θ = AᴴA + F_θ/λ
+        assert torch.equal(model.H_map(op)(x), H)
 
 
 def test_deq_gradients_reach_parameters_lambda_and_kspace():

@@ -73,7 +73,7 @@ def deq_checks(
         with torch.no_grad():
             x = model(b, op)
             stats = model.last_stats
-            H = lambda v: model.H(v, op)  # noqa: E731
+            H = model.H_map(op)
             ball = local_lipschitz(H, x, delta, steps=steps, restarts=restarts, generator=g)
             slow = local_lipschitz(H, x, delta, steps=10, restarts=1, init=slow_direction(f, x), generator=g)
             r = torch.complex(torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)).to(x.device)

@@ -64,5 +64,10 @@ class ReconModel(nn.Module):
         """``H_θ(x) = x − AᴴA x − F_θ(x)/λ`` (SPEC §2), complex ``(B, H, W)``."""
         return x - op.normal(x) - self.cnn(x) / self.lam_value
 
+    def H_map(self, op: SenseOperator) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: N802
+        """``x ↦ H_θ(x)`` for this operator: the map whose local Lipschitz constant is constrained
+        in training and audited (SPEC §2, §5)."""
+        return lambda x: self.H(x, op)
+
     def forward(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError

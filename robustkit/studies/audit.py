@@ -77,7 +77,7 @@ def lipschitz_at(lm: LoadedModel, x_star, b, op, delta: float, steps: int, resta
     from robustkit.analysis.lipschitz import local_lipschitz, slow_direction
 
     model = lm.model
-    H = lambda v: model.H(v, op)  # noqa: E731
+    H = model.H_map(op)
     f = model.fixed_point_map(b, op)
     ball = local_lipschitz(H, x_star, delta, steps=steps, restarts=restarts, generator=generator)
     slow = local_lipschitz(H, x_star, delta, steps=slow_steps, restarts=1, init=slow_direction(f, x_star), generator=generator)
@@ -114,7 +114,7 @@ def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: in
         delta, threshold = model_delta(lm, config.delta), model_threshold(lm)
         with torch.no_grad():
             ball, slow = lipschitz_at(lm, x_star, b, op, delta, config.steps, config.restarts, config.slow_steps, generator)
-        power = jacobian_spectral_norm(lambda v: lm.model.H(v, op), x_star, iters=config.power_iters,
+        power = jacobian_spectral_norm(lm.model.H_map(op), x_star, iters=config.power_iters,
                                        tol=config.power_tol, generator=generator)
         L, Ls = ball.estimate.cpu(), slow.estimate.cpu()
         cols.update(
