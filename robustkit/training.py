@@ -99,7 +99,7 @@ def _dataset(config: TrainConfig, split: str, vary: bool):
 
     path = ensure_builtin() if config.data == "builtin" else Path(config.data)
     return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise,
-                            augment=config.augment and vary)
+                            augment=config.augment)
 
 
 def penalty_settings(model, config: TrainConfig) -> tuple[float, float, str]:
