@@ -28,6 +28,18 @@ def rel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm((a - b).flatten(1), dim=1) / torch.linalg.vector_norm(b.flatten(1), dim=1).clamp_min(1e-30)
 
 
+def lipschitz_at(model, x_star: torch.Tensor, b: torch.Tensor, op, delta: float, steps: int, restarts: int,
+                 slow_steps: int, generator: torch.Generator | None = None):
+    """``(ball, slow)`` :class:`~robustkit.analysis.lipschitz.LipschitzResult` of ``L[H_θ](x*; δ)``:
+    the two-point ascent from random pairs in ``B(x*, δ‖x*‖)`` (``steps``, ``restarts``, SPEC §5)
+    and the ascent seeded along the slowest mode of the model's update map (``slow_steps``, one
+    restart, SPEC §4); both draw from ``generator``, ball first."""
+    H, f = model.H_map(op), model.fixed_point_map(b, op)
+    ball = local_lipschitz(H, x_star, delta, steps=steps, restarts=restarts, generator=generator)
+    slow = local_lipschitz(H, x_star, delta, steps=slow_steps, restarts=1, init=slow_direction(f, x_star), generator=generator)
+    return ball, slow
+
+
 def same_fixed_point(f, x_star: torch.Tensor, starts: list[torch.Tensor], tol: float = 1e-6, max_iter: int = 1000,
                      method: str = "anderson") -> tuple[torch.Tensor, torch.Tensor]:
     """Relative distances ``‖x_s − x*‖ / ‖x*‖`` ``(S, B)`` between the fixed point of ``f`` reached from
@@ -73,9 +85,7 @@ def deq_checks(
         with torch.no_grad():
             x = model(b, op)
             stats = model.last_stats
-            H = model.H_map(op)
-            ball = local_lipschitz(H, x, delta, steps=steps, restarts=restarts, generator=g)
-            slow = local_lipschitz(H, x, delta, steps=10, restarts=1, init=slow_direction(f, x), generator=g)
+            ball, slow = lipschitz_at(model, x, b, op, delta, steps, restarts, 10, g)
             r = torch.complex(torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)).to(x.device)
             r = r / torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(-1, 1, 1)
             start = x + ball_radius * delta * torch.linalg.vector_norm(x.flatten(1), dim=1).reshape(-1, 1, 1) * r

@@ -72,18 +72,6 @@ def model_threshold(lm: LoadedModel) -> float:
     return 1.0 - float(getattr(lm.model.config, "m", 0.02))
 
 
-def lipschitz_at(lm: LoadedModel, x_star, b, op, delta: float, steps: int, restarts: int, slow_steps: int, generator):
-    """``(ball, slow)`` :class:`~robustkit.analysis.lipschitz.LipschitzResult` of ``H_θ`` at ``x*``."""
-    from robustkit.analysis.lipschitz import local_lipschitz, slow_direction
-
-    model = lm.model
-    H = model.H_map(op)
-    f = model.fixed_point_map(b, op)
-    ball = local_lipschitz(H, x_star, delta, steps=steps, restarts=restarts, generator=generator)
-    slow = local_lipschitz(H, x_star, delta, steps=slow_steps, restarts=1, init=slow_direction(f, x_star), generator=generator)
-    return ball, slow
-
-
 def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int, seed: int) -> list[float]:
     from robustkit.attacks import BoundReconstructor, KSpacePGD
 
@@ -97,6 +85,7 @@ def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int,
 
 
 def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from robustkit.analysis.checks import lipschitz_at
     from robustkit.analysis.lipschitz import jacobian_spectral_norm
     from robustkit.batch import operator_of
 
@@ -113,7 +102,7 @@ def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: in
     if lm.is_deq:
         delta, threshold = model_delta(lm, config.delta), model_threshold(lm)
         with torch.no_grad():
-            ball, slow = lipschitz_at(lm, x_star, b, op, delta, config.steps, config.restarts, config.slow_steps, generator)
+            ball, slow = lipschitz_at(lm.model, x_star, b, op, delta, config.steps, config.restarts, config.slow_steps, generator)
         power = jacobian_spectral_norm(lm.model.H_map(op), x_star, iters=config.power_iters,
                                        tol=config.power_tol, generator=generator)
         L, Ls = ball.estimate.cpu(), slow.estimate.cpu()

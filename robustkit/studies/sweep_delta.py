@@ -156,7 +156,8 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     from robustkit.evaluate import score
     from robustkit.physics.sense import sense_init
     from robustkit.studies.attack import AttackConfig, CleanCache, attack_cell
-    from robustkit.studies.audit import lipschitz_at, model_threshold
+    from robustkit.analysis.checks import lipschitz_at
+    from robustkit.studies.audit import model_threshold
     from robustkit.studies.init_test import InitTestConfig, starts_of
 
     delta, threshold = float(lm.model.config.delta), model_threshold(lm)
@@ -171,8 +172,8 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
         with torch.no_grad():
             x = clean.get(lm, i, batch, op)
             stats = lm.model.last_stats
-            own, slow = lipschitz_at(lm, x, b, op, delta, config.steps, config.restarts, 10, generator)
-            common, _ = lipschitz_at(lm, x, b, op, config.common_delta, config.steps, config.restarts, 1, generator)
+            own, slow = lipschitz_at(lm.model, x, b, op, delta, config.steps, config.restarts, 10, generator)
+            common, _ = lipschitz_at(lm.model, x, b, op, config.common_delta, config.steps, config.restarts, 1, generator)
             sense = sense_init(op, b)
             norm = torch.linalg.vector_norm(x.flatten(1), dim=1)
             sense_in = torch.linalg.vector_norm((sense - x).flatten(1), dim=1) <= delta * norm
