@@ -50,6 +50,7 @@ class TrainConfig:
     batch_size: int = 1
     lr: float = 1e-3
     lr_schedule: str = "constant"  # or "cosine": lr → lr/100 over `epochs` (see lr_at)
+    lam_lr: float | None = None  # Adam lr of λ, its own group; None: LAM_LR_RELATIVE × the model's initial λ (see lam_lr_of)
     seed: int = 0
     noise: float = 0.0
     augment: bool = False  # a new smooth phase and a random left-right flip per training sample and epoch
@@ -75,6 +76,17 @@ class TrainConfig:
             raise RobustkitError(f"unknown penalty kind {self.penalty_kind!r}; choose one of {PENALTY_KINDS}")
         if self.slow_threshold is not None and (self.model != "mnmmol" or self.lipschitz_estimate != "both"):
             raise RobustkitError("a slow-mode threshold needs --model mnmmol and --lipschitz-estimate both")
+
+
+#: default learning rate of λ relative to the model's initial λ (``config.lam``): Adam moves a
+#: parameter by about its lr per step whatever the parameter's scale, so λ ≈ 10 sharing the CNN's
+#: lr (1e-3 … 1e-5) stays where it started; 1e-2 lets λ ≈ 10 move by up to 0.1 per step.
+LAM_LR_RELATIVE = 1e-2
+
+
+def lam_lr_of(model, config: "TrainConfig") -> float:
+    """Learning rate of λ at the base lr: ``config.lam_lr``, else ``LAM_LR_RELATIVE · λ_init``."""
+    return config.lam_lr if config.lam_lr is not None else LAM_LR_RELATIVE * float(model.config.lam)
 
 
 class NonFiniteLoss(RobustkitError):
@@ -201,7 +213,10 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     if config.init_from and not resume:
         _warm_start(model, config.init_from)
         model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # λ gets its own group and learning rate (LAM_LR_RELATIVE): with the CNN's it would not move
+    cnn_params = [p for n, p in model.named_parameters() if n != "lam"]
+    lam_lr = lam_lr_of(model, config)
+    opt = torch.optim.Adam([{"params": cnn_params, "lr": config.lr}, {"params": [model.lam], "lr": lam_lr}])
     train_set, val_set = _dataset(config, "train", vary=True), _dataset(config, "val", vary=False)
 
     start_epoch, elapsed = 0, 0.0
@@ -210,6 +225,9 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
 
         state = torch.load(state_path, weights_only=True)
         model.load_state_dict(load_file(out / "weights.safetensors"))
+        if len(state["optimizer"]["param_groups"]) != len(opt.param_groups):
+            raise RobustkitError(f"{state_path} was written by an older robustkit (λ shared the CNN's learning rate); "
+                                 "start a new run with --init-from instead of --resume")
         opt.load_state_dict(state["optimizer"])
         start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
         torch.set_rng_state(state["rng"])
@@ -222,8 +240,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     for epoch in range(start_epoch, config.epochs):
         ascent_rng.manual_seed(config.seed * 1000 + epoch)
         lr = lr_at(config, epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = lr, lam_lr * lr / config.lr
         t0 = time.perf_counter()
         train_set.set_epoch(epoch)
         g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -257,7 +274,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})
         n = max(1, len(loader))
-        row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / n for k, v in sums.items()}}
+        row = {"epoch": epoch + 1, "lr": lr, "lam": float(model.lam.detach()), **{f"train_{k}": v / n for k, v in sums.items()}}
         row.update(_validate(model, val_set, device, config.val_samples))
         elapsed += time.perf_counter() - t0
         row["elapsed_s"] = round(elapsed, 1)

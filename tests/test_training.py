@@ -196,3 +196,19 @@ def test_cosine_schedule_anneals_to_one_hundredth_and_is_logged(data, tmp_path):
     assert [row["lr"] for row in card["history"]] == pytest.approx([2e-3, 1.01e-3, 2e-5])
     with pytest.raises(RobustkitError, match="cosine"):
         TrainConfig(model="modl", epochs=3, lr_schedule="step")
+
+
+def test_lambda_learns_at_its_own_rate(data, tmp_path):
+    """Adam moves a parameter by ≈ its lr per step: λ ≈ 10 sharing the network's lr would stay put."""
+    from safetensors.torch import load_file
+
+    small = {"width": 4, "depth": 2, "K": 1}
+    lams = {}
+    for name, lam_lr in (("own", None), ("frozen", 0.0)):
+        cfg = TrainConfig(model="modl", data=data, accel=2, epochs=1, lr=1e-4, lam_lr=lam_lr, model_config=small)
+        card = train(cfg, tmp_path / name, torch.device("cpu"), progress=False)
+        lams[name] = card["history"][-1]["lam"]
+        assert float(load_file(tmp_path / name / "weights.safetensors")["lam"]) == pytest.approx(lams[name])
+    steps = 4  # 4 training slices, batch 1
+    assert abs(lams["own"] - 10.0) > 100 * steps * 1e-4  # far beyond what the network's lr allows
+    assert lams["frozen"] == 10.0

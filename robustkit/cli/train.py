@@ -16,6 +16,9 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
               help="cosine: anneal the learning rate to lr/100 at the last of --epochs.")
+@click.option("--lam-lr", type=float, default=None,
+              help="Adam learning rate of λ (its own group, same schedule as --lr). [default: 1e-2 × the model's initial λ; "
+                   "the network's lr would leave λ where it started]")
 @click.option("--delta", type=float, default=None, help="MnM-MOL: ball radius δ of the local constraint (default 0.3).")
 @click.option("--init-from", default=None, help="Warm-start F_θ and λ from this zoo model (e.g. a trained MoDL).")
 @click.option("--penalty-weight", type=float, default=None, help="Weight of the constraint term. [default: MnM-MOL 0.5, MOL 1e-6]")
@@ -41,7 +44,7 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_obj
-def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, delta, init_from, penalty_weight, penalty_threshold,
+def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam_lr, delta, init_from, penalty_weight, penalty_threshold,
           penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, augment, out, resume, make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
@@ -56,8 +59,8 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, del
     from robustkit.training import TrainConfig, train as run_training
 
     obj = obj or {}
-    if epochs < 1 or batch_size < 1 or lr <= 0 or accel < 1 or lipschitz_steps < 1:
-        raise RobustkitError("--epochs, --batch-size and --lipschitz-steps must be ≥ 1, --lr > 0 and --accel ≥ 1")
+    if epochs < 1 or batch_size < 1 or lr <= 0 or accel < 1 or lipschitz_steps < 1 or (lam_lr is not None and lam_lr < 0):
+        raise RobustkitError("--epochs, --batch-size and --lipschitz-steps must be ≥ 1, --lr > 0, --lam-lr ≥ 0 and --accel ≥ 1")
     model_config: dict = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -71,7 +74,7 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, del
             raise RobustkitError(f"--delta must be > 0, got {delta}")
         model_config["delta"] = delta
     config = TrainConfig(
-        model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+        model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, lam_lr=lam_lr,
         seed=obj.get("seed", 0), noise=noise, augment=augment, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, penalty_kind=penalty_kind,
         slow_threshold=slow_threshold, max_minutes=max_minutes,
