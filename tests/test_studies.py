@@ -213,8 +213,8 @@ def test_sweep_delta_trains_a_missing_delta_with_its_recipe(zoo, monkeypatch):
     (tc, out, resume), = seen
     assert out.name == "mnmmol-2x-delta0.5" and refs == ["mnmmol-2x", "mnmmol-2x-delta0.5"] and not resume
     assert tc.model == "mnmmol" and tc.accel == ACCEL and tc.model_config["delta"] == 0.5
-    assert (tc.lr, tc.init_from, tc.penalty_weight, tc.penalty_threshold, tc.lipschitz_estimate, tc.lipschitz_steps) == (
-        RECIPE["lr"], RECIPE["init_from"], RECIPE["penalty_weight"], RECIPE["penalty_threshold"],
+    assert (tc.lr, tc.lam_lr, tc.init_from, tc.penalty_weight, tc.penalty_threshold, tc.lipschitz_estimate, tc.lipschitz_steps) == (
+        RECIPE["lr"], RECIPE["lam_lr"], RECIPE["init_from"], RECIPE["penalty_weight"], RECIPE["penalty_threshold"],
         RECIPE["lipschitz_estimate"], RECIPE["lipschitz_steps"])
 
 

@@ -42,8 +42,11 @@ from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
 #: slow-mode estimate in it as well (the default's "both"), the slow mode dominates and models
 #: trained at δ = 0.05, 0.3 and 0.5 came out alike. The shipped sweep models start from stage 4 of
 #: the default's lineage (unconstrained, not in the zoo); a missing one starts from the default.
+#: λ keeps the network's lr, as when the shipped sweep models were trained (before ``lam_lr``):
+#: at this lr it stays where the starting model has it, so the sweep varies δ alone.
 RECIPE: dict[str, Any] = {
     "lr": 2e-5,
+    "lam_lr": 2e-5,
     "init_from": "mnmmol",
     "penalty_weight": 2.0,
     "penalty_threshold": 0.96,
@@ -107,7 +110,7 @@ def train_missing(config: SweepDeltaConfig, have: dict[float, str], device: str)
             continue
         out = zoo_dir() / _folder_for(d, config.accel)
         tc = TrainConfig(model="mnmmol", data=config.data, accel=config.accel, epochs=config.train_epochs,
-                         seed=config.seed, max_minutes=config.train_minutes, lr=RECIPE["lr"],
+                         seed=config.seed, max_minutes=config.train_minutes, lr=RECIPE["lr"], lam_lr=RECIPE["lam_lr"],
                          init_from=RECIPE["init_from"], penalty_weight=RECIPE["penalty_weight"],
                          penalty_threshold=RECIPE["penalty_threshold"],
                          lipschitz_estimate=RECIPE["lipschitz_estimate"], lipschitz_steps=RECIPE["lipschitz_steps"],
