@@ -42,8 +42,9 @@ from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
 #: slow-mode estimate in it as well (the default's "both"), the slow mode dominates and models
 #: trained at δ = 0.05, 0.3 and 0.5 came out alike. The shipped sweep models start from stage 4 of
 #: the default's lineage (unconstrained, not in the zoo); a missing one starts from the default.
-#: λ keeps the network's lr, as when the shipped sweep models were trained (before ``lam_lr``):
-#: at this lr it stays where the starting model has it, so the sweep varies δ alone.
+#: λ keeps the network's lr (``lam_lr = lr``), as when the shipped sweep models were trained: at
+#: this lr it stays at the starting model's λ (the default's 17.59, where the shipped sweep models'
+#: last step, λ × 1.7, also put theirs), so the sweep varies δ alone.
 RECIPE: dict[str, Any] = {
     "lr": 2e-5,
     "lam_lr": 2e-5,
