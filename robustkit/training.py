@@ -213,10 +213,10 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     if config.init_from and not resume:
         _warm_start(model, config.init_from)
         model.to(device)
-    # λ gets its own group and learning rate (LAM_LR_RELATIVE): with the CNN's it would not move
-    cnn_params = [p for n, p in model.named_parameters() if n != "lam"]
+    # group 0: F_θ at lr; group 1: λ at lam_lr (see LAM_LR_RELATIVE)
+    network = [p for n, p in model.named_parameters() if n != "lam"]
     lam_lr = lam_lr_of(model, config)
-    opt = torch.optim.Adam([{"params": cnn_params, "lr": config.lr}, {"params": [model.lam], "lr": lam_lr}])
+    opt = torch.optim.Adam([{"params": network, "lr": config.lr}, {"params": [model.lam], "lr": lam_lr}])
     train_set, val_set = _dataset(config, "train", vary=True), _dataset(config, "val", vary=False)
 
     start_epoch, elapsed = 0, 0.0
