@@ -60,3 +60,23 @@ def test_same_fixed_point_tells_two_fixed_points_apart():
     torch.testing.assert_close(distance, expected, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="at least one start"):
         same_fixed_point(f, x_star, [], tol=1e-10, max_iter=10, method="damped")
+
+
+def test_lipschitz_at_without_the_slow_mode_gives_the_same_ball_estimate(tmp_path):
+    """``slow_steps = 0`` skips the slow-mode ascent (sweep-delta's common δ needs the ball estimate
+    only); the ball estimate, drawn first from the generator, is unchanged."""
+    from robustkit.analysis.checks import lipschitz_at
+    from robustkit.batch import operator_of
+    from robustkit.studies.common import batches
+
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {"width": 8, "depth": 3})
+    ds = PreparedDataset(tiny_dataset(tmp_path / "d.h5"), split="val", mask=MaskSpec(accel=2))
+    batch = next(iter(batches(ds, 2, "cpu")))
+    op, b = operator_of(batch), batch["kspace"]
+    with torch.no_grad():
+        x = model(b, op)
+        ball, slow = lipschitz_at(model, x, b, op, 0.3, 5, 2, 3, torch.Generator().manual_seed(1))
+        ball_only, none = lipschitz_at(model, x, b, op, 0.3, 5, 2, 0, torch.Generator().manual_seed(1))
+    assert none is None and slow is not None
+    torch.testing.assert_close(ball_only.estimate, ball.estimate, rtol=0, atol=0)

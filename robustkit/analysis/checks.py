@@ -33,9 +33,13 @@ def lipschitz_at(model, x_star: torch.Tensor, b: torch.Tensor, op, delta: float,
     """``(ball, slow)`` :class:`~robustkit.analysis.lipschitz.LipschitzResult` of ``L[H_θ](x*; δ)``:
     the two-point ascent from random pairs in ``B(x*, δ‖x*‖)`` (``steps``, ``restarts``, SPEC §5)
     and the ascent seeded along the slowest mode of the model's update map (``slow_steps``, one
-    restart, SPEC §4); both draw from ``generator``, ball first."""
-    H, f = model.H_map(op), model.fixed_point_map(b, op)
+    restart, SPEC §4; ``slow_steps = 0`` skips it and returns ``None`` in its place); both draw from
+    ``generator``, ball first."""
+    H = model.H_map(op)
     ball = local_lipschitz(H, x_star, delta, steps=steps, restarts=restarts, generator=generator)
+    if slow_steps == 0:
+        return ball, None
+    f = model.fixed_point_map(b, op)
     slow = local_lipschitz(H, x_star, delta, steps=slow_steps, restarts=1, init=slow_direction(f, x_star), generator=generator)
     return ball, slow
 

@@ -177,7 +177,7 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
             x = clean.get(lm, i, batch, op)
             stats = lm.model.last_stats
             own, slow = lipschitz_at(lm.model, x, b, op, delta, config.steps, config.restarts, 10, generator)
-            common, _ = lipschitz_at(lm.model, x, b, op, config.common_delta, config.steps, config.restarts, 1, generator)
+            common, _ = lipschitz_at(lm.model, x, b, op, config.common_delta, config.steps, config.restarts, 0, generator)
             sense = sense_init(op, b)
             norm = torch.linalg.vector_norm(x.flatten(1), dim=1)
             sense_in = torch.linalg.vector_norm((sense - x).flatten(1), dim=1) <= delta * norm
