@@ -43,8 +43,8 @@ from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
 #: trained at δ = 0.05, 0.3 and 0.5 came out alike. The shipped sweep models start from stage 4 of
 #: the default's lineage (unconstrained, not in the zoo); a missing one starts from the default.
 #: λ keeps the network's lr (``lam_lr = lr``), as when the shipped sweep models were trained: at
-#: this lr it stays at the starting model's λ (the default's 17.59, where the shipped sweep models'
-#: last step, λ × 1.7, also put theirs), so the sweep varies δ alone.
+#: this lr it stays at the starting model's λ (the default's 24.25; the shipped sweep models' last
+#: step, λ × 1.7, put theirs at about 17.6), so the sweep varies δ alone.
 RECIPE: dict[str, Any] = {
     "lr": 2e-5,
     "lam_lr": 2e-5,
