@@ -7,7 +7,9 @@ Prints two tables:
    fixed point's and the constraint term's, which are backpropagated one after the other),
    peak process memory growth during the step (ru_maxrss, measured in a fresh subprocess per
    model), CUDA max_memory_allocated when on a GPU, and the median time of a training step;
-   ratios against MoDL K = 10 in the same run.
+   ratios against MoDL K = 10 in the same run. The ``zoo:`` rows are the training step of the
+   recipe each shipped model was trained with (its last stage): its own weights, its card's model
+   config (solver tolerance and cap, backward) and training settings (constraint term included).
 2. CNN evaluations for the MnM-MOL forward to reach relative residual 1e-3 from the SENSE start:
    the reference damped iteration (γ = 0.1), γ = 0.5, γ = 1, and Anderson (γ = 1).
 
@@ -41,6 +43,8 @@ VARIANTS = {
     "mnmmol-implicit-iters20": ("mnmmol", {"backward": "implicit", "tol": 0.0, "max_iter": 20}),
     "mnmmol-implicit-iters80": ("mnmmol", {"backward": "implicit", "tol": 0.0, "max_iter": 80}),
 }
+#: shipped models whose card recipe is measured as a ``zoo:NAME`` row
+ZOO_RECIPES = ("modl-4x", "mol-4x", "mnmmol-4x")
 
 
 def _batch(device):
@@ -66,12 +70,25 @@ def _model(name, config, ref, device):
     return model.to(device).train()
 
 
+def _recipe(variant: str, ref: str | None, device):
+    """The model of one variant in training mode, and the TrainConfig of its constraint term
+    (None: the step backpropagates the fixed point's loss alone)."""
+    from robustkit.training import TrainConfig
+
+    if variant.startswith("zoo:"):
+        from robustkit.models.zoo import load_model
+
+        model, card = load_model(variant[len("zoo:"):])
+        return model.to(device).train(), TrainConfig(**card["training"])
+    name, config = VARIANTS[variant]
+    return _model(name, config, ref, device), TrainConfig(model=name) if variant.endswith("+penalty") else None
+
+
 def one(variant: str, ref: str | None, steps: int) -> dict:
     """Measure one variant in this (fresh) process."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name, config = VARIANTS[variant]
     batch, op = _batch(device)
-    model = _model(name, config, ref, device)
+    model, train_config = _recipe(variant, ref, device)
     saved: dict[int, int] = {}
 
     def pack(t):
@@ -82,11 +99,10 @@ def one(variant: str, ref: str | None, steps: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    with_penalty = variant.endswith("+penalty")
+    with_penalty = train_config is not None
     if with_penalty:
-        from robustkit.training import TrainConfig, constraint_term
+        from robustkit.training import constraint_term
 
-        train_config = TrainConfig(model=name)
     # The constraint's ascent builds and frees a graph per step; what the step holds at its backward
     # is the saved tensors still alive then (weak references tell which).
     penalty_refs: list = []
@@ -108,7 +124,8 @@ def one(variant: str, ref: str | None, steps: int) -> dict:
                 term, _ = constraint_term(model, x.detach(), batch["kspace"], op, train_config)
             if first:
                 penalty_saved.update({ptr: n for ref, ptr, n in penalty_refs if ref() is not None})
-            term.backward()
+            if term.requires_grad:  # MoDL has no constraint term
+                term.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -171,7 +188,7 @@ def main() -> None:
     import pandas as pd
 
     rows = []
-    for variant in VARIANTS:
+    for variant in [*VARIANTS, *(f"zoo:{name}" for name in ZOO_RECIPES)]:
         proc = subprocess.run([sys.executable, __file__, "--one", variant, "--model-ref", args.model_ref, "--steps", str(args.steps)],
                               capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
