@@ -198,10 +198,11 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     """
     from tqdm.auto import tqdm
 
+    from robustkit.locations import refuse_package_write
     from robustkit.models.registry import build_model
     from robustkit.models.zoo import read_card, save_model
 
-    out = Path(out)
+    out = refuse_package_write(out)
     state_path = out / "train_state.pt"
     if out.exists() and any(out.iterdir()) and not resume:
         raise RobustkitError(f"{out} already holds a model; pass --resume to continue it or choose another --out")

@@ -284,12 +284,13 @@ def test_cli_bad_input_exit_codes(zoo, capsys):
 
 @pytest.mark.parametrize("name", ["quick", "paper"])
 def test_shipped_study_files_are_valid(name):
-    from pathlib import Path
-
+    """The shipped suites are package data, read by name (robustkit run quick) and by path alike."""
+    from robustkit.locations import shipped_suites
     from robustkit.studies.suite import read_study_file
 
-    studies = read_study_file(Path(__file__).resolve().parents[1] / "studies" / f"{name}.toml")
+    studies = read_study_file(name)
     assert list(studies) == ["attack", "init-test", "audit", "sweep-delta"]
+    assert read_study_file(shipped_suites()[name]) == studies
 
 
 def test_study_command_builds_its_report_page(zoo):

@@ -13,13 +13,13 @@ from robustkit.errors import RobustkitError
 #: command name → "module:attribute" of its click command, imported only when used.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("robustkit.cli.data:data", "Build, prepare and inspect datasets (built-in brain data, fastMRI, …)."),
-    "train": ("robustkit.cli.train:train", "Train MoDL, MOL, MOL-SN or MnM-MOL into the model zoo."),
-    "models": ("robustkit.cli.models:models", "List and inspect the model zoo."),
+    "train": ("robustkit.cli.train:train", "Train MoDL, MOL, MOL-SN or MnM-MOL into your model zoo (./models)."),
+    "models": ("robustkit.cli.models:models", "List and inspect the model zoos (yours and the shipped one)."),
     "attack": ("robustkit.cli.studies:attack", "Adversarial and Gaussian k-space attacks: PSNR/SSIM damage vs ε per model."),
     "sweep-delta": ("robustkit.cli.studies:sweep_delta", "Compare MnM-MOL models trained with different ball radii δ."),
     "init-test": ("robustkit.cli.studies:init_test", "Do DEQ models reach the same fixed point from SENSE, zero, ball and noise starts?"),
     "audit": ("robustkit.cli.studies:audit", "Per-slice L[H_θ](x*; δ), Jacobian norm and end-to-end amplification."),
-    "run": ("robustkit.cli.studies:run_file", "Run every study of a studies/*.toml file (e.g. studies/quick.toml)."),
+    "run": ("robustkit.cli.studies:run_file", "Run every study of a shipped suite (quick, paper) or a TOML study file."),
     "report": ("robustkit.cli.report:report", "Build the HTML report of study runs (reports/index.html)."),
 }
 
@@ -53,11 +53,23 @@ class LazyGroup(click.Group):
     help="Where to compute: auto uses CUDA whenever it is available.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random draw.")
+@click.option(
+    "--zoo",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Your model zoo: where train writes and names are looked up first, before the shipped zoo. "
+    "[default: $ROBUSTKIT_ZOO, else ./models]",
+)
 @click.pass_context
-def cli(ctx: click.Context, device: str, seed: int) -> None:
+def cli(ctx: click.Context, device: str, seed: int, zoo: str | None) -> None:
     """robustkit: train MoDL, MOL and MnM-MOL MRI reconstruction networks and measure how robust
     (k-space attacks) and how convergent (fixed-point and L[H_θ] audits) they are."""
     ctx.obj = {"device": device, "seed": seed}
+    if zoo is not None:
+        from robustkit.locations import using_zoo
+
+        ctx.with_resource(using_zoo(zoo))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,29 +7,40 @@ import click
 
 @click.group()
 def models() -> None:
-    """List and inspect the model zoo (models/)."""
+    """List and inspect the model zoos: yours (--zoo, $ROBUSTKIT_ZOO or ./models; train writes
+    there) and the read-only zoo shipped with robustkit. A name is looked up in yours first."""
 
 
 @models.command("list")
 def list_() -> None:
     """One line per zoo model: name, model, acceleration, δ, epochs (all training stages of its
-    card's ``lineage``, when it has one), validation PSNR."""
-    from robustkit.models.zoo import list_models, zoo_dir
+    card's ``lineage``, when it has one), validation PSNR, default, and which zoo holds it (user or
+    shipped). Each model's weights are verified; a broken entry is listed as unusable, with the
+    reason, and does not affect the others."""
+    from robustkit.locations import shipped_zoo
+    from robustkit.models.zoo import user_zoo, zoo_entries
 
-    cards = list_models()
-    if not cards:
-        click.echo(f"the zoo {zoo_dir()} is empty; train a model with `robustkit train --model NAME`")
+    entries = zoo_entries(verify=True)
+    if not entries:
+        click.echo(f"no models in your zoo {user_zoo()} nor in the shipped zoo {shipped_zoo()}; "
+                   "train one with `robustkit train --model NAME`")
         return
-    click.echo(f"{'name':<22}{'model':<9}{'accel':>6}{'δ':>6}{'epochs':>8}{'val PSNR':>10}  default")
-    for c in cards:
+    click.echo(f"{'name':<22}{'model':<9}{'accel':>6}{'δ':>6}{'epochs':>8}{'val PSNR':>10}  {'default':<8}zoo")
+    for e in entries:
+        zoo = e.zoo + (" (shadowed by yours)" if e.shadowed else "")
+        if not e.usable:
+            click.echo(f"{e.name:<22}unusable ({zoo}): {e.error}")
+            continue
+        c = e.card
         delta = c.get("config", {}).get("delta")
         psnr = c.get("validation", {}).get("val_psnr")
         epochs = sum(stage.get("epochs", 0) for stage in c["lineage"]) if c.get("lineage") else c.get("epochs_done", 0)
         click.echo(
-            f"{c['folder']:<22}{c.get('model', '?'):<9}{c.get('data', {}).get('accel', float('nan')):>6g}"
+            f"{e.name:<22}{c['model']:<9}{c.get('data', {}).get('accel', float('nan')):>6g}"
             f"{'' if delta is None else f'{delta:g}':>6}{epochs:>8}"
-            f"{'' if psnr is None else f'{psnr:.2f}':>10}  {'yes' if c.get('default') else ''}"
+            f"{'' if psnr is None else f'{psnr:.2f}':>10}  {'yes' if c.get('default') else '':<8}{zoo}"
         )
+    click.echo(f"user zoo: {user_zoo()}; shipped zoo (read-only): {shipped_zoo()}")
 
 
 @models.command("show")

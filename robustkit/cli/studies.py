@@ -208,13 +208,15 @@ def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data
 
 
 @click.command("run")
-@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.argument("study_file", metavar="SUITE_OR_FILE")
 @click.option("--reports-dir", type=click.Path(), default="reports", show_default=True, help="Where run folders go.")
 @click.option("--resume", type=click.Path(), default=None, metavar="SUITE_DIR", help="Continue an interrupted suite folder.")
 @click.option("--no-report", is_flag=True, help="Do not build the HTML report at the end.")
 @click.pass_obj
 def run_file(obj, study_file, reports_dir, resume, no_report) -> None:
-    """Run every study in a TOML study file, e.g. `robustkit run studies/quick.toml`.
+    """Run every study of a shipped suite or a TOML study file: `robustkit run quick` (a short look
+    at every shipped model), `robustkit run paper` (the full-size run) or
+    `robustkit run my.toml`. An existing file wins over a shipped suite of the same name.
 
     The file has one table per study ([attack], [init-test], [audit], [sweep-delta]) with that
     study's keys, and an optional [defaults] table applied to all of them. Writes one run folder

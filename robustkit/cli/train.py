@@ -1,4 +1,4 @@
-"""``robustkit train``: train a model into the zoo."""
+"""``robustkit train``: train a model into your zoo (``./models`` unless ``--zoo``/``$ROBUSTKIT_ZOO``)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--augment", is_flag=True,
               help="Each epoch, give every training slice a new smooth phase and a random left-right flip "
                    "(k-space re-simulated from target and maps; needs fully sampled targets).")
-@click.option("--out", type=click.Path(), default=None, help="Output zoo folder (default models/<model>-<accel>x).")
+@click.option("--out", type=click.Path(), default=None, help="Output model folder. [default: <your zoo>/<model>-<accel>x, i.e. ./models/… unless --zoo or "
+                   "$ROBUSTKIT_ZOO says otherwise; never inside the installed package]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_obj
@@ -55,7 +56,7 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     """
     from robustkit.device import resolve_device
     from robustkit.errors import RobustkitError
-    from robustkit.models.zoo import read_card, save_model, zoo_dir
+    from robustkit.models.zoo import read_card, save_model, user_zoo
     from robustkit.training import TrainConfig, train as run_training
 
     obj = obj or {}
@@ -81,7 +82,7 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         lipschitz_steps=lipschitz_steps,
         lipschitz_estimate=lipschitz_estimate,
     )
-    out = out or str(zoo_dir() / f"{model_name}-{accel:g}x")
+    out = out or str(user_zoo() / f"{model_name}-{accel:g}x")
     device = resolve_device(obj.get("device", "auto"))
     card = run_training(config, out, device, resume=resume)
     if make_default:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -23,6 +24,8 @@ def model_class(name: str) -> type[ReconModel]:
 def build_model(name: str, config: dict[str, Any] | None = None) -> ReconModel:
     """A fresh model of registry ``name`` with ``config`` overriding its defaults (unknown keys refused)."""
     cls = model_class(name)
+    if config is not None and not isinstance(config, Mapping):
+        raise RobustkitError(f"the config of model {name!r} must be a mapping of key → value, not a {type(config).__name__}")
     config = dict(config or {})
     known = {f.name for f in fields(cls.config_class)}
     unknown = sorted(set(config) - known)

@@ -230,7 +230,7 @@ def index_page(root: Path, rows: list[dict[str, Any]]) -> str:
     (path of the page or ``None``), ``problem`` (why there is no page)."""
     body = [f"<h1>robustkit reports</h1><p class=\"sub\">{esc(root)} · {len(rows)} runs and suites, newest first</p>"]
     if not rows:
-        body.append("<div class=\"banner info\">No study run here yet; run e.g. robustkit attack, or robustkit run studies/quick.toml.</div>")
+        body.append("<div class=\"banner info\">No study run here yet; run e.g. robustkit attack, or robustkit run quick.</div>")
     else:
         trs = []
         for r in rows:

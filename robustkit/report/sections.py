@@ -212,7 +212,7 @@ def training(entries: list[tuple[str, str, str | None]], used_by: str, colours: 
     if histories:
         blocks[:0] = [
             _draw("Training curves", figures.training_curves, {labels[n]: h for n, h in histories.items()}, colours,
-                  caption=f"Training curves of the {len(histories)} zoo models used by {used_by} (from models/<name>/card.json)."),
+                  caption=f"Training curves of the {len(histories)} zoo models used by {used_by} (from each model's card.json in the zoo)."),
             Table("training", "Training summary", tables.training_summary(histories),
                   f"Per zoo model used by {used_by}: epochs, final training loss, final and best validation PSNR/SSIM "
                   "(from its card).", labels=labels),

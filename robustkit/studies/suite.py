@@ -1,4 +1,5 @@
-"""A study file (``studies/*.toml``): several studies run one after the other as a suite.
+"""A study file (a TOML path, or a shipped suite by name: ``quick``, ``paper``): several studies
+run one after the other as a suite. The shipped suites are package data, ``robustkit/suites/*.toml``.
 
 File format: one table per study (``[attack]``, ``[init-test]``, ``[audit]``, ``[sweep-delta]``)
 holding that study's config keys, and an optional ``[defaults]`` table whose keys apply to every
@@ -21,11 +22,30 @@ from robustkit.studies import STUDIES, make_config, run
 SUITE = "suite.json"
 
 
+def study_file(ref: str | Path) -> Path:
+    """The TOML file of ``ref``: an existing path, else the shipped suite of that name (``quick``)."""
+    from robustkit.locations import shipped_suites
+
+    path = Path(ref)
+    if path.is_file():
+        return path
+    suites = shipped_suites()
+    if str(ref) in suites:
+        return suites[str(ref)]
+    names = ", ".join(suites) or "none"
+    if path.is_dir():
+        raise RobustkitError(f"{path} is a folder, not a TOML study file; give a file or a shipped suite: {names}")
+    if path.suffix or len(path.parts) > 1:
+        raise RobustkitError(f"study file {path} does not exist; give an existing TOML file or a shipped suite: {names} "
+                             "(e.g. robustkit run quick)")
+    raise RobustkitError(f"no shipped suite {str(ref)!r} and no file of that name; shipped suites: {names} "
+                         "(or give a TOML study file)")
+
+
 def read_study_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{study: config mapping}`` in file order, defaults merged; validated (unknown keys raise)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RobustkitError(f"study file {path} does not exist; see studies/quick.toml for an example")
+    """``{study: config mapping}`` in file order, defaults merged; validated (unknown keys raise).
+    ``path`` is a TOML file or a shipped suite's name (:func:`study_file`)."""
+    path = study_file(path)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -50,7 +70,8 @@ def read_study_file(path: str | Path) -> dict[str, dict[str, Any]]:
 
 def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "reports", resume: str | Path | None = None,
               on_study: Callable[[Path], None] | None = None, progress: bool = True) -> Path:
-    """Run every study of the file; returns the suite folder."""
+    """Run every study of the file (a path or a shipped suite's name); returns the suite folder."""
+    given, path = path, study_file(path)
     studies = read_study_file(path)
     seed, device = obj.get("seed", 0), obj.get("device", "auto")
     reports_dir = Path(reports_dir)
@@ -93,7 +114,7 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
         except StudyInterrupted:
             raise StudyInterrupted(
                 f"interrupted in {name}; completed cells are kept; continue with "
-                f"robustkit run {path} --resume {suite_dir}"
+                f"robustkit run {given} --resume {suite_dir}"
             ) from None
         if on_study is not None:
             on_study(reports_dir / record["studies"][name])

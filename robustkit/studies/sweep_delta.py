@@ -103,13 +103,13 @@ def _folder_for(delta: float, accel: float) -> str:
 
 def train_missing(config: SweepDeltaConfig, have: dict[float, str], device: str) -> dict[float, str]:
     """Train an MnM-MOL for every δ in ``config.deltas`` that the zoo lacks; returns δ → folder."""
-    from robustkit.models.zoo import zoo_dir
+    from robustkit.models.zoo import user_zoo
     from robustkit.training import TrainConfig, train
 
     for d in config.deltas:
         if any(abs(d - k) < 1e-9 for k in have):
             continue
-        out = zoo_dir() / _folder_for(d, config.accel)
+        out = user_zoo() / _folder_for(d, config.accel)
         tc = TrainConfig(model="mnmmol", data=config.data, accel=config.accel, epochs=config.train_epochs,
                          seed=config.seed, max_minutes=config.train_minutes, lr=RECIPE["lr"], lam_lr=RECIPE["lam_lr"],
                          init_from=RECIPE["init_from"], penalty_weight=RECIPE["penalty_weight"],
