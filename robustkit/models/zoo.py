@@ -178,7 +178,7 @@ def resolve(ref: str, root: Path | None = None) -> Path:
     for entry in entries:
         if entry.usable and entry.card.get("model") == ref and entry.card.get("default"):
             return entry.folder
-    where = f"the zoo {root}" if root is not None else f"the user zoo {user_zoo()} or the shipped zoo"
+    where = f"the zoo {root}" if root is not None else "the user zoo or the shipped zoo"
     raise RobustkitError(
         f"no model {ref!r} in {where}; {_available(entries, root)} "
         "(or train one with `robustkit train --model NAME`)"
@@ -219,7 +219,7 @@ def _load_folder(folder: Path, map_location: str):
     except SafetensorError as exc:
         raise RobustkitError(f"{weights} is not a valid safetensors file ({exc})") from None
     expected = model.state_dict()
-    wrong = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if wrong:
         k = wrong[0]
         raise RobustkitError(
