@@ -30,8 +30,10 @@ def common_options(default_models: str) -> Callable:
 
     def decorate(fn: Callable) -> Callable:
         options = [
-            click.option("--model", "models", multiple=True, metavar="NAME",
-                         help=f"Zoo model (repeatable): a registry name (its default entry) or a zoo folder. [default: {default_models}]"),
+            click.option("--model", "models", multiple=True, metavar="NAME|FILE.py:FACTORY",
+                         help="Model (repeatable): a registry name (its default zoo entry), a zoo folder, or your own "
+                              "network as FILE.py:FACTORY or package.module:FACTORY (a callable returning an nn.Module "
+                              f"with forward(kspace, op); see docs/api.md). [default: {default_models}]"),
             click.option("--samples", type=int, default=None, help="Use the first N slices of the split. [default: all]"),
             click.option("--split", default=None, help="Split of the data. [default: test]"),
             click.option("--data", default=None, help="'builtin' or a prepared HDF5 file. [default: builtin]"),

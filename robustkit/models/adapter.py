@@ -96,8 +96,10 @@ class ModelAdapter(nn.Module):
 
     def missing(self, member: str) -> str:
         """Why ``member`` of the fixed-point protocol is unavailable, as a sentence fragment."""
-        if member == "fixed_point_map" and getattr(self.model, "is_deq", None) is False:
+        if getattr(self.model, "is_deq", None) is False:
             return f"{self.name!r} is unrolled and has no fixed point (it declares is_deq = False)"
+        if not self.is_deq:
+            return f"{self.name!r} ({type(self.model).__name__}) has no fixed_point_map(kspace, op)"
         return f"{self.name!r} ({type(self.model).__name__}) has no {member}"
 
     def require(self, member: str, study: str) -> None:
@@ -209,7 +211,7 @@ def object_label(ref: Any) -> str:
     )
 
 
-def load(ref: str | nn.Module, map_location: str = "cpu") -> ModelAdapter:
+def as_model(ref: str | nn.Module, map_location: str = "cpu") -> ModelAdapter:
     """A model from a zoo name or folder, a plug-in spec, or a network object, in eval mode on
     ``map_location``."""
     object_label(ref)  # refuses anything else with one line
