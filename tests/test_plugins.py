@@ -118,3 +118,13 @@ def test_models_evaluate_and_check_take_plugins(builtin_is_toy):
         CliRunner().invoke(cli, ["models", "check", "tests.user_nets:tiny_deq", "--write-card"], catch_exceptions=False)
     with pytest.raises(RobustkitError, match="models check needs the fixed-point protocol member H_map"):
         CliRunner().invoke(cli, ["models", "check", "tests.user_nets:map_only_deq"], catch_exceptions=False)
+
+
+def test_the_report_page_names_a_plugin_and_looks_for_no_zoo_card(toy_data, tmp_path):
+    reports = tmp_path / "reports"
+    args = COMMANDS["attack"] + ["--model", f"{NETS}:tiny_net", "--data", toy_data, "--samples", "1", "--reports-dir", str(reports)]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in reports.iterdir() if p.is_dir()]
+    page = (run_dir / "report.html").read_text()
+    assert "TinyNet" in page and "TinyNet (TinyNet)" not in page and "no training curves" not in page
