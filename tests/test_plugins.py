@@ -128,3 +128,14 @@ def test_the_report_page_names_a_plugin_and_looks_for_no_zoo_card(toy_data, tmp_
     (run_dir,) = [p for p in reports.iterdir() if p.is_dir()]
     page = (run_dir / "report.html").read_text()
     assert "TinyNet" in page and "TinyNet (TinyNet)" not in page and "no training curves" not in page
+
+
+def test_study_files_take_plugins(toy_data, tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text(f'[defaults]\ndata = "{toy_data}"\nsamples = 1\n\n'
+                     f'[attack]\nmodels = ["{NETS}:tiny_net", "tests.user_nets:tiny_deq"]\neps = [0.05]\nsteps = 1\ndraws = 1\n')
+    result = CliRunner().invoke(cli, ["run", str(study), "--reports-dir", str(tmp_path / "r"), "--no-report"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in (tmp_path / "r").iterdir() if p.name.startswith("attack")]
+    assert [m["name"] for m in json.loads((run_dir / "meta.json").read_text())["models"]] == ["TinyNet", "TinyDEQ"]
