@@ -47,7 +47,10 @@ class FixedPointModel(Protocol):
     """A deep-equilibrium reconstructor: ``fixed_point_map(kspace, op)`` returns ``f`` with
     ``x* = f(x*)`` the reconstruction (``f`` closes over ``kspace``, so ``∂x*/∂b`` exists).
 
-    Optional: ``H_map(op) -> H_θ``, ``solver_settings``, ``m``, ``delta`` (module docstring).
+    Optional: ``H_map(op) -> H_θ``, ``solver_settings``, ``m``, ``delta`` (module docstring). A
+    model whose ``forward(kspace, op, x0=None)`` solves the fixed point itself declares
+    ``is_deq = True`` and leaves ``last_stats``; ``is_deq = False`` marks an unrolled model (MoDL,
+    whose ``fixed_point_map`` is one unrolled step) as not a fixed-point model.
     """
 
     def fixed_point_map(self, kspace: "torch.Tensor", op: "SenseOperator") -> ImageMap: ...

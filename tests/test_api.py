@@ -195,3 +195,12 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "TinyNet" in out and "TinyDEQ" in out
     assert len([p for p in (tmp_path / "reports").iterdir() if p.is_dir()]) == 2
+
+
+def test_a_model_declaring_is_deq_must_leave_its_statistics():
+    class SelfSolved(TinyNet):
+        is_deq = True
+
+    op = _operator()
+    with pytest.raises(RobustkitError, match="declares is_deq = True but its forward left no solver statistics"):
+        adapt(SelfSolved()).solve(op.forward(random_complex((2, 16, 16))), op)

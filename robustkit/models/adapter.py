@@ -142,6 +142,11 @@ class ModelAdapter(nn.Module):
         elif self.native and settings is None:
             x = self.model(kspace, op) if x0 is None else self.model(kspace, op, x0)
             stats = getattr(self.model, "last_stats", None)
+            if stats is None:
+                raise RobustkitError(
+                    f"{self.name!r} declares is_deq = True but its forward left no solver statistics in last_stats; "
+                    "set last_stats (a robustkit.SolverStats), or drop is_deq and let robustkit solve fixed_point_map"
+                )
         else:
             from robustkit.solvers import deq_fixed_point
 

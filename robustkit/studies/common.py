@@ -125,7 +125,7 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     (checked to be trained at ``accel`` on images of the data's size), plug-in specs
     (``FILE.py:FACTORY``, ``package.module:FACTORY``) and ``nn.Module`` objects. Names are made
     unique (``-2``, ``-3``, … appended)."""
-    from robustkit.models.adapter import load
+    from robustkit.models.adapter import as_model
     from robustkit.models.plugins import is_plugin_ref
     from robustkit.models.zoo import load_model, resolve
 
@@ -134,7 +134,7 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     seen = set()
     for ref in refs:
         if not isinstance(ref, str) or is_plugin_ref(ref):
-            out.append(load(ref, map_location=str(device)))
+            out.append(as_model(ref, map_location=str(device)))
             continue
         name = resolve(ref).name
         if name in seen:
