@@ -76,25 +76,29 @@ def deq_checks(
     """One row per slice: ``psnr``, ``iterations``, ``residual``, ``L_ball``, ``L_ball_change``,
     ``L_slow``, ``ball_start_distance`` (relative distance of the fixed point reached from
     ``x* + ball_radius·δ‖x*‖ r`` to ``x*``, both solved to ``same_point_tol``) and
-    ``ball_start_converged`` (both of those solves reached ``same_point_tol``)."""
-    model.eval()
-    c = model.config
+    ``ball_start_converged`` (both of those solves reached ``same_point_tol``). ``model``: a
+    fixed-point model with ``H_map`` (a built-in DEQ, a user network or its
+    :class:`~robustkit.models.adapter.ModelAdapter`)."""
+    from robustkit.models.adapter import adapt
+
+    lm = adapt(model)
+    lm.require("H_map", "the convergence checks")
+    lm.eval()
     rows = []
     g = torch.Generator(device="cpu").manual_seed(seed)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in range(n):
         batch = to_device({k: v[None] for k, v in dataset[i].items()}, device)
         op, b = operator_of(batch), batch["kspace"]
-        f = model.fixed_point_map(b, op)
+        f = lm.fixed_point_map(b, op)
         with torch.no_grad():
-            x = model(b, op)
-            stats = model.last_stats
-            ball, slow = lipschitz_at(model, x, b, op, delta, steps, restarts, 10, g)
+            x, stats = lm.solve(b, op)
+            ball, slow = lipschitz_at(lm, x, b, op, delta, steps, restarts, 10, g)
             r = torch.complex(torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)).to(x.device)
             r = r / torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(-1, 1, 1)
             start = x + ball_radius * delta * torch.linalg.vector_norm(x.flatten(1), dim=1).reshape(-1, 1, 1) * r
             distance, both_converged = same_fixed_point(f, x, [start], tol=same_point_tol,
-                                                        max_iter=2 * c.eval_max_iter, method=c.solver)
+                                                        max_iter=2 * lm.settings.max_iter, method=lm.settings.method)
         rows.append({
             "index": int(batch["index"][0]),
             "psnr": float(score(x, batch["target"])["psnr"][0]),

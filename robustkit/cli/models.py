@@ -56,14 +56,18 @@ def show(name: str) -> None:
 
 
 @models.command("check")
-@click.argument("name")
+@click.argument("name", metavar="NAME|FILE.py:FACTORY")
 @click.option("--split", "splits", multiple=True, default=["test"], show_default=True, help="Splits to check (repeatable).")
+@click.option("--accel", type=float, default=None, help="Acceleration of the masks. [default: the zoo card's, else 4]")
 @click.option("--limit", type=int, default=None, help="Check at most this many slices per split.")
 @click.option("--write-card", is_flag=True, help="Store the summary on the model's card (weights unchanged).")
 @click.pass_obj
-def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card: bool) -> None:
-    """Convergence checks of a DEQ zoo model on the built-in data: fixed-point residual from SENSE,
-    L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside the ball."""
+def check(obj, name: str, splits: tuple[str, ...], accel: float | None, limit: int | None, write_card: bool) -> None:
+    """Convergence checks of a DEQ model on the built-in data: fixed-point residual from SENSE,
+    L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside the ball.
+
+    NAME is a zoo model or your own fixed-point network (FILE.py:FACTORY or package.module:FACTORY
+    returning an nn.Module with fixed_point_map(kspace, op) and H_map(op); docs/api.md)."""
     import json
 
     from robustkit.analysis.checks import deq_checks, summarize_checks
@@ -71,51 +75,57 @@ def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card
     from robustkit.data.prepared import PreparedDataset
     from robustkit.device import resolve_device
     from robustkit.errors import RobustkitError
-    from robustkit.models.zoo import load_model, resolve, save_model
+    from robustkit.models.adapter import as_model
+    from robustkit.models.zoo import resolve, save_model
     from robustkit.physics.masks import MaskSpec
 
     obj = obj or {}
     device = resolve_device(obj.get("device", "auto"))
-    model, card = load_model(name, map_location=str(device))
-    if not model.is_deq:
-        raise RobustkitError(f"{name} is a {model.name} model, not a deep-equilibrium model; check mol, mol-sn or mnmmol")
-    delta = getattr(model.config, "delta", 0.3)
-    threshold = 1 - model.config.m
+    lm = as_model(name, map_location=str(device))
+    if write_card and lm.source != "zoo":
+        raise RobustkitError(f"{name} is not a zoo model and has no card; drop --write-card")
+    lm.require("H_map", "models check")
+    delta = lm.delta if lm.delta is not None else 0.3
+    threshold = 1 - (lm.m if lm.m is not None else 0.02)
+    accel = accel if accel is not None else lm.card.get("data", {}).get("accel", 4.0)
     results = {}
     for split in splits:
-        ds = PreparedDataset(ensure_builtin(), split=split, mask=MaskSpec(accel=card["data"]["accel"]), seed=obj.get("seed", 0))
-        summary = summarize_checks(deq_checks(model, ds, delta, device, limit=limit), threshold)
+        ds = PreparedDataset(ensure_builtin(), split=split, mask=MaskSpec(accel=accel), seed=obj.get("seed", 0))
+        summary = summarize_checks(deq_checks(lm, ds, delta, device, limit=limit), threshold)
         results[split] = summary
         click.echo(f"{split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
     if write_card:
         folder = resolve(name)
-        save_model(folder, model, {**card, "checks": {"delta": delta, "threshold": threshold, "command": f"robustkit models check {name} " + " ".join(f"--split {s}" for s in splits), **results}})
+        save_model(folder, lm.model, {**lm.card, "checks": {"delta": delta, "threshold": threshold, "command": f"robustkit models check {name} " + " ".join(f"--split {s}" for s in splits), **results}})
 
 
 @models.command("evaluate")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, metavar="NAME|FILE.py:FACTORY...")
 @click.option("--split", default="test", show_default=True, help="Split of the built-in data to score on.")
 @click.option("--accel", type=float, default=4.0, show_default=True)
 @click.pass_obj
 def evaluate_cmd(obj, names: tuple[str, ...], split: str, accel: float) -> None:
-    """PSNR / SSIM / NMSE (mean ± std over slices) of zoo models and the SENSE init on the built-in data.
-    DEQ models are solved tightly (their eval tolerance) and report iterations and convergence."""
+    """PSNR / SSIM / NMSE (mean ± std over slices) of models and the SENSE init on the built-in data.
+    DEQ models are solved tightly (their eval tolerance) and report iterations and convergence.
+
+    NAMES are zoo models or your own networks (FILE.py:FACTORY or package.module:FACTORY; docs/api.md)."""
     import pandas as pd
 
     from robustkit.data.builtin import ensure_builtin
     from robustkit.data.prepared import PreparedDataset
     from robustkit.device import resolve_device
     from robustkit.evaluate import evaluate
-    from robustkit.models.zoo import load_model
+    from robustkit.models.adapter import as_model
     from robustkit.physics.masks import MaskSpec
+    from robustkit.studies.common import unique_names
 
     obj = obj or {}
     device = resolve_device(obj.get("device", "auto"))
+    models = unique_names([as_model(name, map_location=str(device)) for name in names])
     ds = PreparedDataset(ensure_builtin(), split=split, mask=MaskSpec(accel=accel), seed=obj.get("seed", 0))
     frames = [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
-    for name in names:
-        model, _ = load_model(name, map_location=str(device))
-        frames.append(pd.DataFrame(evaluate(model, ds, device)).assign(model=name))
+    for lm in models:
+        frames.append(pd.DataFrame(evaluate(lm, ds, device)).assign(model=lm.name))
     df = pd.concat(frames)
     cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged") if c in df]
     agg = df.groupby("model", sort=False)[cols].agg(["mean", "std"])

@@ -1,8 +1,8 @@
 """``robustkit attack | sweep-delta | init-test | audit | run``: the studies from the command line.
 
 Each command builds the study's config from the options given (the rest keep the study's
-defaults), runs it on the zoo and the built-in data, writes ``reports/<study>-<timestamp>/``,
-prints a summary table and the report path.
+defaults), runs it on zoo models or plug-ins (``--model FILE.py:FACTORY``, docs/api.md) and the
+built-in data, writes ``reports/<study>-<timestamp>/``, prints a summary table and the report path.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ def common_options(default_models: str) -> Callable:
 
     def decorate(fn: Callable) -> Callable:
         options = [
-            click.option("--model", "models", multiple=True, metavar="NAME",
-                         help=f"Zoo model (repeatable): a registry name (its default entry) or a zoo folder. [default: {default_models}]"),
+            click.option("--model", "models", multiple=True, metavar="NAME|FILE.py:FACTORY",
+                         help="Model (repeatable): a registry name (its default zoo entry), a zoo folder, or your own "
+                              "network as FILE.py:FACTORY or package.module:FACTORY (a callable returning an nn.Module "
+                              f"with forward(kspace, op); see docs/api.md). [default: {default_models}]"),
             click.option("--samples", type=int, default=None, help="Use the first N slices of the split. [default: all]"),
             click.option("--split", default=None, help="Split of the data. [default: test]"),
             click.option("--data", default=None, help="'builtin' or a prepared HDF5 file. [default: builtin]"),

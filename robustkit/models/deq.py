@@ -8,6 +8,7 @@ import torch
 
 from robustkit.models.base import ModelConfig, ReconModel
 from robustkit.physics.sense import SenseOperator
+from robustkit.protocols import SolverSettings
 from robustkit.solvers import deq_fixed_point
 
 
@@ -33,6 +34,15 @@ class DEQModel(ReconModel):
 
     is_deq = True
     config: DEQConfig
+
+    @property
+    def solver_settings(self) -> SolverSettings:
+        """The evaluation solve as :class:`~robustkit.protocols.SolverSettings` (the fixed-point
+        protocol, docs/api.md); ``train_max_iter`` is the training cap."""
+        c = self.config
+        return SolverSettings(method=c.solver, tol=c.eval_tol, max_iter=c.eval_max_iter, train_max_iter=c.max_iter,
+                              backward=c.backward, backward_tol=c.backward_tol,
+                              backward_max_iter=c.backward_max_iter, phantom_steps=c.phantom_steps)
 
     def solver_kwargs(self) -> dict:
         c = self.config

@@ -78,9 +78,12 @@ class Run:
         return None
 
     def label(self, name: str) -> str:
-        """``MnM-MOL (mnmmol-4x)``: the paper's name and the zoo folder."""
+        """``MnM-MOL (mnmmol-4x)``: the paper's name and the zoo folder; a user network whose class
+        name is its name is shown once (``TinyNet``)."""
         kind = self.model_kind(name)
-        return f"{DISPLAY.get(kind, kind)} ({name})" if kind else str(name)
+        if not kind or (kind == name and kind not in DISPLAY):
+            return str(name)
+        return f"{DISPLAY.get(kind, kind)} ({name})"
 
     def labels(self) -> dict[str, str]:
         return {n: self.label(n) for n in self.model_names()}

@@ -182,9 +182,12 @@ def sweep_delta(run: Run, colours: dict) -> list[Section]:
 
 
 def model_entries(run: Run) -> list[tuple[str, str, str | None]]:
-    """``(zoo folder, display label, weights sha256 recorded by the run)`` of each model of the run."""
-    recorded = {m.get("name"): m.get("weights_sha256") for m in run.meta.get("models", []) if isinstance(m, dict)}
-    return [(name, run.label(name), recorded.get(name)) for name in run.model_names()]
+    """``(zoo folder, display label, weights sha256 recorded by the run)`` of each zoo model of the run
+    (a plug-in or network object has no card, hence no training curves)."""
+    models = [m for m in run.meta.get("models", []) if isinstance(m, dict)]
+    recorded = {m.get("name"): m.get("weights_sha256") for m in models}
+    outside = {m.get("name") for m in models if m.get("source", "zoo") != "zoo"}
+    return [(name, run.label(name), recorded.get(name)) for name in run.model_names() if name not in outside]
 
 
 def training(entries: list[tuple[str, str, str | None]], used_by: str, colours: dict) -> Section:

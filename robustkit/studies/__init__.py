@@ -53,6 +53,11 @@ def run(
 ) -> pd.DataFrame:
     """Run a study; returns its tidy frame (``frame.attrs["run_dir"]`` is the run folder).
 
+    ``config.models`` may mix zoo references, plug-in specs (``FILE.py:FACTORY``,
+    ``package.module:FACTORY``) and ``nn.Module`` objects; each becomes a
+    :class:`~robustkit.models.adapter.ModelAdapter` (docs/api.md). A model lacking what the study
+    needs is refused with one line before anything is written.
+
     Writes ``<reports_dir>/<name>-<timestamp>/`` (see :mod:`robustkit.studies.rundir`); with
     ``resume`` continues that folder, skipping its completed cells. ``on_start(run_dir)`` is
     called once the folder exists (before any cell runs).

@@ -92,12 +92,12 @@ class CleanCache:
         key = (lm.name, i)
         if key not in self.cache:
             with torch.no_grad():
-                self.cache[key] = lm.model(batch["kspace"], op)
+                self.cache[key] = lm(batch["kspace"], op)
         return self.cache[key]
 
 
 def _deq_columns(lm: LoadedModel, n: int) -> dict[str, list]:
-    stats = lm.model.last_stats if lm.is_deq else None
+    stats = lm.last_stats if lm.is_deq else None
     if stats is None:
         return {"iterations": [np.nan] * n, "residual": [np.nan] * n, "converged": [np.nan] * n}
     return {
@@ -128,12 +128,12 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
         clean_psnr = score(x_clean, target)["psnr"]
         n = b.shape[0]
         samples = batch["index"].cpu().tolist()
-        bound = BoundReconstructor(lm.model, op)
+        bound = BoundReconstructor(lm, op)
         seed = config.seed * 100_003 + i
         if kind == "clean":
             x_attacked, gamma_used = x_clean, torch.zeros_like(b)
             with torch.no_grad():
-                lm.model(b, op)
+                lm(b, op)
             cols = {"draws": [0] * n, "attack_loss": [np.nan] * n, **_deq_columns(lm, n)}
             metrics = {k: v.cpu() for k, v in score(x_clean, target).items()}
             amplification = [np.nan] * n
@@ -144,7 +144,7 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
             b_adv = atk(b, reference)
             gamma_used = b_adv - b
             with torch.no_grad():
-                x_attacked = lm.model(b_adv, op)
+                x_attacked = lm(b_adv, op)
             cols = {"draws": [1] * n, "attack_loss": atk.last_trace.best_loss.tolist(), **_deq_columns(lm, n)}
             metrics = {k: v.cpu() for k, v in score(x_attacked, target).items()}
             amplification = (_norm(x_attacked - x_clean) / _norm(gamma_used).clamp_min(1e-30)).cpu().tolist()
@@ -160,7 +160,7 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
             for _ in range(config.draws):
                 b_noisy = atk(b)
                 with torch.no_grad():
-                    x_noisy = lm.model(b_noisy, op)
+                    x_noisy = lm(b_noisy, op)
                 draw = {k: v.cpu() for k, v in score(x_noisy, target).items()}
                 draw["amplification"] = (_norm(x_noisy - x_clean) / _norm(atk.last_gamma).clamp_min(1e-30)).cpu()
                 per_draw.append(draw)
@@ -214,8 +214,7 @@ def cells(config: AttackConfig, models: list[LoadedModel], dataset, device, run)
     clean = CleanCache()
     out = []
     for lm in models:
-        if lm.is_deq:
-            lm.model.config.backward = config.deq_backward
+        lm.set_backward(config.deq_backward)
         out.append(Cell(f"{lm.name}|clean|0", f"{lm.name} clean",
                         lambda lm=lm: attack_cell(lm, "clean", 0.0, config, dataset, device, clean, run.examples_dir())))
         for kind in config.kinds:

@@ -68,17 +68,17 @@ class AuditConfig(StudyConfig):
 
 
 def model_threshold(lm: LoadedModel) -> float:
-    """``T = 1 − m`` (m of the model's config, else 0.02)."""
-    return 1.0 - float(getattr(lm.model.config, "m", 0.02))
+    """``T = 1 − m`` (the model's m, else 0.02)."""
+    return 1.0 - (lm.m if lm.m is not None else 0.02)
 
 
 def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int, seed: int) -> list[float]:
     from robustkit.attacks import BoundReconstructor, KSpacePGD
 
-    atk = KSpacePGD(BoundReconstructor(lm.model, op), op.mask, eps, steps=steps, seed=seed)
+    atk = KSpacePGD(BoundReconstructor(lm, op), op.mask, eps, steps=steps, seed=seed)
     b_adv = atk(b, x_clean)
     with torch.no_grad():
-        x = lm.model(b_adv, op)
+        x = lm(b_adv, op)
     num = torch.linalg.vector_norm((x - x_clean).flatten(1), dim=1)
     den = torch.linalg.vector_norm((b_adv - b).flatten(1), dim=1).clamp_min(1e-30)
     return (num / den).cpu().tolist()
@@ -93,17 +93,18 @@ def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: in
     samples = batch["index"].cpu().tolist()
     n = len(samples)
     with torch.no_grad():
-        x_star = lm.model(b, op)
-    stats = lm.model.last_stats if lm.is_deq else None
+        x_star, stats = lm.solve(b, op)
     cols: dict[str, list] = {k: [np.nan] * n for k in (
         "delta", "threshold", "L", "L_change", "L_slow", "L_slow_change", "jacobian_norm",
         "jacobian_iterations", "jacobian_converged", "passes", "iterations", "residual")}
     traces: list[dict[str, Any]] = []
-    if lm.is_deq:
+    if lm.is_deq:  # a fixed-point model without H_θ gets its solve's columns only
+        cols.update(iterations=stats.iterations.cpu().tolist(), residual=stats.residual.cpu().tolist())
+    if lm.is_deq and lm.has_H:
         delta, threshold = model_delta(lm, config.delta), model_threshold(lm)
         with torch.no_grad():
-            ball, slow = lipschitz_at(lm.model, x_star, b, op, delta, config.steps, config.restarts, config.slow_steps, generator)
-        power = jacobian_spectral_norm(lm.model.H_map(op), x_star, iters=config.power_iters,
+            ball, slow = lipschitz_at(lm, x_star, b, op, delta, config.steps, config.restarts, config.slow_steps, generator)
+        power = jacobian_spectral_norm(lm.H_map(op), x_star, iters=config.power_iters,
                                        tol=config.power_tol, generator=generator)
         L, Ls = ball.estimate.cpu(), slow.estimate.cpu()
         cols.update(
@@ -113,7 +114,6 @@ def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: in
             jacobian_norm=power.estimate.cpu().tolist(), jacobian_iterations=[power.iterations] * n,
             jacobian_converged=power.converged.cpu().tolist(),
             passes=(torch.maximum(L, Ls) <= threshold).tolist(),
-            iterations=stats.iterations.cpu().tolist(), residual=stats.residual.cpu().tolist(),
         )
         for estimator, trace in (("L", ball.trace), ("L_slow", slow.trace), ("jacobian_norm", power.trace)):
             trace = trace.detach().cpu()
@@ -129,8 +129,7 @@ def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: in
 def _model_cell(lm: LoadedModel, config: AuditConfig, dataset, device):
     generator = torch.Generator(device=device).manual_seed(config.seed)
     rows, traces = [], []
-    if lm.is_deq:
-        lm.model.config.backward = "implicit"
+    lm.set_backward("implicit")
     for i, batch in enumerate(batches(dataset, config.batch_size, device)):
         r, t = audit_batch(lm, batch, config, generator, config.seed * 100_003 + i)
         rows += r

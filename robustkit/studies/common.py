@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from robustkit.errors import RobustkitError, StudyInterrupted
+from robustkit.models.adapter import ModelAdapter
 
 #: default zoo references of the models a study runs on (registry names resolve to default entries).
 DEFAULT_MODELS = ["modl", "mol", "mnmmol"]
@@ -23,13 +24,15 @@ DEFAULT_DEQ_MODELS = ["mol", "mnmmol"]
 class StudyConfig:
     """Settings every study has.
 
-    models: zoo references (a registry name such as ``mnmmol`` means its default zoo entry).
+    models: zoo references (a registry name such as ``mnmmol`` means its default zoo entry),
+    plug-in specs (``FILE.py:FACTORY``, ``package.module:FACTORY``) or ``nn.Module`` objects
+    (docs/api.md).
     data: ``builtin`` or a prepared HDF5 file; split: its split; accel: acceleration of the masks
     (fixed per slice by ``seed``); samples: the first N slices of the split (``None`` = all);
     batch_size: slices per batch; seed: every random draw of the study.
     """
 
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    models: list[Any] = field(default_factory=lambda: list(DEFAULT_MODELS))
     data: str = "builtin"
     split: str = "test"
     accel: float = 4.0
@@ -48,7 +51,12 @@ class StudyConfig:
             raise RobustkitError(f"accel must be a number >= 1, got {self.accel!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key, JSON-ready: a network object in ``models`` becomes ``name@sha256:…``."""
+        from robustkit.models.adapter import object_label
+
+        out = dataclasses.asdict(dataclasses.replace(self, models=[]))
+        out["models"] = [object_label(m) for m in self.models]
+        return out
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any], where: str = "config") -> "StudyConfig":
@@ -108,28 +116,26 @@ def study_dataset(config: StudyConfig):
     return ds
 
 
-@dataclass
-class LoadedModel:
-    name: str  # the zoo folder name, e.g. "mnmmol-4x"
-    model: torch.nn.Module
-    card: dict[str, Any]
-
-    @property
-    def is_deq(self) -> bool:
-        return bool(getattr(self.model, "is_deq", False))
-
-    def meta(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.card.get("model"), "weights_sha256": self.card.get("weights_sha256")}
+#: the studies' model record (every model is a ModelAdapter, docs/api.md); the old name is kept.
+LoadedModel = ModelAdapter
 
 
-def load_models(refs: Iterable[str], dataset, accel: float, device: torch.device) -> list[LoadedModel]:
-    """Load zoo models and check that each was trained at ``accel`` on images of the data's size."""
+def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device) -> list[ModelAdapter]:
+    """The study's models as :class:`~robustkit.models.adapter.ModelAdapter`: zoo references
+    (checked to be trained at ``accel`` on images of the data's size), plug-in specs
+    (``FILE.py:FACTORY``, ``package.module:FACTORY``) and ``nn.Module`` objects. Names are made
+    unique (``-2``, ``-3``, … appended)."""
+    from robustkit.models.adapter import as_model
+    from robustkit.models.plugins import is_plugin_ref
     from robustkit.models.zoo import load_model, resolve
 
     shape = list(dataset[0]["target"].shape[-2:])
-    out: list[LoadedModel] = []
+    out: list[ModelAdapter] = []
     seen = set()
     for ref in refs:
+        if not isinstance(ref, str) or is_plugin_ref(ref):
+            out.append(as_model(ref, map_location=str(device)))
+            continue
         name = resolve(ref).name
         if name in seen:
             continue
@@ -148,8 +154,20 @@ def load_models(refs: Iterable[str], dataset, accel: float, device: torch.device
                 f"zoo model {name!r} was trained on {trained_shape[0]}x{trained_shape[1]} images but the data is "
                 f"{shape[0]}x{shape[1]}; use data of the model's size or a model trained on this data"
             )
-        out.append(LoadedModel(name, model, card))
-    return out
+        out.append(ModelAdapter(name, model, card))
+    return unique_names(out)
+
+
+def unique_names(models: list[ModelAdapter]) -> list[ModelAdapter]:
+    """Rename repeated names ``name-2``, ``name-3``, … (results are keyed by model name)."""
+    taken: set[str] = set()
+    for m in models:
+        base, n = m.name, 1
+        while m.name in taken:
+            n += 1
+            m.name = f"{base}-{n}"
+        taken.add(m.name)
+    return models
 
 
 def batches(dataset, batch_size: int, device: torch.device):

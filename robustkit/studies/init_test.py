@@ -79,15 +79,12 @@ def model_delta(lm: LoadedModel, delta: float | None) -> float:
     """δ of a study: the given one, else the model's own (MnM-MOL), else 0.3 (SPEC §5)."""
     if delta is not None:
         return float(delta)
-    return float(getattr(lm.model.config, "delta", 0.3))
+    return lm.delta if lm.delta is not None else 0.3
 
 
 def require_deq(lm: LoadedModel, study: str) -> None:
-    if not lm.is_deq:
-        raise RobustkitError(
-            f"{study} needs deep-equilibrium models; {lm.name!r} is unrolled and has no fixed point "
-            "(drop it, or use `robustkit audit` for its end-to-end amplification)"
-        )
+    """A one-line error unless ``lm`` is a fixed-point model (use `robustkit audit` for the others)."""
+    lm.require("fixed_point_map", study)
 
 
 def _unit(shape, generator, device, dtype) -> torch.Tensor:
@@ -118,9 +115,8 @@ def solve_from(lm: LoadedModel, b, op, x0, cap: int, tol: float | None = None):
     """Iterate the model's map from ``x0`` with its own solver; ``(x, stats)``."""
     from robustkit.solvers import solve
 
-    c = lm.model.config
-    return solve(lm.model.fixed_point_map(b, op), x0, method=c.solver,
-                 tol=c.eval_tol if tol is None else tol, max_iter=cap)
+    s = lm.settings
+    return solve(lm.fixed_point_map(b, op), x0, method=s.method, tol=s.tol if tol is None else tol, max_iter=cap)
 
 
 def init_batch(lm: LoadedModel, batch, config: InitTestConfig, generator) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -132,7 +128,7 @@ def init_batch(lm: LoadedModel, batch, config: InitTestConfig, generator) -> tup
     op, b, target = operator_of(batch), batch["kspace"], batch["target"]
     samples = batch["index"].cpu().tolist()
     delta = model_delta(lm, config.delta)
-    cap = max(1, int(round(config.cap_factor * lm.model.config.max_iter)))
+    cap = max(1, int(round(config.cap_factor * lm.settings.train_max_iter)))
     rows, traces = [], []
     with torch.no_grad():
         sense = sense_init(op, b)

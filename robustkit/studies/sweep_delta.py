@@ -121,12 +121,18 @@ def train_missing(config: SweepDeltaConfig, have: dict[float, str], device: str)
     return have
 
 
-def model_refs(config: SweepDeltaConfig, device: str = "cpu") -> list[str]:
-    """The MnM-MOL zoo entries to compare, sorted by δ (training missing ones when asked)."""
+def model_refs(config: SweepDeltaConfig, device: str = "cpu") -> list[Any]:
+    """The MnM-MOL zoo entries to compare, sorted by δ (training missing ones when asked), then
+    the plug-ins and network objects of ``config.models`` as given (they need ``H_map`` and δ)."""
+    from robustkit.models.plugins import is_plugin_ref
     from robustkit.models.zoo import list_models, read_card, resolve
 
-    if config.models:
-        cards = {resolve(m).name: read_card(resolve(m)) for m in config.models}
+    outside = [m for m in config.models if not isinstance(m, str) or is_plugin_ref(m)]
+    zoo_refs = [m for m in config.models if isinstance(m, str) and not is_plugin_ref(m)]
+    if outside and not zoo_refs and not config.deltas:
+        return outside
+    if zoo_refs:
+        cards = {resolve(m).name: read_card(resolve(m)) for m in zoo_refs}
     else:
         cards = {c["folder"]: c for c in list_models()
                  if c.get("model") == "mnmmol" and abs(float(c.get("data", {}).get("accel", 0)) - config.accel) < 1e-9}
@@ -152,7 +158,14 @@ def model_refs(config: SweepDeltaConfig, device: str = "cpu") -> list[str]:
         have = {k: v for k, v in have.items() if any(abs(d - k) < 1e-9 for d in config.deltas)}
     if not have:
         raise RobustkitError("no MnM-MOL models in the zoo at this acceleration; train one with `robustkit train --model mnmmol`")
-    return [have[k] for k in sorted(have)]
+    return [have[k] for k in sorted(have)] + outside
+
+
+def check_models(models: list[LoadedModel]) -> None:
+    """Every model needs ``H_θ`` and its own δ (the zoo's MnM-MOL models have both)."""
+    for lm in models:
+        lm.require("H_map", "sweep-delta")
+        lm.require("delta", "sweep-delta")
 
 
 def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run):
@@ -164,29 +177,29 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     from robustkit.studies.audit import model_threshold
     from robustkit.studies.init_test import InitTestConfig, starts_of
 
-    delta, threshold = float(lm.model.config.delta), model_threshold(lm)
+    delta, threshold = lm.delta, model_threshold(lm)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
     init_cfg = InitTestConfig(models=[lm.name], starts=config.init_starts, radii=config.init_radii)
     rows: list[dict[str, Any]] = []
-    lm.model.config.backward = "implicit"
+    lm.set_backward("implicit")
     clean = CleanCache()  # the fixed points below are the attack's clean reconstructions too
     for i, batch in enumerate(batches(dataset, config.batch_size, device)):
         op, b = operator_of(batch), batch["kspace"]
         with torch.no_grad():
             x = clean.get(lm, i, batch, op)
-            stats = lm.model.last_stats
-            own, slow = lipschitz_at(lm.model, x, b, op, delta, config.steps, config.restarts, 10, generator)
-            common, _ = lipschitz_at(lm.model, x, b, op, config.common_delta, config.steps, config.restarts, 0, generator)
+            stats = lm.last_stats
+            own, slow = lipschitz_at(lm, x, b, op, delta, config.steps, config.restarts, 10, generator)
+            common, _ = lipschitz_at(lm, x, b, op, config.common_delta, config.steps, config.restarts, 0, generator)
             sense = sense_init(op, b)
             norm = torch.linalg.vector_norm(x.flatten(1), dim=1)
             sense_in = torch.linalg.vector_norm((sense - x).flatten(1), dim=1) <= delta * norm
             # "Same fixed point" is judged on solves to init_cfg.tol (see analysis.checks)
-            c = lm.model.config
+            s = lm.settings
             starts = [x0 for _, _, x0 in starts_of(init_cfg, x, sense, op.adjoint(b), delta, cpu_gen)]
             if starts:
-                distance, _ = same_fixed_point(lm.model.fixed_point_map(b, op), x, starts, tol=init_cfg.tol,
-                                               max_iter=c.eval_max_iter, method=c.solver)
+                distance, _ = same_fixed_point(lm.fixed_point_map(b, op), x, starts, tol=init_cfg.tol,
+                                               max_iter=s.max_iter, method=s.method)
                 success = (distance <= init_cfg.same_tol).float().mean(0)
             else:
                 success = torch.full_like(norm, np.nan)

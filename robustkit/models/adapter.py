@@ -1,0 +1,230 @@
+"""One uniform object per model for the studies: :class:`ModelAdapter` (docs/api.md).
+
+A study never reads a model's own attributes (``config.solver``, ``eval_tol``, ``last_stats``,
+``H_map``, …); it asks the adapter, which knows the protocols of :mod:`robustkit.protocols`:
+
+- a model that declares ``is_deq = True`` solves itself in ``forward(kspace, op, x0=None)`` and
+  leaves per-sample :class:`~robustkit.solvers.SolverStats` in ``last_stats`` (the built-in MOL,
+  MOL-SN and MnM-MOL);
+- a model that only provides ``fixed_point_map(kspace, op)`` is solved by robustkit:
+  ``x* = f(x*)`` from the SENSE init with :func:`robustkit.solvers.deq_fixed_point` and its
+  :class:`~robustkit.protocols.SolverSettings`; the implicit backward makes ``∂x*/∂b`` available
+  to attacks;
+- any other model is a plain reconstructor: ``x = model(kspace, op)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustkit.errors import RobustkitError
+from robustkit.models.plugins import check_reconstructor, is_plugin_ref, load_plugin
+from robustkit.physics.sense import SenseOperator, sense_init
+from robustkit.protocols import ImageMap, SolverSettings
+
+
+def model_name(model: nn.Module) -> str:
+    """A readable name: the model's ``name`` attribute when it is a non-empty string, else its class name."""
+    name = getattr(model, "name", None)
+    return name if isinstance(name, str) and name else type(model).__name__
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict (sorted keys, dtypes, shapes, bytes): tells two networks apart."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+class ModelAdapter(nn.Module):
+    """Any reconstruction network behind one interface (module docstring).
+
+    ``adapter(kspace (B, C, H, W), op, x0=None) -> image (B, H, W)``; :meth:`solve` also returns the
+    solver statistics (``None`` for a plain reconstructor), kept in ``last_stats`` too.
+
+    Attributes:
+        name: readable name used in results and reports (a zoo folder, or the model's ``name`` /
+            class name).
+        model: the wrapped network.
+        card: the zoo card (``{}`` for a network that is not from the zoo).
+        source: ``"zoo"``, the plug-in spec, or ``"python object"``.
+        settings: the :class:`SolverSettings` of a fixed-point model (``None`` otherwise).
+    """
+
+    def __init__(self, name: str, model: nn.Module, card: dict[str, Any] | None = None, source: str = "zoo"):
+        super().__init__()
+        self.name, self.model, self.card, self.source = name, model, dict(card or {}), source
+        self.last_stats = None
+        self.settings = (SolverSettings.coerce(getattr(model, "solver_settings", None), f"model {name!r}")
+                         if self.is_deq else None)
+
+    # ------------------------------------------------------------------ what the model provides
+    @property
+    def native(self) -> bool:
+        """The model solves its own fixed point (declares ``is_deq = True``)."""
+        return getattr(self.model, "is_deq", None) is True
+
+    @property
+    def is_deq(self) -> bool:
+        """A fixed-point model: it declares ``is_deq = True``, or (declaring nothing) it has
+        ``fixed_point_map``. The built-in MoDL declares ``is_deq = False``: it is unrolled."""
+        declared = getattr(self.model, "is_deq", None)
+        if isinstance(declared, bool):
+            return declared
+        return callable(getattr(self.model, "fixed_point_map", None))
+
+    @property
+    def has_H(self) -> bool:  # noqa: N802 - the paper's name
+        return callable(getattr(self.model, "H_map", None))
+
+    @property
+    def m(self) -> float | None:
+        """Monotonicity margin ``m`` (threshold ``T = 1 − m``), ``None`` when the model has none."""
+        return _number(self.model, "m")
+
+    @property
+    def delta(self) -> float | None:
+        """Ball radius δ of the model's local constraint, ``None`` when it has none."""
+        return _number(self.model, "delta")
+
+    def missing(self, member: str) -> str:
+        """Why ``member`` of the fixed-point protocol is unavailable, as a sentence fragment."""
+        if getattr(self.model, "is_deq", None) is False:
+            return f"{self.name!r} is unrolled and has no fixed point (it declares is_deq = False)"
+        if not self.is_deq:
+            return f"{self.name!r} ({type(self.model).__name__}) has no fixed_point_map(kspace, op)"
+        return f"{self.name!r} ({type(self.model).__name__}) has no {member}"
+
+    def require(self, member: str, study: str) -> None:
+        """Raise a one-line error when the study needs ``member`` of the fixed-point protocol."""
+        ok = {"fixed_point_map": self.is_deq, "H_map": self.is_deq and self.has_H,
+              "m": self.m is not None, "delta": self.delta is not None}[member]
+        if not ok:
+            raise RobustkitError(
+                f"{study} needs the fixed-point protocol member {member}; {self.missing(member)} "
+                "(see docs/api.md, or drop the model from this study)"
+            )
+
+    # ------------------------------------------------------------------ maps and solves
+    def fixed_point_map(self, kspace: torch.Tensor, op: SenseOperator) -> ImageMap:
+        """The update map ``f`` with ``x* = f(x*)``."""
+        self.require("fixed_point_map", "this analysis")
+        return self.model.fixed_point_map(kspace, op)
+
+    def H_map(self, op: SenseOperator) -> ImageMap | None:  # noqa: N802 - the paper's name
+        """``x ↦ H_θ(x)`` for this operator, ``None`` when the model does not define it."""
+        return self.model.H_map(op) if self.has_H and self.is_deq else None
+
+    def set_backward(self, kind: str) -> None:
+        """Gradient through the fixed point: ``implicit``, ``jfb`` or ``phantom`` (DEQs only)."""
+        if not self.is_deq:
+            return
+        self.settings = SolverSettings(**{**self.settings.to_dict(), "backward": kind})
+        config = getattr(self.model, "config", None)
+        if self.native and hasattr(config, "backward"):
+            config.backward = kind
+
+    def solve(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None = None,
+              settings: SolverSettings | None = None):
+        """``(x, stats)``: the reconstruction ``(B, H, W)`` and per-sample solver statistics (``None``
+        for a plain reconstructor). ``settings`` overrides the model's own for this solve."""
+        if not self.is_deq:
+            if x0 is not None:
+                raise RobustkitError(f"{self.name!r} is not a fixed-point model; it cannot start from x0")
+            x, stats = self.model(kspace, op), None
+        elif self.native and settings is None:
+            x = self.model(kspace, op) if x0 is None else self.model(kspace, op, x0)
+            stats = getattr(self.model, "last_stats", None)
+            if stats is None:
+                raise RobustkitError(
+                    f"{self.name!r} declares is_deq = True but its forward left no solver statistics in last_stats; "
+                    "set last_stats (a robustkit.SolverStats), or drop is_deq and let robustkit solve fixed_point_map"
+                )
+        else:
+            from robustkit.solvers import deq_fixed_point
+
+            s = settings or self.settings
+            with torch.no_grad():
+                start = sense_init(op, kspace) if x0 is None else x0
+            x, stats = deq_fixed_point(self.fixed_point_map(kspace, op), start.detach(), s.solver_kwargs(),
+                                       backward=s.backward, backward_tol=s.backward_tol,
+                                       backward_max_iter=s.backward_max_iter, phantom_steps=s.phantom_steps)
+        self._check_output(x, kspace)
+        self.last_stats = stats
+        return x, stats
+
+    def forward(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None = None) -> torch.Tensor:
+        return self.solve(kspace, op, x0)[0]
+
+    def _check_output(self, x: Any, kspace: torch.Tensor) -> None:
+        want = (kspace.shape[0], *kspace.shape[-2:])
+        if not isinstance(x, torch.Tensor) or not x.is_complex() or tuple(x.shape) != want:
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise RobustkitError(
+                f"model {self.name!r} returned {got} for k-space {tuple(kspace.shape)}; a reconstructor must "
+                f"return a complex image {want} (B, H, W)"
+            )
+
+    # ------------------------------------------------------------------ provenance
+    def meta(self) -> dict[str, Any]:
+        """What a run records about the model (meta.json): name, kind, source and weights' sha256."""
+        out: dict[str, Any] = {"name": self.name, "model": self.card.get("model") or model_name(self.model),
+                               "source": self.source, "is_deq": self.is_deq}
+        if self.source == "zoo":
+            out["weights_sha256"] = self.card.get("weights_sha256")
+        else:
+            out["weights_sha256"] = out["state_dict_sha256"] = state_dict_sha256(self.model)
+            out["class"] = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
+        if self.settings is not None:
+            out["solver"] = self.settings.to_dict()
+        return out
+
+
+def _number(model: nn.Module, attr: str) -> float | None:
+    value = getattr(model, attr, None)
+    if value is None:  # the built-in models keep m and δ on their config
+        value = getattr(getattr(model, "config", None), attr, None)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def adapt(model: nn.Module | ModelAdapter, name: str | None = None, source: str = "python object") -> ModelAdapter:
+    """Wrap a network (checked as a reconstructor) for the studies; an adapter is returned as is."""
+    if isinstance(model, ModelAdapter):
+        return model
+    check_reconstructor(model, "the model given")
+    return ModelAdapter(name or model_name(model), model, source=source)
+
+
+def object_label(ref: Any) -> str:
+    """How a model reference is written in config.json: zoo names and plug-in specs as given, a
+    network object as ``<name>@sha256:<first 16 hex of its state dict>`` (so resume tells two apart)."""
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, nn.Module):
+        inner = ref.model if isinstance(ref, ModelAdapter) else ref
+        name = ref.name if isinstance(ref, ModelAdapter) else model_name(ref)
+        return f"{name}@sha256:{state_dict_sha256(inner)[:16]}"
+    raise RobustkitError(
+        f"a model must be a zoo name, a plug-in ({'FILE.py:FACTORY'}) or a torch.nn.Module, got {type(ref).__name__}"
+    )
+
+
+def as_model(ref: str | nn.Module, map_location: str = "cpu") -> ModelAdapter:
+    """A model from a zoo name or folder, a plug-in spec, or a network object, in eval mode on
+    ``map_location``."""
+    object_label(ref)  # refuses anything else with one line
+    if isinstance(ref, nn.Module):
+        return adapt(ref).to(map_location).eval()
+    if is_plugin_ref(ref):
+        return adapt(load_plugin(ref), source=ref).to(map_location).eval()
+    from robustkit.models.zoo import load_model, resolve
+
+    model, card = load_model(ref, map_location=map_location)
+    return ModelAdapter(resolve(ref).name, model, card, source="zoo")
