@@ -110,3 +110,53 @@ def evaluate_cmd(obj, names: tuple[str, ...], split: str, accel: float) -> None:
     agg = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
     click.echo(f"{split} split, {len(ds)} slices, {accel:g}×")
     click.echo(agg.round(4).to_string())
+
+
+@models.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--from", "layout", required=True, type=click.Choice(["mnmmol-ref", "mol-ref", "modl-ref"]),
+              help="Reference code that saved FILE: mnmmol-ref (maneeshrj/MnM-MOL, deGrad in DEQ), mol-ref "
+                   "(anikpram/Monotone-Operator-Learning, fwdbwdBlock in DEQ), modl-ref (maneeshrj/MnM-MOL's MoDL notebook).")
+@click.option("--name", required=True, help="Name of the new zoo entry (letters, digits, '.', '_', '-').")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of the new entry (default $ROBUSTKIT_ZOO/NAME, else ./models/NAME); never overwritten.")
+@click.option("--accel", type=float, default=None,
+              help="Acceleration the model was trained at (default: the reference settings, 4 for MnM-MOL/MoDL, 6 for MOL).")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Image scale s of the reference data relative to robustkit's (max|x| = 1): folded into F_θ as "
+                   "F(s·x)/s. Leave 1 unless you know the reference images' scale (docs/import.md).")
+@click.option("--alpha", type=float, default=None, help="MOL step α (mol-ref only; default 0.01 as in trn_mol.py).")
+@click.option("--K", "K", type=int, default=None, help="Unrolled iterations K (modl-ref only; default 10).")  # noqa: N803
+def import_cmd(file: str, layout: str, name: str, out: str | None, accel: float | None, scale: float,
+               alpha: float | None, K: int | None) -> None:  # noqa: N803 - the paper's name
+    """Import a checkpoint trained with the authors' public code (FILE, e.g. model_best_trn.pth.tar) as a
+    zoo entry: weights.safetensors plus a card with the source file's sha256, the key mapping and the
+    conventions applied. The file is read with weights_only=True (a pickle that needs code execution is
+    refused, never run) and mapped to the CPU. The reference solver is carried over (MnM-MOL: damped
+    step γ = 0.1, tol 2e-4, cap 200; MOL: α, tol 1e-4, cap 500); `robustkit models check NAME` tells
+    whether γ = 1 with Anderson would also be valid."""
+    import shlex
+
+    from robustkit.errors import RobustkitError
+    from robustkit.models.importers import import_checkpoint
+
+    overrides = {}
+    if alpha is not None:
+        if layout != "mol-ref":
+            raise RobustkitError(f"--alpha applies to --from mol-ref only, not {layout}; drop it")
+        overrides["alpha"] = alpha
+    if K is not None:
+        if layout != "modl-ref":
+            raise RobustkitError(f"--K applies to --from modl-ref only, not {layout}; drop it")
+        if K < 1:
+            raise RobustkitError(f"--K must be ≥ 1, got {K}")
+        overrides["K"] = K
+    options = {"--out": out, "--accel": accel, "--scale": None if scale == 1.0 else scale, "--alpha": alpha, "--K": K}
+    command = " ".join(["robustkit models import", shlex.quote(file), "--from", layout, "--name", shlex.quote(name)]
+                       + [f"{k} {shlex.quote(str(v))}" for k, v in options.items() if v is not None])
+    folder, card = import_checkpoint(file, layout, name, out=out, accel=accel, scale=scale, overrides=overrides,
+                                     command=command)
+    c = card["config"]
+    click.echo(f"imported {card['source']['file']} ({layout}, sha256 {card['source']['sha256'][:12]}…) as "
+               f"{card['model']} into {folder}: width {c['width']}, depth {c['depth']}, λ = {c['lam']:.4g}")
+    click.echo(f"evaluate it with `robustkit models evaluate {folder}`")
