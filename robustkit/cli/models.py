@@ -52,7 +52,9 @@ def show(name: str) -> None:
 @click.pass_obj
 def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card: bool) -> None:
     """Convergence checks of a DEQ zoo model on the built-in data: fixed-point residual from SENSE,
-    L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside the ball."""
+    L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside the ball. Then the
+    solver validity: whether only the damped step (1−γ)x + γ(H_θ(x) + Aᴴb) contracts (keep the
+    reference's γ = 0.1) or H_θ itself does (γ = 1 with Anderson is valid)."""
     import json
 
     from robustkit.analysis.checks import deq_checks, summarize_checks
@@ -76,9 +78,25 @@ def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card
         summary = summarize_checks(deq_checks(model, ds, delta, device, limit=limit), threshold)
         results[split] = summary
         click.echo(f"{split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+        summary["solver_validity"] = _solver_validity(model, ds, device, limit, obj.get("seed", 0), split)
     if write_card:
         folder = resolve(name)
         save_model(folder, model, {**card, "checks": {"delta": delta, "threshold": threshold, "command": f"robustkit models check {name} " + " ".join(f"--split {s}" for s in splits), **results}})
+
+
+def _solver_validity(model, dataset, device, limit: int | None, seed: int, split: str) -> dict:
+    """Print and return which fixed-point solver the model's contraction allows (damped step only, or
+    H_θ itself: γ = 1 with Anderson), from lower bounds of L at each slice's fixed point."""
+    from robustkit.analysis.solver_validity import summarize_validity, validity_rows
+
+    s = summarize_validity(validity_rows(model, dataset, device, limit=limit, seed=seed))
+    if s["gamma"] == s["gamma"]:  # a damped H_θ step (MnM-MOL)
+        click.echo(f"{split} solver validity (lower bounds, {s['n']} slices): max L[H_θ] = {s['L_H_max']:.4f}, "
+                   f"max L[(1−γ)I + γH_θ] = {s['L_step_max']:.4f} at γ = {s['gamma']:g}: {s['explanation']}")
+    else:
+        click.echo(f"{split} solver validity (lower bounds, {s['n']} slices): max L[update map] = "
+                   f"{s['L_step_max']:.4f}: {s['explanation']}")
+    return s
 
 
 @models.command("evaluate")
