@@ -91,11 +91,11 @@ def _solver_validity(model, dataset, device, limit: int | None, seed: int, split
 
     s = summarize_validity(validity_rows(model, dataset, device, limit=limit, seed=seed))
     if s["gamma"] == s["gamma"]:  # a damped H_θ step (MnM-MOL)
-        click.echo(f"{split} solver validity (lower bounds, {s['n']} slices): max L[H_θ] = {s['L_H_max']:.4f}, "
-                   f"max L[(1−γ)I + γH_θ] = {s['L_step_max']:.4f} at γ = {s['gamma']:g}: {s['explanation']}")
+        click.echo(f"{split} solver validity (lower bounds, {s['n']} slices): max L[H_θ] = {s['L_H_max']:.5f}, "
+                   f"max L[(1−γ)I + γH_θ] = {s['L_step_max']:.5f} at γ = {s['gamma']:g}: {s['explanation']}")
     else:
         click.echo(f"{split} solver validity (lower bounds, {s['n']} slices): max L[update map] = "
-                   f"{s['L_step_max']:.4f}: {s['explanation']}")
+                   f"{s['L_step_max']:.5f}: {s['explanation']}")
     return s
 
 
