@@ -369,3 +369,20 @@ def test_solver_validity_of_an_imported_mnmmol_on_tiny_data(tmp_path):
     # constant within 0.9 ± 0.1·L[H_θ].
     for r in rows:
         assert 0 < r["L_H"] < 0.5 and 0.85 < r["L_step"] < 0.95 and r["verdict"] == "H_theta"
+
+
+def test_models_check_prints_the_solver_validity_of_an_imported_model(tmp_path, monkeypatch, capsys):
+    import robustkit.data.builtin as builtin
+    from tests.test_training import tiny_dataset
+
+    data = tiny_dataset(tmp_path / "d.h5")
+    monkeypatch.setattr(builtin, "ensure_builtin", lambda *a, **k: data)  # the check's data, without the built-in brain
+    src = write(tmp_path / "model-30.pth.tar", reference_state(width=4, depth=3, lam=10.0))
+    folder = tmp_path / "zoo" / "ref"
+    main(["models", "import", str(src), "--from", "mnmmol-ref", "--name", "ref", "--out", str(folder), "--accel", "1"])
+    main(["models", "check", str(folder), "--split", "val", "--limit", "1", "--write-card"])
+    out = capsys.readouterr().out
+    # Fully sampled (AᴴA = I): H_θ = −F_θ/λ with a small random F_θ contracts, so γ = 1 is valid too.
+    assert "val solver validity (lower bounds, 1 slices): max L[H_θ] = 0." in out and "at γ = 0.1: H_θ contracts" in out
+    validity = json.loads((folder / "card.json").read_text())["checks"]["val"]["solver_validity"]
+    assert validity["verdict"] == "H_theta" and validity["n"] == 1
