@@ -7,6 +7,7 @@ written here from the reference equations (docs/import.md), not with robustkit's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -195,7 +196,7 @@ def test_import_writes_a_verified_zoo_entry(layout, tmp_path):
     src = write(tmp_path / "model_best_trn.pth.tar", state, epoch=None if layout == "mol-ref" else 12)
     folder, card = import_checkpoint(src, layout, "imported", out=tmp_path / "zoo" / "imported")
     model, loaded = load_model(str(folder))
-    assert loaded["source"]["sha256"] == __import__("hashlib").sha256(src.read_bytes()).hexdigest()
+    assert loaded["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert loaded["source"]["file"] == "model_best_trn.pth.tar" and loaded["source"]["layout"] == layout
     assert loaded["source"]["epoch"] == (None if layout == "mol-ref" else 12)
     assert set(loaded["key_mapping"]) == set(state) and loaded["conventions"]["fft"]

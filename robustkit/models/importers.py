@@ -3,16 +3,11 @@
 Three reference layouts, all a ``torch.save`` of ``{"state_dict": model.state_dict()}`` (MnM-MOL
 and its MoDL notebook add ``"epoch"``) where ``model`` wraps one solver block ``f``:
 
-=============  ======================================  ==========================================
-layout         reference code                          robustkit model
-=============  ======================================  ==========================================
-``mnmmol-ref`` maneeshrj/MnM-MOL ``deGrad`` in ``DEQ``  :class:`~robustkit.models.mnmmol.MnMMOL`,
-                                                        damped step γ = 0.1, plain iteration
-``mol-ref``    anikpram/Monotone-Operator-Learning      :class:`~robustkit.models.mol.MOL`,
-               ``fwdbwdBlock`` in ``DEQ``              α = 0.01, plain iteration
-``modl-ref``   maneeshrj/MnM-MOL ``modlBlock`` in      :class:`~robustkit.models.modl.MoDL`, K = 10
-               ``Unroll``
-=============  ======================================  ==========================================
+- ``mnmmol-ref``: maneeshrj/MnM-MOL ``deGrad`` in ``DEQ`` → :class:`~robustkit.models.mnmmol.MnMMOL`,
+  damped step γ = 0.1 iterated plainly to the reference tolerance;
+- ``mol-ref``: anikpram/Monotone-Operator-Learning ``fwdbwdBlock`` in ``DEQ`` →
+  :class:`~robustkit.models.mol.MOL`, α = 0.01, iterated plainly;
+- ``modl-ref``: maneeshrj/MnM-MOL ``modlBlock`` in ``Unroll`` → :class:`~robustkit.models.modl.MoDL`, K = 10.
 
 Keys: ``f.lam → lam`` and ``f.dw.net.{i}.conv.{weight,bias} → cnn.net.{2i}.{weight,bias}`` (the
 reference wraps each conv in a ``convlayer`` holding its ReLU; robustkit's ``nn.Sequential``
@@ -278,7 +273,7 @@ def import_checkpoint(path: str | os.PathLike, layout: str, name: str, out: str 
     mapping, conventions, solver carried over). Refuses an existing entry; on any error nothing is
     written. Returns ``(folder, card)``.
     """
-    from robustkit.models.zoo import CARD, WEIGHTS, save_model
+    from robustkit.models.zoo import CARD, WEIGHTS, read_card, save_model
 
     if not _NAME.match(name or ""):
         raise RobustkitError(f"--name {name!r} is not a valid zoo name; use letters, digits, '.', '_' and '-'")
@@ -313,6 +308,4 @@ def import_checkpoint(path: str | os.PathLike, layout: str, name: str, out: str 
         "command": command or f"robustkit models import {Path(path).name} --from {layout} --name {name}",
     }
     save_model(folder, model, card)
-    from robustkit.models.zoo import read_card
-
     return folder, read_card(folder)
