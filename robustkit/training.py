@@ -62,7 +62,7 @@ class TrainConfig:
     slow_threshold: float | None = None  # MnM-MOL, estimate "both": the slow-mode estimate's own T
     lipschitz_steps: int = 5
     lipschitz_estimate: str = "both"  # MnM-MOL: which estimate(s) of L[H_θ] the penalty acts on (LIPSCHITZ_ESTIMATES)
-    max_minutes: float | None = None  # wall-clock budget, checked after every step (stops mid-epoch, resumable)
+    max_minutes: float | None = None  # wall-clock budget of this call, checked after every step (stops mid-epoch, resumable)
     val_samples: int | None = None
     grad_clip: float = 1.0
     gate: bool = True  # DEQ models: end with the convergence gate (robustkit.analysis.gate); a failure raises GateFailed
@@ -254,8 +254,8 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
 
     Every epoch writes ``weights.safetensors`` + ``card.json`` (zoo format), ``train_state.pt``
     (optimizer, epoch, step, RNG; read with ``weights_only=True``) and appends a row to ``log.csv``.
-    ``config.max_minutes`` is checked after every step: past it, the run saves a checkpoint in the
-    middle of the epoch (card ``stopped``) that ``resume=True`` continues exactly. A DEQ model then
+    ``config.max_minutes`` (the budget of this call) is checked after every step: past it, the run
+    saves a checkpoint in the middle of the epoch (card ``stopped``) that ``resume=True`` continues exactly. A DEQ model then
     meets its convergence gate (:mod:`robustkit.analysis.gate`, docs/training.md) on the
     validation slices; the card records it and a failure raises :class:`GateFailed` (exit 3).
     """
@@ -307,7 +307,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "sums": sums, "elapsed": elapsed,
                     "rng": torch.get_rng_state(), "ascent_rng": ascent_rng.get_state()}, state_path)
 
-    stopped = False
+    stopped, elapsed0 = False, elapsed  # the budget counts this call's time only
     for epoch in range(start_epoch, config.epochs):
         if start_step == 0:
             ascent_rng.manual_seed(config.seed * 1000 + epoch)
@@ -347,7 +347,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             for k, v in step.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})
-            if config.max_minutes is not None and elapsed + _now() - t0 > 60 * config.max_minutes and i + 1 < len(batches):
+            if config.max_minutes is not None and elapsed + _now() - t0 - elapsed0 > 60 * config.max_minutes and i + 1 < len(batches):
                 # the budget is spent in the middle of the epoch: keep this step and stop
                 elapsed += _now() - t0
                 card.update(training=asdict(config), train_seconds=round(elapsed, 1),
@@ -377,7 +377,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         _append_log(out / "log.csv", row)
         if progress:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
-        if config.max_minutes is not None and elapsed > 60 * config.max_minutes and epoch + 1 < config.epochs:
+        if config.max_minutes is not None and elapsed - elapsed0 > 60 * config.max_minutes and epoch + 1 < config.epochs:
             card.update(stopped={"reason": "max_minutes", "epoch": epoch + 2, "step": 0, "steps": len(batches)})
             save_model(out, model, card)
             break

@@ -18,7 +18,7 @@ The per-slice measurements are those of ``robustkit models check``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -57,13 +57,14 @@ class GateResult:
 
     checks: list[dict[str, Any]] = field(default_factory=list)
     n: int = 0
+    psnr: float = float("nan")  # mean PSNR of the SENSE-started solves (dB)
 
     @property
     def passed(self) -> bool:
         return all(c["passed"] for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "n": self.n, "checks": [dict(c) for c in self.checks]}
+        return {"passed": self.passed, "n": self.n, "psnr": self.psnr, "checks": [dict(c) for c in self.checks]}
 
     def failure(self, where: str) -> str:
         """One line: the first failed check, its measured value and what to try."""
@@ -113,5 +114,5 @@ def convergence_gate(model, dataset, device: torch.device | str = "cpu", config:
     ]
     for check in checks:
         check.update(required=config.fraction, passed=check["value"] >= config.fraction)
-    return GateResult(checks=checks, n=n)
+    return GateResult(checks=checks, n=n, psnr=sum(r["psnr"] for r in rows) / n)
 
