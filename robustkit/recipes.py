@@ -136,6 +136,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     stages_dir.mkdir(parents=True, exist_ok=True)
     _record(out, c, [])
     summaries: list[dict[str, Any]] = []
+    current: list[str] = []  # the stages entered, last one running
     t_start = time.perf_counter()
 
     def budget() -> float | None:
@@ -145,6 +146,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     def stage(name: str, stage_config: TrainConfig, what: str) -> dict[str, Any] | None:
         """Run (or continue, or skip when done) one training stage; ``None`` when the budget stopped it."""
         folder = stages_dir / name
+        current.append(name)
         if (folder / "card.json").exists():  # a started stage keeps the settings it was started with
             stored = read_card(folder)["training"]
             stage_config = TrainConfig(**{**stored, "epochs": stage_config.epochs, "max_minutes": stage_config.max_minutes})
@@ -170,7 +172,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     if warm is None:
         if stage("1-modl", TrainConfig(model="modl", lr=c.lr, model_config={**build, "K": 10}, **common),
                  "MoDL warm start, K = 10") is None:
-            return _stopped(out, summaries)
+            return _stopped(current[-1], summaries)
         warm = str(stages_dir / "1-modl")
     folder2 = stages_dir / "2-mnmmol"
     if (folder2 / "card.json").exists():
@@ -182,7 +184,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
                slow_threshold=c.slow_threshold, gate_threshold=c.gate_threshold, **common)
     if stage("2-mnmmol", TrainConfig(model="mnmmol", init_from=warm, lam_lr=c.lam_lr, **mnm),
              "MnM-MOL, λ learnt, constrained") is None:
-        return _stopped(out, summaries)
+        return _stopped(current[-1], summaries)
     chosen = _lambda_scan(stages_dir / "2-mnmmol", stages_dir / "3-lambda", c, device)
     summaries.append({"stage": "3-lambda", "what": "λ scan on validation, F_θ fixed", "folder": "stages/3-lambda",
                       "lambda_scan": chosen["lambda_scan"], "chosen": chosen["chosen"], "gate": chosen["gate"],
@@ -191,7 +193,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     final = stage("4-mnmmol-fixed-lambda", TrainConfig(model="mnmmol", init_from=str(stages_dir / "3-lambda"), lam_lr=0.0, **mnm),
                   "MnM-MOL, λ fixed, constrained")
     if final is None:
-        return _stopped(out, summaries)
+        return _stopped(current[-1], summaries)
     model, card = load_model(str(stages_dir / "4-mnmmol-fixed-lambda"))
     total = sum(s.get("train_seconds") or 0.0 for s in summaries)
     card = {k: v for k, v in card.items() if k not in ("weights_sha256",)}
@@ -201,9 +203,8 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     return read_card(out)
 
 
-def _stopped(out: Path, summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    last = summaries[-1] if summaries else {"stage": "1-modl"}
-    return {"stopped": {"reason": "max_minutes", "stage": last["stage"]}, "stages": summaries}
+def _stopped(stage: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"stopped": {"reason": "max_minutes", "stage": stage}, "stages": summaries}
 
 
 def _lambda_scan(source: Path, folder: Path, config: TrainConfig, device) -> dict[str, Any]:

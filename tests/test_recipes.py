@@ -117,6 +117,24 @@ def test_default_recipe_stages_and_gates_are_recorded(data, tmp_path, capsys):
     assert card["stages"][0]["training"]["penalty_threshold"] == pytest.approx(0.96)  # 1 − 2m
 
 
+def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, capsys, monkeypatch):
+    import robustkit.training
+
+    clock = iter(range(0, 10_000, 30))  # every reading of the training clock advances 30 s
+    monkeypatch.setattr(robustkit.training, "_now", lambda: next(clock))
+    out = tmp_path / "m"
+    args = ["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6", "--lipschitz-steps", "2",
+            "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "width=4", "--set", "depth=2", "--out", str(out)]
+    code, err = run_cli([*args, "--max-minutes", "1"], capsys)
+    assert code == 0, err
+    assert 0 < read_card(out / "stages" / "2-mnmmol")["stopped"]["step"] < 4 and not (out / "card.json").exists()
+    monkeypatch.undo()
+    code, err = run_cli(["train", "--model", "mnmmol", "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    card = read_card(out)
+    assert card["gate"]["passed"] and [s["stage"] for s in card["stages"]][-1] == "4-mnmmol-fixed-lambda"
+
+
 def test_penalty_weight_makes_a_violation_of_m_cost_the_data_loss():
     from robustkit.analysis.lipschitz import penalty
     from robustkit.recipes import penalty_weight_for
