@@ -27,9 +27,9 @@ TOY = {"width": 4, "depth": 2}
 TINY_MODL = {"width": 4, "depth": 2, "K": 1}
 
 
-def toy_mnmmol(folder: Path, scale: float = 5.0) -> str:
-    """A zoo folder holding MnM-MOL with ``F_θ(x) = scale · x`` and λ = 10."""
-    model = build_model("mnmmol", TOY)
+def toy_model(name: str, scale: float):
+    """Model ``name`` (depth 2, width 4) with ``F_θ(x) = scale · x`` exactly."""
+    model = build_model(name, TOY)
     first, last = model.cnn.convs
     with torch.no_grad():
         for conv in (first, last):
@@ -38,7 +38,12 @@ def toy_mnmmol(folder: Path, scale: float = 5.0) -> str:
         for c, (channel, sign) in enumerate([(0, 1), (0, -1), (1, 1), (1, -1)]):
             first.weight[c, channel, 1, 1] = sign
             last.weight[channel, c, 1, 1] = sign * scale
-    save_model(folder, model, {"data": {"accel": 2.0}})
+    return model
+
+
+def toy_mnmmol(folder: Path, scale: float = 5.0) -> str:
+    """A zoo folder holding MnM-MOL with ``F_θ(x) = scale · x`` and λ = 10."""
+    save_model(folder, toy_model("mnmmol", scale), {"data": {"accel": 2.0}})
     return str(folder)
 
 
@@ -78,6 +83,16 @@ def test_gate_passes_a_contraction_and_fails_impossible_thresholds(data, tmp_pat
     failed = convergence_gate(model, val, config=GateConfig(threshold=0.4))
     assert not failed.passed and "convergence gate 'lipschitz' failed" in failed.failure("here")
     assert "0.4" in failed.failure("here") and "try:" in failed.failure("here")
+
+
+def test_mol_is_gated_on_the_lipschitz_constant_of_its_cnn(data):
+    """MOL's constraint is L[F_θ] ≤ 1 − m: with F_θ = ½·x the estimate is ½, so the gate's bound
+    0.4 fails on it, while the solve (a contraction) converges and starts in the ball agree."""
+    val = _dataset(TrainConfig(model="mol", data=data, accel=2), "val", vary=False)
+    result = convergence_gate(toy_model("mol", 0.5), val, config=GateConfig(threshold=0.4))
+    by_name = {c["name"]: c for c in result.checks}
+    assert by_name["converged"]["passed"] and by_name["ball_starts"]["passed"] and not result.passed
+    assert by_name["lipschitz"]["L_max"] == pytest.approx(0.5, abs=1e-3) and "L[F_θ]" in result.failure("here")
 
 
 def test_a_gate_that_passes_is_recorded_on_the_card(data, tmp_path):
