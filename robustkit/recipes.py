@@ -94,8 +94,7 @@ def run(config: TrainConfig, out: str | os.PathLike, device: torch.device, resum
     if recipe == "one" or config.model != "mnmmol":
         if resume and (out / RECIPE_FILE).exists():
             raise RobustkitError(f"{out} holds a staged recipe run; resume it with --recipe default")
-        card = train(config, out, device, resume=resume, progress=progress)
-        return {"stopped": card["stopped"], **card} if "stopped" in card else card
+        return train(config, out, device, resume=resume, progress=progress)
     return _default_mnmmol(config, out, device, resume, progress)
 
 

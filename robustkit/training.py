@@ -382,7 +382,8 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             save_model(out, model, card)
             break
     if model.is_deq and config.gate:
-        gate(model, card, out, val_set, device, config)
+        where = f"after a --max-minutes stop of {config.model} in {out} (--resume continues it)" if stopped else None
+        gate(model, card, out, val_set, device, config, where)
     return read_card(out)
 
 
