@@ -108,10 +108,10 @@ def test_a_solve_that_cannot_converge_stops_training_with_exit_3(data, tmp_path,
     out = tmp_path / "m"
     code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--recipe", "one",
                          "--init-from", toy, "--lr", "1e-7", "--lam-lr", "0", "--lipschitz-steps", "2", "--set", "width=4",
-                         "--set", "depth=2", "--set", "eval_max_iter=2", "--out", str(out)], capsys)
+                         "--set", "depth=2", "--set", "eval_max_iter=2", "--val-samples", "1", "--out", str(out)], capsys)
     lines = err.strip().splitlines()
     assert code == 3 and len(lines) == 1 and "Traceback" not in err, err
-    assert "convergence gate 'converged' failed" in lines[0] and "0% of 2 validation slices" in lines[0] and "try:" in lines[0]
+    assert "convergence gate 'converged' failed" in lines[0] and "0% of 1 validation slices" in lines[0] and "try:" in lines[0]
     assert read_card(out)["gate"]["passed"] is False
 
 
@@ -250,6 +250,7 @@ BAD_FRESH = {
     "--set solver=newton": (["--model", "mnmmol", "--set", "solver=newton"], "solver='newton' is not valid: expected one of"),
     "--out is a file": (["--out", "FILE"], "is a file, not a folder"),
     "--max-minutes 0": (["--max-minutes", "0"], "--max-minutes must be > 0"),
+    "--val-samples 0": (["--val-samples", "0"], "--val-samples must be ≥ 1"),
 }
 
 

@@ -38,6 +38,9 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--max-minutes", type=float, default=None,
               help="Wall-clock budget of this call, checked after every training step: past it, training stops "
                    "mid-epoch with a checkpoint that --resume continues exactly.")
+@click.option("--val-samples", type=int, default=None,
+              help="Validate, and gate, on the first N validation slices only (faster; the gate still needs ≥ 95 % of "
+                   "them). [default: all]")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (SPEC §1).")
 @click.option("--augment", is_flag=True,
               help="Each epoch, give every training slice a new smooth phase and a random left-right flip "
@@ -54,7 +57,7 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_context
 def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam_lr, delta, init_from, penalty_weight, penalty_threshold,
-          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, augment, recipe, out, resume,
+          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, val_samples, noise, augment, recipe, out, resume,
           make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
@@ -79,6 +82,8 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     obj = ctx.obj or {}
     if epochs < 1 or batch_size < 1 or lr <= 0 or accel < 1 or lipschitz_steps < 1 or (lam_lr is not None and lam_lr < 0):
         raise RobustkitError("--epochs, --batch-size and --lipschitz-steps must be ≥ 1, --lr > 0, --lam-lr ≥ 0 and --accel ≥ 1")
+    if val_samples is not None and val_samples < 1:
+        raise RobustkitError(f"--val-samples must be ≥ 1, got {val_samples}")
     if max_minutes is not None and not max_minutes > 0:
         raise RobustkitError(f"--max-minutes must be > 0, got {max_minutes}")
     model_config: dict = {}
@@ -98,6 +103,7 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         seed=obj.get("seed", 0), noise=noise, augment=augment, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, penalty_kind=penalty_kind,
         slow_threshold=slow_threshold, max_minutes=max_minutes, lipschitz_steps=lipschitz_steps, lipschitz_estimate=lipschitz_estimate,
+        val_samples=val_samples,
     )
     out = out or str(zoo_dir() / f"{model_name}-{accel:g}x")
     if resume:
