@@ -122,7 +122,8 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
             if (out / "train_state.pt").exists():
                 raise RobustkitError(f"{out} holds a single-stage run; resume it with --recipe one")
             _check_out(out, resume)
-        check_same_run({"model": "mnmmol", "training": json.loads((out / RECIPE_FILE).read_text())["config"]}, config, out)
+        stored = stored_config(out) or {}
+        check_same_run({"model": stored.pop("model", None), "training": stored}, config, out)
     elif out.exists() and any(out.iterdir()):
         raise RobustkitError(f"{out} already holds a model; pass --resume to continue it or choose another --out")
     c = config
