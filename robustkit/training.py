@@ -350,6 +350,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             if config.max_minutes is not None and elapsed + _now() - t0 - elapsed0 > 60 * config.max_minutes and i + 1 < len(batches):
                 # the budget is spent in the middle of the epoch: keep this step and stop
                 elapsed += _now() - t0
+                card.pop("gate", None)  # the weights change: an earlier gate no longer applies
                 card.update(training=asdict(config), train_seconds=round(elapsed, 1),
                             stopped={"reason": "max_minutes", "epoch": epoch + 1, "step": i + 1, "steps": len(batches)})
                 save_model(out, model, card)
@@ -378,12 +379,12 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         if progress:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
         if config.max_minutes is not None and elapsed - elapsed0 > 60 * config.max_minutes and epoch + 1 < config.epochs:
+            card.pop("gate", None)
             card.update(stopped={"reason": "max_minutes", "epoch": epoch + 2, "step": 0, "steps": len(batches)})
             save_model(out, model, card)
             break
-    if model.is_deq and config.gate:
-        where = f"after a --max-minutes stop of {config.model} in {out} (--resume continues it)" if stopped else None
-        gate(model, card, out, val_set, device, config, where)
+    if model.is_deq and config.gate and not stopped:  # a stopped run is gated when it finishes, not past its budget
+        gate(model, card, out, val_set, device, config)
     return read_card(out)
 
 

@@ -141,7 +141,8 @@ def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, cap
     args = ["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6", "--lipschitz-steps", "2",
             "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "width=4", "--set", "depth=2", "--out", str(out)]
     code, err = run_cli([*args, "--max-minutes", "1"], capsys)
-    assert code == 0, err
+    assert code == 4 and "stopped by --max-minutes in 2-mnmmol" in err and "--resume" in err, err
+    assert "gate" not in read_card(out / "stages" / "2-mnmmol")  # not gated past its budget
     assert 0 < read_card(out / "stages" / "2-mnmmol")["stopped"]["step"] < 4 and not (out / "card.json").exists()
     monkeypatch.undo()
     code, err = run_cli(["train", "--model", "mnmmol", "--out", str(out), "--resume"], capsys)

@@ -64,7 +64,8 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     Checkpoints every epoch into --out (zoo format: weights.safetensors, card.json, log.csv);
     --resume continues an interrupted run. A deep-equilibrium model must pass the convergence gate
     on the validation slices (residual from SENSE at the evaluation tolerance, L ≤ 1 − m, starts
-    inside the ball agree, each on ≥ 95 % of slices): a failure exits with code 3 and names the gate.
+    inside the ball agree, each on ≥ 95 % of slices): a failure exits with code 3 and names the gate;
+    a DEQ run stopped by --max-minutes before its gate exits with code 4 (--resume continues it).
     Examples:
 
         robustkit train --model mnmmol --data knees.h5          # MoDL warm start, then MnM-MOL stages
@@ -74,7 +75,7 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     from pathlib import Path
 
     from robustkit.device import resolve_device
-    from robustkit.errors import RobustkitError
+    from robustkit.errors import RobustkitError, TrainingStopped
     from robustkit.models.zoo import read_card, save_model, zoo_dir
     from robustkit.recipes import run, stored_config
     from robustkit.training import TrainConfig
@@ -125,8 +126,11 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     card = run(config, out, device, resume=resume, recipe=recipe)
     if "stopped" in card:
         where = card["stopped"].get("stage") or f"epoch {card['stopped']['epoch']}"
-        click.echo(f"stopped by --max-minutes in {where} of {model_name} in {out}; `robustkit train --model {model_name} "
+        message = (f"stopped by --max-minutes in {where} of {model_name} in {out}; `robustkit train --model {model_name} "
                    f"--out {out} --resume` continues it")
+        if model_name != "modl":  # a deep-equilibrium model is not done before it passes its gate
+            raise TrainingStopped(message + " to its convergence gate (not passed yet)")
+        click.echo(message)
         return
     if make_default:
         from robustkit.models.zoo import load_model
