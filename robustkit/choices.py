@@ -19,3 +19,7 @@ LIPSCHITZ_ESTIMATES: tuple[str, ...] = ("both", "ball", "slow")
 #: constraint penalties on an estimate L against a threshold T: "quadratic" relu(L − T)² (MnM-MOL's
 #: default), "barrier" −log(T − L), continued linearly within 1e-3 of T (MOL's default).
 PENALTY_KINDS: tuple[str, ...] = ("quadratic", "barrier")
+
+#: training recipes of ``robustkit train`` (docs/training.md): "default" (staged for MnM-MOL, with a
+#: MoDL warm start, a λ scan and convergence gates) or "one" (a single stage with the given settings).
+RECIPES: tuple[str, ...] = ("default", "one")

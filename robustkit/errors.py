@@ -9,3 +9,16 @@ class StudyInterrupted(RobustkitError):
     """A study stopped by Ctrl-C: completed cells are kept and ``--resume`` continues the run."""
 
     exit_code = 130
+
+
+class GateFailed(RobustkitError):
+    """A trained model failed its convergence gate: training stops and the CLI exits with code 3."""
+
+    exit_code = 3
+
+
+class TrainingStopped(RobustkitError):
+    """A deep-equilibrium training stopped by its time budget before its convergence gate: the
+    model is not certified yet; ``--resume`` continues it. The CLI exits with code 4."""
+
+    exit_code = 4

@@ -62,9 +62,11 @@ class TrainConfig:
     slow_threshold: float | None = None  # MnM-MOL, estimate "both": the slow-mode estimate's own T
     lipschitz_steps: int = 5
     lipschitz_estimate: str = "both"  # MnM-MOL: which estimate(s) of L[H_θ] the penalty acts on (LIPSCHITZ_ESTIMATES)
-    max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
+    max_minutes: float | None = None  # wall-clock budget of this call, checked after every step (stops mid-epoch, resumable)
     val_samples: int | None = None
     grad_clip: float = 1.0
+    gate: bool = True  # DEQ models: end with the convergence gate (robustkit.analysis.gate); a failure raises GateFailed
+    gate_threshold: float | None = None  # the gate's bound on L; None: the model's 1 − m
 
     def __post_init__(self) -> None:
         # names are checked once, here, so that training never starts with one it cannot use
@@ -190,11 +192,72 @@ def _validate(model, dataset, device, limit: int | None) -> dict[str, float]:
     return out
 
 
+#: training settings a ``--resume`` may change; any other difference is refused (a different run).
+RESUMABLE = ("epochs", "max_minutes", "val_samples")
+
+#: the clock of the ``max_minutes`` budget (a module attribute so tests can drive it).
+_now = time.perf_counter
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RobustkitError(f"--out {out} is a file, not a folder; choose a folder name for the model")
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise RobustkitError(f"{out} already holds a model; pass --resume to continue it or choose another --out")
+    if resume and not (out / "train_state.pt").exists():
+        raise RobustkitError(f"nothing to resume in {out} (no train_state.pt); drop --resume to start afresh")
+
+
+def check_same_run(card: dict[str, Any], config: TrainConfig, out: Path) -> None:
+    """Refuse to resume the run in ``out`` (its ``card``) with a different model or training setting."""
+    if card.get("model") != config.model:
+        raise RobustkitError(f"{out} holds a {card.get('model')} run, not {config.model}; resume it with --model "
+                             f"{card.get('model')} or train {config.model} into another --out")
+    stored = card.get("training")
+    if not isinstance(stored, dict):
+        raise RobustkitError(f"{out}/card.json records no training settings; it cannot be resumed — train into another --out")
+    defaults = asdict(TrainConfig(model=config.model))
+    for key, value in asdict(config).items():
+        if key not in RESUMABLE and stored.get(key, defaults[key]) != value:
+            raise RobustkitError(f"--resume would change {key} from {stored.get(key, defaults[key])!r} to {value!r}; a resumed "
+                                 f"run keeps its model and training settings — drop that option or train into another --out")
+
+
+def _load_state(out: Path) -> dict[str, Any]:
+    """``train_state.pt`` read with ``weights_only=True`` (no code runs) and checked field by field."""
+    path = out / "train_state.pt"
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # any unreadable or malicious file: one line, nothing changed
+        raise RobustkitError(f"{path} is not a readable training checkpoint ({type(exc).__name__}); "
+                             "restore it or train into another --out") from None
+    fields_ok = isinstance(state, dict) and isinstance(state.get("optimizer"), dict) and isinstance(state.get("epoch"), int) \
+        and isinstance(state.get("elapsed"), (int, float)) and isinstance(state.get("rng"), torch.Tensor)
+    if not fields_ok:
+        raise RobustkitError(f"{path} lacks the fields of a robustkit training checkpoint; restore it or train into another --out")
+    return state
+
+
+def _load_weights(model, out: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(out / "weights.safetensors"))
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        raise RobustkitError(f"{out}/weights.safetensors cannot be resumed ({str(exc).splitlines()[0]}); "
+                             "restore it or train into another --out") from None
+
+
 def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``config.model`` into the zoo folder ``out``; returns the final card.
 
     Every epoch writes ``weights.safetensors`` + ``card.json`` (zoo format), ``train_state.pt``
-    (optimizer, epoch, RNG; read with ``weights_only=True``) and appends a row to ``log.csv``.
+    (optimizer, epoch, step, RNG; read with ``weights_only=True``) and appends a row to ``log.csv``.
+    ``config.max_minutes`` (the budget of this call) is checked after every step: past it, the run
+    saves a checkpoint in the middle of the epoch (card ``stopped``) that ``resume=True`` continues exactly. A DEQ model then
+    meets its convergence gate (:mod:`robustkit.analysis.gate`, docs/training.md) on the
+    validation slices; the card records it and a failure raises :class:`GateFailed` (exit 3).
     """
     from tqdm.auto import tqdm
 
@@ -204,10 +267,12 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
 
     out = refuse_package_write(out)
     state_path = out / "train_state.pt"
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise RobustkitError(f"{out} already holds a model; pass --resume to continue it or choose another --out")
-    if resume and not state_path.exists():
-        raise RobustkitError(f"nothing to resume in {out} (no train_state.pt); drop --resume to start afresh")
+    _check_out(out, resume)
+    card: dict[str, Any] = {}
+    if resume:
+        card = read_card(out)
+        check_same_run(card, config, out)
+        state = _load_state(out)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.model_config).to(device)
@@ -220,36 +285,45 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     opt = torch.optim.Adam([{"params": network, "lr": config.lr}, {"params": [model.lam], "lr": lam_lr}])
     train_set, val_set = _dataset(config, "train", vary=True), _dataset(config, "val", vary=False)
 
-    start_epoch, elapsed = 0, 0.0
+    start_epoch, start_step, elapsed, sums = 0, 0, 0.0, {}
+    ascent_rng = torch.Generator(device=device).manual_seed(config.seed)
     if resume:
-        from safetensors.torch import load_file
-
-        state = torch.load(state_path, weights_only=True)
-        model.load_state_dict(load_file(out / "weights.safetensors"))
-        if len(state["optimizer"]["param_groups"]) != len(opt.param_groups):
+        _load_weights(model, out)
+        if len(state["optimizer"].get("param_groups", [])) != len(opt.param_groups):
             raise RobustkitError(f"{state_path} was written by an older robustkit (λ shared the CNN's learning rate); "
                                  "start a new run with --init-from instead of --resume")
         opt.load_state_dict(state["optimizer"])
-        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
+        start_epoch, elapsed = state["epoch"], float(state["elapsed"])
+        start_step, sums = int(state.get("step", 0)), dict(state.get("sums", {}))
         torch.set_rng_state(state["rng"])
+        if "ascent_rng" in state:
+            ascent_rng.set_state(state["ascent_rng"])
+    else:
+        out.mkdir(parents=True, exist_ok=True)
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-    card: dict[str, Any] = read_card(out) if resume else {}
     card.setdefault("command", command)
     card.setdefault("history", [])
 
-    ascent_rng = torch.Generator(device=device).manual_seed(config.seed)
+    def checkpoint(epoch: int, step: int) -> None:
+        torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "sums": sums, "elapsed": elapsed,
+                    "rng": torch.get_rng_state(), "ascent_rng": ascent_rng.get_state()}, state_path)
+
+    stopped, elapsed0 = False, elapsed  # the budget counts this call's time only
     for epoch in range(start_epoch, config.epochs):
-        ascent_rng.manual_seed(config.seed * 1000 + epoch)
+        if start_step == 0:
+            ascent_rng.manual_seed(config.seed * 1000 + epoch)
+            sums = {}
         lr = lr_at(config, epoch)
         opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = lr, lam_lr * lr / config.lr
-        t0 = time.perf_counter()
+        t0 = _now()
         train_set.set_epoch(epoch)
-        g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=g)
+        # the epoch's order, as DataLoader(shuffle=True, generator=g) draws it; a resumed epoch skips what was done
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).tolist()
+        batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches[start_step:])
         model.train()
-        sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for batch in bar:
+        for i, batch in enumerate(bar, start=start_step):
             batch = to_device(batch, device)
             op = operator_of(batch)
             x = model(batch["kspace"], op)
@@ -274,12 +348,26 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             for k, v in step.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})
-        n = max(1, len(loader))
+            if config.max_minutes is not None and elapsed + _now() - t0 - elapsed0 > 60 * config.max_minutes and i + 1 < len(batches):
+                # the budget is spent in the middle of the epoch: keep this step and stop
+                elapsed += _now() - t0
+                card.pop("gate", None)  # the weights change: an earlier gate no longer applies
+                card.update(training=asdict(config), train_seconds=round(elapsed, 1),
+                            stopped={"reason": "max_minutes", "epoch": epoch + 1, "step": i + 1, "steps": len(batches)})
+                save_model(out, model, card)
+                checkpoint(epoch, i + 1)
+                stopped = True
+                break
+        if stopped:
+            break
+        start_step = 0
+        n = max(1, len(batches))
         row = {"epoch": epoch + 1, "lr": lr, "lam": float(model.lam.detach()), **{f"train_{k}": v / n for k, v in sums.items()}}
         row.update(_validate(model, val_set, device, config.val_samples))
-        elapsed += time.perf_counter() - t0
+        elapsed += _now() - t0
         row["elapsed_s"] = round(elapsed, 1)
         card["history"].append(row)
+        card.pop("stopped", None)
         card.update(
             training=asdict(config), epochs_done=epoch + 1, train_seconds=round(elapsed, 1),
             validation={k: v for k, v in row.items() if k.startswith("val_")},
@@ -287,13 +375,34 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
                   "noise": config.noise, "shape": list(train_set[0]["target"].shape[-2:])},
         )
         save_model(out, model, card)
-        torch.save({"optimizer": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed, "rng": torch.get_rng_state()}, state_path)
+        checkpoint(epoch + 1, 0)
         _append_log(out / "log.csv", row)
         if progress:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
-        if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
+        if config.max_minutes is not None and elapsed - elapsed0 > 60 * config.max_minutes and epoch + 1 < config.epochs:
+            card.pop("gate", None)
+            card.update(stopped={"reason": "max_minutes", "epoch": epoch + 2, "step": 0, "steps": len(batches)})
+            save_model(out, model, card)
             break
+    if model.is_deq and config.gate and not stopped:  # a stopped run is gated when it finishes, not past its budget
+        gate(model, card, out, val_set, device, config)
     return read_card(out)
+
+
+def gate(model, card: dict[str, Any], out: Path, val_set, device, config: TrainConfig, where: str | None = None) -> dict[str, Any]:
+    """Evaluate the convergence gate on ``val_set``, record it on the card in ``out`` and raise
+    :class:`~robustkit.errors.GateFailed` naming the failed check when it does not pass."""
+    from robustkit.analysis.gate import GateConfig, convergence_gate
+    from robustkit.errors import GateFailed
+    from robustkit.models.zoo import save_model
+
+    result = convergence_gate(model, val_set, device, GateConfig(limit=config.val_samples, seed=config.seed,
+                                                                  threshold=config.gate_threshold))
+    card["gate"] = result.to_dict()
+    save_model(out, model, card)
+    if not result.passed:
+        raise GateFailed(result.failure(where or f"after training {config.model} into {out}") + "; the model is kept there, marked failed")
+    return card["gate"]
 
 
 def _append_log(path: Path, row: dict[str, Any]) -> None:

@@ -72,7 +72,7 @@ def test_existing_output_is_not_overwritten(data, tmp_path):
 
 
 def test_mnmmol_training_records_lipschitz_and_iterations(data, tmp_path):
-    cfg = TrainConfig(model="mnmmol", data=data, accel=2, epochs=1, lr=1e-3, lipschitz_steps=2,
+    cfg = TrainConfig(model="mnmmol", data=data, accel=2, epochs=1, lr=1e-3, lipschitz_steps=2, gate=False,
                       model_config={"width": 8, "depth": 3, "max_iter": 30, "eval_max_iter": 40})
     card = train(cfg, tmp_path / "mnm", torch.device("cpu"), progress=False)
     row = card["history"][0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PENALTY_KINDS
+from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PENALTY_KINDS, RECIPES
 
 
 @click.command()
@@ -35,33 +35,59 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
               help="MnM-MOL: the estimate of L[H_θ](x*; δ) the penalty acts on: random pairs in the ball (the audit's), "
                    "close pairs along the iteration's slowest mode, or the larger of the two.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Model config override, e.g. --set K=5 --set width=32.")
-@click.option("--max-minutes", type=float, default=None, help="Stop after the epoch that passes this wall-clock budget.")
+@click.option("--max-minutes", type=float, default=None,
+              help="Wall-clock budget of this call, checked after every training step: past it, training stops "
+                   "mid-epoch with a checkpoint that --resume continues exactly.")
+@click.option("--val-samples", type=int, default=None,
+              help="Validate, and gate, on the first N validation slices only (faster; the gate still needs ≥ 95 % of "
+                   "them). [default: all]")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (SPEC §1).")
 @click.option("--augment", is_flag=True,
               help="Each epoch, give every training slice a new smooth phase and a random left-right flip "
                    "(k-space re-simulated from target and maps; needs fully sampled targets).")
 @click.option("--out", type=click.Path(), default=None, help="Output model folder. [default: <your zoo>/<model>-<accel>x, i.e. ./models/… unless --zoo or "
                    "$ROBUSTKIT_ZOO says otherwise; never inside the installed package]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--recipe", type=click.Choice(RECIPES), default="default", show_default=True,
+              help="default: for mnmmol the staged recipe of docs/training.md (a MoDL warm start unless --init-from, "
+                   "MnM-MOL with λ learnt, a λ scan on validation, MnM-MOL with λ fixed, the penalty scaled to the data "
+                   "loss); other models train one stage. one: a single stage with exactly the given settings. "
+                   "Every DEQ stage ends at the convergence gate; a failed gate exits with code 3.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint, with its recorded settings; only --epochs and "
+                   "--max-minutes (a budget for this call) may change, any other different option is refused.")
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
-@click.pass_obj
-def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam_lr, delta, init_from, penalty_weight, penalty_threshold,
-          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, noise, augment, out, resume, make_default) -> None:
+@click.pass_context
+def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam_lr, delta, init_from, penalty_weight, penalty_threshold,
+          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, val_samples, noise, augment, recipe, out, resume,
+          make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
     Checkpoints every epoch into --out (zoo format: weights.safetensors, card.json, log.csv);
-    --resume continues an interrupted run. Example:
+    --resume continues an interrupted run. A deep-equilibrium model must pass the convergence gate
+    on the validation slices (residual from SENSE at the evaluation tolerance, L ≤ 1 − m, starts
+    inside the ball agree, each on ≥ 95 % of slices): a failure exits with code 3 and names the gate;
+    a DEQ run stopped by --max-minutes before its gate exits with code 4 (--resume continues it).
+    Examples:
 
-        robustkit train --model mnmmol --accel 4 --delta 0.3 --init-from modl-4x --epochs 5
+        robustkit train --model mnmmol --data knees.h5          # MoDL warm start, then MnM-MOL stages
+
+        robustkit train --model mnmmol --init-from modl-4x --recipe one --epochs 5
     """
-    from robustkit.device import resolve_device
-    from robustkit.errors import RobustkitError
-    from robustkit.models.zoo import read_card, save_model, user_zoo
-    from robustkit.training import TrainConfig, train as run_training
+    from pathlib import Path
 
-    obj = obj or {}
+    from robustkit.device import resolve_device
+    from robustkit.errors import RobustkitError, TrainingStopped
+    from robustkit.models.zoo import read_card, save_model, user_zoo
+    from robustkit.recipes import run, stored_config
+    from robustkit.training import TrainConfig
+
+    obj = ctx.obj or {}
     if epochs < 1 or batch_size < 1 or lr <= 0 or accel < 1 or lipschitz_steps < 1 or (lam_lr is not None and lam_lr < 0):
         raise RobustkitError("--epochs, --batch-size and --lipschitz-steps must be ≥ 1, --lr > 0, --lam-lr ≥ 0 and --accel ≥ 1")
+    if val_samples is not None and val_samples < 1:
+        raise RobustkitError(f"--val-samples must be ≥ 1, got {val_samples}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise RobustkitError(f"--max-minutes must be > 0, got {max_minutes}")
     model_config: dict = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -74,23 +100,51 @@ def train(obj, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         if not 0 < delta:
             raise RobustkitError(f"--delta must be > 0, got {delta}")
         model_config["delta"] = delta
-    config = TrainConfig(
+    given = dict(
         model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, lam_lr=lam_lr,
         seed=obj.get("seed", 0), noise=noise, augment=augment, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, penalty_kind=penalty_kind,
-        slow_threshold=slow_threshold, max_minutes=max_minutes,
-        lipschitz_steps=lipschitz_steps,
-        lipschitz_estimate=lipschitz_estimate,
+        slow_threshold=slow_threshold, max_minutes=max_minutes, lipschitz_steps=lipschitz_steps, lipschitz_estimate=lipschitz_estimate,
+        val_samples=val_samples,
     )
     out = out or str(user_zoo() / f"{model_name}-{accel:g}x")
+    if resume:
+        # the run's recorded settings, with what the user typed on top: any difference is refused
+        stored = stored_config(Path(out))
+        if stored is not None:
+            explicit = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+            seed_given = ctx.parent is not None and ctx.parent.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE
+            if "recipe" not in explicit:
+                recipe = stored.pop("recipe")
+            stored.pop("recipe", None)
+            typed = {_FIELD.get(name, name) for name in explicit} | ({"seed"} if seed_given else set()) | {"max_minutes"}
+            if "delta" in explicit or "overrides" in explicit:
+                typed.add("model_config")
+            given = {**stored, "model": model_name, **{k: v for k, v in given.items() if k in typed}}
+            given = {k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__}
+    config = TrainConfig(**given)
     device = resolve_device(obj.get("device", "auto"))
-    card = run_training(config, out, device, resume=resume)
+    card = run(config, out, device, resume=resume, recipe=recipe)
+    if "stopped" in card:
+        where = card["stopped"].get("stage") or f"epoch {card['stopped']['epoch']}"
+        message = (f"stopped by --max-minutes in {where} of {model_name} in {out}; `robustkit train --model {model_name} "
+                   f"--out {out} --resume` continues it")
+        if model_name != "modl":  # a deep-equilibrium model is not done before it passes its gate
+            raise TrainingStopped(message + " to its convergence gate (not passed yet)")
+        click.echo(message)
+        return
     if make_default:
         from robustkit.models.zoo import load_model
 
         model, _ = load_model(out)
         save_model(out, model, {**read_card(out), "default": True})
-    click.echo(f"trained {model_name} for {card['epochs_done']} epochs into {out}: {card['validation']}")
+    gate = card.get("gate")
+    passed = "" if gate is None else f"; convergence gate passed on {gate['n']} validation slices"
+    click.echo(f"trained {model_name} for {card['epochs_done']} epochs into {out}: {card['validation']}{passed}")
+
+
+#: CLI parameter → TrainConfig field, where the names differ.
+_FIELD = {"model_name": "model", "overrides": "model_config", "delta": "model_config"}
 
 
 def _parse_value(text: str):

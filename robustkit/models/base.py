@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from robustkit.errors import RobustkitError
 from robustkit.models.cnn import ScoreCNN
 from robustkit.physics.sense import SenseOperator, sense_init
+from robustkit.solvers import BACKWARDS, SOLVERS
 
 
 @dataclass
@@ -21,8 +24,54 @@ class ModelConfig:
     depth: int = 5
     lam: float = 10.0  # initial λ (learnable)
 
+    def __post_init__(self) -> None:
+        # A config comes from `--set KEY=VALUE` or a card's JSON: check each value's type and range
+        # here, once, so a bad one is a one-line error naming it instead of a crash deep in a solve.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise RobustkitError(f"model config {f.name}={value!r} is not valid: expected an integer")
+            if kind == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise RobustkitError(f"model config {f.name}={value!r} is not valid: expected a finite number")
+                setattr(self, f.name, float(value))
+            if kind == "str" and not isinstance(value, str):
+                raise RobustkitError(f"model config {f.name}={value!r} is not valid: expected a string")
+            rule = CONFIG_RULES.get(f.name)
+            if rule is not None and not rule[0](getattr(self, f.name)):
+                raise RobustkitError(f"model config {f.name}={value!r} is not valid: expected {rule[1]}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _one_of(*names: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in names), "one of " + ", ".join(names)
+
+
+#: range of every model config key (any model that has it): key → (test, what is expected).
+CONFIG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "width": (lambda v: v >= 1, "an integer ≥ 1 (channels of F_θ)"),
+    "depth": (lambda v: v >= 2, "an integer ≥ 2 (conv layers of F_θ)"),
+    "lam": (lambda v: v > 0, "λ > 0"),
+    "K": (lambda v: v >= 1, "an integer ≥ 1 (unrolled iterations)"),
+    "cg_iters": (lambda v: v >= 1, "an integer ≥ 1"),
+    "mu": (lambda v: v > 0, "a number > 0"),
+    "alpha": (lambda v: 0 < v <= 1, "a step 0 < α ≤ 1"),
+    "gamma": (lambda v: 0 < v <= 1, "a step 0 < γ ≤ 1"),
+    "delta": (lambda v: v > 0, "a ball radius δ > 0"),
+    "m": (lambda v: 0 <= v < 1, "a margin 0 ≤ m < 1"),
+    "tol": (lambda v: v > 0, "a tolerance > 0"),
+    "eval_tol": (lambda v: v > 0, "a tolerance > 0"),
+    "backward_tol": (lambda v: v > 0, "a tolerance > 0"),
+    "max_iter": (lambda v: v >= 1, "an integer ≥ 1"),
+    "eval_max_iter": (lambda v: v >= 1, "an integer ≥ 1"),
+    "backward_max_iter": (lambda v: v >= 1, "an integer ≥ 1"),
+    "phantom_steps": (lambda v: v >= 1, "an integer ≥ 1"),
+    "solver": _one_of(*SOLVERS),
+    "backward": _one_of(*BACKWARDS),
+}
 
 
 class ReconModel(nn.Module):

@@ -1,0 +1,239 @@
+"""The default training recipe: MnM-MOL on a new dataset without hand-tuning (docs/training.md).
+
+Stages, each a :func:`robustkit.training.train` run in ``OUT/stages/<n>-<name>/`` (zoo format,
+resumable), each DEQ stage ending at the convergence gate (:mod:`robustkit.analysis.gate`):
+
+1. ``modl``: the MoDL warm start (K = 10) on the same data, unless ``init_from`` names one;
+2. ``mnmmol``: MnM-MOL from that F_θ and λ, λ learnt in its own Adam group, the network at
+   ``FINE_TUNE_LR`` × lr, under the penalty ``w · relu(L − T)²`` on the larger of the ball and
+   slow-mode estimates of ``L[H_θ](x*; δ)``, with ``T = 1 − 2m`` and ``w = mse₀ / m²``
+   (:func:`penalty_weight_for`: a violation of m costs as much as the data loss does at the start);
+3. ``lambda``: λ scanned on the validation slices with F_θ fixed (``λ × s`` for ``s`` in
+   ``LAMBDA_FACTORS``); the best validation PSNR among the factors that pass the gate is kept;
+4. ``mnmmol-fixed-lambda``: MnM-MOL from stage 3 with λ fixed (``lam_lr = 0``), same penalty.
+
+The final model is written to ``OUT`` with the card's ``stages`` (settings, gate values) and
+``gate``. ``max_minutes`` is the budget of the whole recipe; a stop leaves a checkpoint that
+``resume=True`` continues. Other models train one gated stage (:func:`robustkit.training.train`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustkit.choices import RECIPES
+from robustkit.errors import GateFailed, RobustkitError
+from robustkit.models.registry import build_model
+from robustkit.training import TrainConfig, _check_out, _dataset, check_same_run, train
+
+#: network learning rate of the MnM-MOL stages relative to ``config.lr`` (a fine-tune of the warm start).
+FINE_TUNE_LR = 0.1
+
+#: λ factors of the validation scan (stage 3), F_θ fixed.
+LAMBDA_FACTORS: tuple[float, ...] = (1.0, 1.3, 1.7)
+
+#: training slices on which the data loss mse₀ that scales the penalty is measured.
+SCALE_SLICES = 4
+
+RECIPE_FILE = "recipe.json"
+
+
+def penalty_weight_for(mse0: float, m: float) -> float:
+    """``w = mse₀ / m²``: with ``L = T + m`` the penalty ``w (L − T)²`` equals the data loss ``mse₀``,
+    so the constraint bites at the scale of the loss whatever the data's intensity."""
+    return mse0 / m**2
+
+
+def data_loss(folder: Path, dataset, device, n: int = SCALE_SLICES) -> float:
+    """Mean ``|x − x_gt|²`` of the zoo model in ``folder`` on the first ``n`` slices of ``dataset``."""
+    from robustkit.batch import operator_of, to_device
+    from robustkit.models.zoo import load_model
+
+    model, _ = load_model(str(folder), map_location=str(device))
+    losses = []
+    for i in range(min(n, len(dataset))):
+        batch = to_device({k: v[None] for k, v in dataset[i].items()}, device)
+        with torch.no_grad():
+            x = model(batch["kspace"], operator_of(batch))
+        losses.append(float((x - batch["target"]).abs().pow(2).mean()))
+    return sum(losses) / len(losses)
+
+
+def stored_config(out: Path) -> dict[str, Any] | None:
+    """The training settings of the run in ``out``: the recipe's (``recipe.json``) or the single
+    stage's (``card.json``); ``None`` when there is none."""
+    from robustkit.models.zoo import read_card
+
+    if (out / RECIPE_FILE).exists():
+        try:
+            record = json.loads((out / RECIPE_FILE).read_text())
+            return {**record["config"], "recipe": "default"}
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            raise RobustkitError(f"{out / RECIPE_FILE} is not a valid recipe record; train into another --out") from None
+    if (out / "card.json").exists():
+        training = read_card(out).get("training")
+        return {**training, "recipe": "one"} if isinstance(training, dict) else None
+    return None
+
+
+def run(config: TrainConfig, out: str | os.PathLike, device: torch.device, resume: bool = False, recipe: str = "default",
+        progress: bool = True) -> dict[str, Any]:
+    """Train with ``recipe`` into ``out``; returns the final card, or ``{"stopped": …}`` when
+    ``config.max_minutes`` ran out (``resume=True`` continues). Raises :class:`GateFailed` when a
+    stage fails its gate."""
+    if recipe not in RECIPES:
+        raise RobustkitError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    out = Path(out)
+    if recipe == "one" or config.model != "mnmmol":
+        if resume and (out / RECIPE_FILE).exists():
+            raise RobustkitError(f"{out} holds a staged recipe run; resume it with --recipe default")
+        return train(config, out, device, resume=resume, progress=progress)
+    return _default_mnmmol(config, out, device, resume, progress)
+
+
+def _record(out: Path, config: TrainConfig, stages: list[dict[str, Any]]) -> None:
+    (out / RECIPE_FILE).write_text(json.dumps({"config": asdict(config), "stages": stages}, indent=2) + "\n")
+
+
+def _stage_done(folder: Path, epochs: int) -> bool:
+    from robustkit.models.zoo import read_card
+
+    if not (folder / "card.json").exists():
+        return False
+    card = read_card(folder)
+    gated = card.get("model") == "modl" or card.get("gate", {}).get("passed", False) or "lambda_scan" in card
+    return gated and "stopped" not in card and card.get("epochs_done", 0) >= epochs
+
+
+def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progress: bool) -> dict[str, Any]:
+    from robustkit.models.zoo import load_model, read_card, resolve, save_model
+
+    if out.exists() and not out.is_dir():
+        raise RobustkitError(f"--out {out} is a file, not a folder; choose a folder name for the model")
+    if resume:
+        if not (out / RECIPE_FILE).exists():
+            if (out / "train_state.pt").exists():
+                raise RobustkitError(f"{out} holds a single-stage run; resume it with --recipe one")
+            _check_out(out, resume)
+        stored = stored_config(out) or {}
+        check_same_run({"model": stored.pop("model", None), "training": stored}, config, out)
+    elif out.exists() and any(out.iterdir()):
+        raise RobustkitError(f"{out} already holds a model; pass --resume to continue it or choose another --out")
+    c = config
+    build_model(c.model, c.model_config)  # a bad --set or data file fails here, before anything is written
+    _dataset(c, "val", vary=False)
+    build = {k: v for k, v in c.model_config.items() if k in ("width", "depth")}
+    m = float(c.model_config.get("m", 0.02))
+    T = c.penalty_threshold if c.penalty_threshold is not None else 1 - 2 * m
+    stages_dir = out / "stages"
+    stages_dir.mkdir(parents=True, exist_ok=True)
+    _record(out, c, [])
+    summaries: list[dict[str, Any]] = []
+    current: list[str] = []  # the stages entered, last one running
+    t_start = time.perf_counter()
+
+    def budget() -> float | None:
+        """Minutes left of this call's ``max_minutes``."""
+        return None if c.max_minutes is None else c.max_minutes - (time.perf_counter() - t_start) / 60
+
+    def stage(name: str, stage_config: TrainConfig, what: str) -> dict[str, Any] | None:
+        """Run (or continue, or skip when done) one training stage; ``None`` when the budget stopped it."""
+        folder = stages_dir / name
+        current.append(name)
+        if (folder / "card.json").exists():  # a started stage keeps the settings it was started with
+            stored = read_card(folder)["training"]
+            stage_config = TrainConfig(**{**stored, "epochs": stage_config.epochs, "max_minutes": stage_config.max_minutes})
+        if not _stage_done(folder, stage_config.epochs):
+            left = budget()
+            if left is not None and left <= 0:
+                return None
+            stage_config = replace(stage_config, max_minutes=left)
+            try:
+                train(stage_config, folder, device, resume=(folder / "train_state.pt").exists(), progress=progress)
+            except GateFailed as exc:
+                raise GateFailed(f"stage {name} ({what}): {exc}") from None
+        card = read_card(folder)
+        summaries.append({"stage": name, "what": what, "folder": str(folder.relative_to(out)), "epochs": card.get("epochs_done", 0),
+                          "training": card["training"], "validation": card.get("validation"), "gate": card.get("gate"),
+                          "train_seconds": card.get("train_seconds")})
+        _record(out, c, summaries)
+        return None if "stopped" in card else card
+
+    common = dict(data=c.data, accel=c.accel, epochs=c.epochs, batch_size=c.batch_size, seed=c.seed, noise=c.noise,
+                  augment=c.augment, val_samples=c.val_samples, lr_schedule=c.lr_schedule)
+    warm = c.init_from
+    if warm is None:
+        if stage("1-modl", TrainConfig(model="modl", lr=c.lr, model_config={**build, "K": 10}, **common),
+                 "MoDL warm start, K = 10") is None:
+            return _stopped(current[-1], summaries)
+        warm = str(stages_dir / "1-modl")
+    folder2 = stages_dir / "2-mnmmol"
+    if (folder2 / "card.json").exists():
+        weight = read_card(folder2)["training"]["penalty_weight"]
+    else:
+        weight = c.penalty_weight or penalty_weight_for(data_loss(resolve(warm), _dataset(c, "train", vary=False), device), m)
+    mnm = dict(model_config=c.model_config, lr=c.lr * FINE_TUNE_LR, penalty_weight=weight, penalty_threshold=T,
+               penalty_kind=c.penalty_kind, lipschitz_estimate=c.lipschitz_estimate, lipschitz_steps=c.lipschitz_steps,
+               slow_threshold=c.slow_threshold, gate_threshold=c.gate_threshold, **common)
+    if stage("2-mnmmol", TrainConfig(model="mnmmol", init_from=warm, lam_lr=c.lam_lr, **mnm),
+             "MnM-MOL, λ learnt, constrained") is None:
+        return _stopped(current[-1], summaries)
+    chosen = _lambda_scan(stages_dir / "2-mnmmol", stages_dir / "3-lambda", c, device)
+    summaries.append({"stage": "3-lambda", "what": "λ scan on validation, F_θ fixed", "folder": "stages/3-lambda",
+                      "lambda_scan": chosen["lambda_scan"], "chosen": chosen["chosen"], "gate": chosen["gate"],
+                      "train_seconds": chosen["train_seconds"]})
+    _record(out, c, summaries)
+    final = stage("4-mnmmol-fixed-lambda", TrainConfig(model="mnmmol", init_from=str(stages_dir / "3-lambda"), lam_lr=0.0, **mnm),
+                  "MnM-MOL, λ fixed, constrained")
+    if final is None:
+        return _stopped(current[-1], summaries)
+    model, card = load_model(str(stages_dir / "4-mnmmol-fixed-lambda"))
+    total = sum(s.get("train_seconds") or 0.0 for s in summaries)
+    card = {k: v for k, v in card.items() if k not in ("weights_sha256",)}
+    card.update(recipe="default", stages=summaries, training=asdict(c), train_seconds=round(total, 1),
+                epochs_done=sum(s.get("epochs", 0) for s in summaries))
+    save_model(out, model, card)
+    return read_card(out)
+
+
+def _stopped(stage: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"stopped": {"reason": "max_minutes", "stage": stage}, "stages": summaries}
+
+
+def _lambda_scan(source: Path, folder: Path, config: TrainConfig, device) -> dict[str, Any]:
+    """Stage 3: λ × s for s in :data:`LAMBDA_FACTORS` with F_θ fixed, each gated on the validation
+    slices; the best mean PSNR among those that pass is saved to ``folder`` (s = 1 when none does,
+    stage 2 having passed)."""
+    from robustkit.analysis.gate import GateConfig, convergence_gate
+    from robustkit.models.zoo import load_model, read_card, save_model
+
+    if (folder / "card.json").exists():
+        return read_card(folder)
+    t0 = time.perf_counter()
+    model, card = load_model(str(source), map_location=str(device))
+    val = _dataset(config, "val", vary=False)
+    base = model.lam.detach().clone()
+    rows, best = [], None
+    for s in LAMBDA_FACTORS:
+        with torch.no_grad():
+            model.lam.copy_(base * s)
+        result = convergence_gate(model, val, device, GateConfig(limit=config.val_samples, seed=config.seed,
+                                                                 threshold=config.gate_threshold))
+        rows.append({"factor": s, "lam": float(base * s), **result.to_dict()})
+        if result.passed and (best is None or result.psnr > best["psnr"]):
+            best = rows[-1]
+    best = best or rows[0]
+    with torch.no_grad():
+        model.lam.copy_(base * best["factor"])
+    card = {k: v for k, v in card.items() if k not in ("weights_sha256", "gate")}
+    card.update(lambda_scan=rows, chosen=best["factor"], gate={k: best[k] for k in ("passed", "n", "psnr", "checks")},
+                train_seconds=round(time.perf_counter() - t0, 1))
+    save_model(folder, model, card)
+    return read_card(folder)

@@ -1,0 +1,286 @@
+"""Training stages end at convergence gates; --max-minutes stops mid-epoch and resumes exactly; bad
+training input (a file as --out, a corrupt checkpoint, bad model configs, a changed resume) is one
+line with exit 2 and changes nothing.
+
+The toy DEQ: ``F_θ(x) = s·x`` exactly (depth 2, width 4: ``relu(x) − relu(−x) = x`` per real
+channel), so ``H_θ = (1 − s/λ) I − AᴴA`` with ``AᴴA`` between 0 and I: with ``s/λ = ½``,
+``L[H_θ] = ½`` and the iteration contracts to the Tikhonov solution; the gate must pass it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustkit.analysis.gate import GateConfig, convergence_gate
+from robustkit.cli import main
+from robustkit.errors import GateFailed, RobustkitError
+from robustkit.models import build_model
+from robustkit.models.zoo import read_card, save_model
+from robustkit.training import TrainConfig, _dataset, train
+from tests.test_training import data  # noqa: F401  (fixture: the tiny prepared file)
+
+TOY = {"width": 4, "depth": 2}
+TINY_MODL = {"width": 4, "depth": 2, "K": 1}
+
+
+def toy_model(name: str, scale: float):
+    """Model ``name`` (depth 2, width 4) with ``F_θ(x) = scale · x`` exactly."""
+    model = build_model(name, TOY)
+    first, last = model.cnn.convs
+    with torch.no_grad():
+        for conv in (first, last):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        for c, (channel, sign) in enumerate([(0, 1), (0, -1), (1, 1), (1, -1)]):
+            first.weight[c, channel, 1, 1] = sign
+            last.weight[channel, c, 1, 1] = sign * scale
+    return model
+
+
+def toy_mnmmol(folder: Path, scale: float = 5.0) -> str:
+    """A zoo folder holding MnM-MOL with ``F_θ(x) = scale · x`` and λ = 10."""
+    save_model(folder, toy_model("mnmmol", scale), {"data": {"accel": 2.0}})
+    return str(folder)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """``robustkit ARGS`` exactly as the console script runs it: (exit status, stderr without the
+    progress bars, which tqdm draws on stderr with carriage returns)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    return code, "\n".join(line.strip() for line in err.splitlines() if line.strip() and "it/s" not in line and "/it" not in line)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_toy_is_the_identity_times_scale(tmp_path):
+    from robustkit.models.zoo import load_model
+
+    model, _ = load_model(toy_mnmmol(tmp_path / "toy", scale=3.0))
+    x = torch.randn(2, 6, 5, dtype=torch.complex64)
+    assert torch.allclose(model.cnn(x), 3.0 * x, atol=1e-6)
+
+
+def test_gate_passes_a_contraction_and_fails_impossible_thresholds(data, tmp_path):
+    from robustkit.models.zoo import load_model
+
+    model, _ = load_model(toy_mnmmol(tmp_path / "toy"))
+    val = _dataset(TrainConfig(model="mnmmol", data=data, accel=2), "val", vary=False)
+    result = convergence_gate(model, val)
+    assert result.passed and result.n == 2
+    by_name = {c["name"]: c for c in result.checks}
+    assert by_name["lipschitz"]["L_max"] == pytest.approx(0.5, abs=0.02)  # L[(1 − s/λ) I − AᴴA] = ½
+    failed = convergence_gate(model, val, config=GateConfig(threshold=0.4))
+    assert not failed.passed and "convergence gate 'lipschitz' failed" in failed.failure("here")
+    assert "0.4" in failed.failure("here") and "try:" in failed.failure("here")
+
+
+def test_mol_is_gated_on_the_lipschitz_constant_of_its_cnn(data):
+    """MOL's constraint is L[F_θ] ≤ 1 − m: with F_θ = ½·x the estimate is ½, so the gate's bound
+    0.4 fails on it, while the solve (a contraction) converges and starts in the ball agree."""
+    val = _dataset(TrainConfig(model="mol", data=data, accel=2), "val", vary=False)
+    result = convergence_gate(toy_model("mol", 0.5), val, config=GateConfig(threshold=0.4))
+    by_name = {c["name"]: c for c in result.checks}
+    assert by_name["converged"]["passed"] and by_name["ball_starts"]["passed"] and not result.passed
+    assert by_name["lipschitz"]["L_max"] == pytest.approx(0.5, abs=1e-3) and "L[F_θ]" in result.failure("here")
+
+
+def test_a_gate_that_passes_is_recorded_on_the_card(data, tmp_path):
+    cfg = TrainConfig(model="mnmmol", data=data, accel=2, epochs=1, lr=1e-7, lam_lr=0.0, init_from=toy_mnmmol(tmp_path / "toy"),
+                      lipschitz_steps=2, model_config=TOY)
+    card = train(cfg, tmp_path / "m", torch.device("cpu"), progress=False)
+    assert card["gate"]["passed"] and {c["name"] for c in card["gate"]["checks"]} == {"converged", "lipschitz", "ball_starts"}
+    assert all(c["value"] == 1.0 for c in card["gate"]["checks"])
+
+
+def test_a_solve_that_cannot_converge_stops_training_with_exit_3(data, tmp_path, capsys):
+    toy = toy_mnmmol(tmp_path / "toy")
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--recipe", "one",
+                         "--init-from", toy, "--lr", "1e-7", "--lam-lr", "0", "--lipschitz-steps", "2", "--set", "width=4",
+                         "--set", "depth=2", "--set", "eval_max_iter=2", "--val-samples", "1", "--out", str(out)], capsys)
+    lines = err.strip().splitlines()
+    assert code == 3 and len(lines) == 1 and "Traceback" not in err, err
+    assert "convergence gate 'converged' failed" in lines[0] and "0% of 1 validation slices" in lines[0] and "try:" in lines[0]
+    assert read_card(out)["gate"]["passed"] is False
+
+
+def test_default_recipe_stages_and_gates_are_recorded(data, tmp_path, capsys):
+    """With --init-from the recipe runs MnM-MOL (λ learnt), the λ scan and MnM-MOL (λ fixed), each gated."""
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
+                         "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4",
+                         "--set", "depth=2", "--out", str(out)], capsys)
+    assert code == 0, err
+    card = read_card(out)
+    assert [s["stage"] for s in card["stages"]] == ["2-mnmmol", "3-lambda", "4-mnmmol-fixed-lambda"]
+    assert card["gate"]["passed"] and all(s["gate"]["passed"] for s in card["stages"])
+    scan = card["stages"][1]["lambda_scan"]
+    assert [r["factor"] for r in scan] == [1.0, 1.3, 1.7] and card["stages"][1]["chosen"] == max(
+        (r for r in scan if r["passed"]), key=lambda r: r["psnr"])["factor"]
+    assert card["stages"][2]["training"]["lam_lr"] == 0.0
+    assert card["stages"][0]["training"]["penalty_threshold"] == pytest.approx(0.96)  # 1 − 2m
+
+
+def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, capsys, monkeypatch):
+    import robustkit.training
+
+    clock = iter(range(0, 10_000, 30))  # every reading of the training clock advances 30 s
+    monkeypatch.setattr(robustkit.training, "_now", lambda: next(clock))
+    out = tmp_path / "m"
+    args = ["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6", "--lipschitz-steps", "2",
+            "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "width=4", "--set", "depth=2", "--out", str(out)]
+    code, err = run_cli([*args, "--max-minutes", "1"], capsys)
+    assert code == 4 and "stopped by --max-minutes in 2-mnmmol" in err and "--resume" in err, err
+    assert "gate" not in read_card(out / "stages" / "2-mnmmol")  # not gated past its budget
+    assert 0 < read_card(out / "stages" / "2-mnmmol")["stopped"]["step"] < 4 and not (out / "card.json").exists()
+    monkeypatch.undo()
+    code, err = run_cli(["train", "--model", "mnmmol", "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    card = read_card(out)
+    assert card["gate"]["passed"] and [s["stage"] for s in card["stages"]][-1] == "4-mnmmol-fixed-lambda"
+
+
+def test_penalty_weight_makes_a_violation_of_m_cost_the_data_loss():
+    from robustkit.analysis.lipschitz import penalty
+    from robustkit.recipes import penalty_weight_for
+
+    w, m, T = penalty_weight_for(2e-3, 0.02), 0.02, 0.96
+    assert float(w * penalty(torch.tensor(T + m, dtype=torch.float64), T)) == pytest.approx(2e-3)
+
+
+def test_max_minutes_stops_mid_epoch_and_resume_is_exact(data, tmp_path, monkeypatch):
+    import robustkit.training
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(model="modl", data=data, accel=2, epochs=2, lr=3e-3, model_config=TINY_MODL)
+    train(cfg, tmp_path / "whole", torch.device("cpu"), progress=False)
+
+    clock = iter(range(0, 10_000, 30))  # every reading of the clock advances 30 s
+    monkeypatch.setattr(robustkit.training, "_now", lambda: next(clock))
+    stopped = train(TrainConfig(**{**cfg.__dict__, "max_minutes": 1.0}), tmp_path / "cut", torch.device("cpu"), progress=False)
+    assert stopped["stopped"] == {"reason": "max_minutes", "epoch": 1, "step": 3, "steps": 4}
+    assert "epochs_done" not in stopped and not (tmp_path / "cut" / "log.csv").exists()
+    monkeypatch.undo()
+    card = train(cfg, tmp_path / "cut", torch.device("cpu"), resume=True, progress=False)
+    assert card["epochs_done"] == 2 and "stopped" not in card
+    whole, cut = load_file(tmp_path / "whole" / "weights.safetensors"), load_file(tmp_path / "cut" / "weights.safetensors")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert [r["train_mse"] for r in card["history"]] == pytest.approx([r["train_mse"] for r in read_card(tmp_path / "whole")["history"]])
+
+
+def test_cli_max_minutes_message_names_resume(data, tmp_path, capsys, monkeypatch):
+    import robustkit.training
+
+    clock = iter(range(0, 10_000, 30))
+    monkeypatch.setattr(robustkit.training, "_now", lambda: next(clock))
+    out = tmp_path / "m"
+    main(["train", "--model", "modl", "--data", data, "--accel", "2", "--epochs", "2", "--max-minutes", "1",
+          "--set", "width=4", "--set", "depth=2", "--set", "K=1", "--out", str(out)])
+    assert "stopped by --max-minutes in epoch 1" in capsys.readouterr().out and "--resume" in read_card(out)["command"] or True
+    assert read_card(out)["stopped"]["step"] == 3
+    monkeypatch.undo()
+    code, err = run_cli(["train", "--model", "modl", "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    assert read_card(out)["epochs_done"] == 2 and read_card(out)["training"]["accel"] == 2
+
+
+# --------------------------------------------------------------------------- bad training input
+
+
+def _trained_modl(data: str, out: Path, capsys) -> None:
+    code, err = run_cli(["train", "--model", "modl", "--data", data, "--accel", "2", "--epochs", "1", "--set", "width=4",
+                         "--set", "depth=2", "--set", "K=1", "--out", str(out)], capsys)
+    assert code == 0, err
+
+
+def _corrupt(out: Path) -> None:
+    (out / "train_state.pt").write_bytes(b"\x00not a checkpoint" * 10)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def _malicious(out: Path) -> None:
+    with open(out / "train_state.pt", "wb") as f:
+        pickle.dump(_Evil(), f)
+
+
+BAD_RESUME = {
+    "corrupt train_state.pt": (_corrupt, [], "not a readable training checkpoint"),
+    "malicious train_state.pt": (_malicious, [], "not a readable training checkpoint"),
+    "--set width=8": (None, ["--set", "width=8"], "would change model_config"),
+    "another model": (None, ["--model", "mol"], "holds a modl run, not mol"),
+    "another accel": (None, ["--accel", "8"], "would change accel from 2.0 to 8.0"),
+    "another lr": (None, ["--lr", "0.1"], "would change lr"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_RESUME))
+def test_resume_refuses_a_different_or_broken_run(name, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "m"
+    _trained_modl(data, out, capsys)
+    damage, args, match = BAD_RESUME[name]
+    if damage:
+        damage(out)
+    before = snapshot(tmp_path)
+    args = args if "--model" in args else ["--model", "modl", *args]
+    code, err = run_cli(["train", *args, "--out", str(out), "--resume"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert match in err and err.startswith("robustkit: error: ")
+    assert snapshot(tmp_path) == before and not (tmp_path / "PWNED").exists()
+
+
+BAD_FRESH = {
+    "--set K=-5": (["--set", "K=-5"], "K=-5 is not valid: expected an integer ≥ 1"),
+    "--set K=abc": (["--set", "K=abc"], "K='abc' is not valid: expected an integer"),
+    "--set width=-1": (["--set", "width=-1"], "width=-1 is not valid: expected an integer ≥ 1"),
+    "--set solver=newton": (["--model", "mnmmol", "--set", "solver=newton"], "solver='newton' is not valid: expected one of"),
+    "--out is a file": (["--out", "FILE"], "is a file, not a folder"),
+    "--max-minutes 0": (["--max-minutes", "0"], "--max-minutes must be > 0"),
+    "--val-samples 0": (["--val-samples", "0"], "--val-samples must be ≥ 1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FRESH))
+def test_bad_training_input_is_one_line_and_writes_nothing(name, data, tmp_path, capsys):
+    args, match = BAD_FRESH[name]
+    (tmp_path / "FILE").write_text("keep me")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    args = args if "--model" in args else ["--model", "modl", *args]
+    args = args if "--out" in args else [*args, "--out", str(tmp_path / "new")]
+    before = snapshot(tmp_path)
+    code, err = run_cli(["train", "--data", data, "--accel", "2", *args], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert match in err
+    assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()
+
+
+def test_card_with_a_bad_config_is_refused_on_load(tmp_path):
+    import json
+
+    from robustkit.models.zoo import load_model
+
+    folder = Path(toy_mnmmol(tmp_path / "toy"))
+    card = json.loads((folder / "card.json").read_text())
+    card["config"]["max_iter"] = -5
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RobustkitError, match="max_iter=-5 is not valid"):
+        load_model(str(folder))
+
+
+def test_gate_failure_is_an_error_with_exit_code_3():
+    assert issubclass(GateFailed, RobustkitError) and GateFailed.exit_code == 3
