@@ -9,3 +9,15 @@ class StudyInterrupted(RobustkitError):
     """A study stopped by Ctrl-C: completed cells are kept and ``--resume`` continues the run."""
 
     exit_code = 130
+
+
+class RobustkitWarning(UserWarning):
+    """Something the user should know about a result that is still computed (e.g. a model run on
+    data other than its training data); the CLI prints it as one ``robustkit: warning:`` line."""
+
+
+def warn(message: str) -> None:
+    """Issue ``message`` as a :class:`RobustkitWarning` (filterable with :mod:`warnings`)."""
+    import warnings
+
+    warnings.warn(message, RobustkitWarning, stacklevel=2)

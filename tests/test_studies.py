@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from robustkit.cli import cli
-from robustkit.errors import RobustkitError, StudyInterrupted
+from robustkit.errors import RobustkitError, RobustkitWarning, StudyInterrupted
 from robustkit.models import build_model
 from robustkit.models.zoo import save_model
 from robustkit.studies import make_config, run, study_module
@@ -178,18 +178,27 @@ def test_bad_study_settings_are_named(zoo):
         make_config("attack", {"eps": [-0.1]})
     with pytest.raises(RobustkitError, match="unknown study"):
         study_module("atack")
-    config = make_config("attack", common(zoo, accel=4.0))
-    with pytest.raises(RobustkitError, match="trained at 2x"):
-        run("attack", config, reports_dir=zoo["reports"], progress=False)
+    with pytest.raises(RobustkitError, match=r"splits train \(2\), val \(2\); no 'test' — pass --split"):
+        run("attack", make_config("attack", common(zoo, split="test")), reports_dir=zoo["reports"], progress=False)
     assert not zoo["reports"].exists()  # nothing written for a refused run
 
 
-def test_model_trained_on_another_image_size_is_refused(zoo):
-    model, card = _tiny("mnmmol", shape=(32, 32))
+def test_model_trained_on_another_size_and_acceleration_runs_and_the_run_records_it(zoo):
+    """Not refused: the difference is warned about, kept in meta.json and shown on the report."""
+    from robustkit.report.runs import load_run
+
+    model, card = _tiny("mnmmol", shape=(32, 32), max_iter=30, eval_max_iter=60)
     save_model(zoo["root"] / "mnmmol-big", model, {**card, "default": False})
-    config = make_config("audit", common(zoo, models=["mnmmol-big"]))
-    with pytest.raises(RobustkitError, match="32x32"):
-        run("audit", config, reports_dir=zoo["reports"], progress=False)
+    config = make_config("init-test", common(zoo, models=["mnmmol-big"], accel=3.0, samples=1, radii=[0.5], cap_factor=1))
+    with pytest.warns(RobustkitWarning, match=r"trained on builtin, on 32x32 images, at 2x; here it runs on .*tiny.h5, "
+                                              rf"on {H}x{W} images, at 3x"):
+        frame = run("init-test", config, reports_dir=zoo["reports"], progress=False)
+    meta = json.loads((zoo["reports"] / frame.attrs["run_dir"].split("/")[-1] / "meta.json").read_text())
+    (entry,) = meta["models"]
+    assert entry["mismatch"] == {"shape": {"trained": [32, 32], "data": [H, W]}, "accel": {"trained": 2.0, "data": 3.0},
+                                 "data": {"trained": "builtin", "data": zoo["data"]}}
+    assert meta["data"]["shape"] == [H, W] and meta["data"]["split"] == "val"
+    assert any("32x32" in note for note in load_run(frame.attrs["run_dir"]).notes)
 
 
 def test_sweep_delta_finds_the_zoo_models_by_delta(zoo):

@@ -21,8 +21,9 @@ from robustkit.studies import STUDIES, make_config, run
 SUITE = "suite.json"
 
 
-def read_study_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{study: config mapping}`` in file order, defaults merged; validated (unknown keys raise)."""
+def read_study_file(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``{study: config mapping}`` in file order, defaults merged, then ``overrides`` (e.g. the
+    command line's ``data``, ``split``) over every study; validated (unknown keys raise)."""
     path = Path(path)
     if not path.is_file():
         raise RobustkitError(f"study file {path} does not exist; see studies/quick.toml for an example")
@@ -42,16 +43,18 @@ def read_study_file(path: str | Path) -> dict[str, dict[str, Any]]:
     for name, table in data.items():
         if not isinstance(table, dict):
             raise RobustkitError(f"{name} in {path} must be a table ([{name}])")
-        mapping = {**defaults, **table}
+        mapping = {**defaults, **table, **(overrides or {})}
         make_config(name, dict(mapping), where=f"[{name}] of {path}")  # validate now
         out[name] = mapping
     return out
 
 
 def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "reports", resume: str | Path | None = None,
-              on_study: Callable[[Path], None] | None = None, progress: bool = True) -> Path:
-    """Run every study of the file; returns the suite folder."""
-    studies = read_study_file(path)
+              on_study: Callable[[Path], None] | None = None, progress: bool = True,
+              overrides: dict[str, Any] | None = None) -> Path:
+    """Run every study of the file (``overrides`` replace keys of every study, see
+    :func:`read_study_file`); returns the suite folder."""
+    studies = read_study_file(path, overrides)
     seed, device = obj.get("seed", 0), obj.get("device", "auto")
     reports_dir = Path(reports_dir)
     if resume is not None:
