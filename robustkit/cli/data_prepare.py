@@ -128,7 +128,8 @@ def prepare(
     summary = summarize(out)
     click.echo(summary)
     if "no split" in summary.splitlines()[1]:
-        click.echo("  note: samples without a split are read only with split=None; pass --split to assign one")
+        click.echo("  note: samples without a split are read as 'all' (the default when a file has no splits); "
+                   "pass --split to assign one")
 
 
 @click.command()

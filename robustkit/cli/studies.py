@@ -1,8 +1,8 @@
 """``robustkit attack | sweep-delta | init-test | audit | run``: the studies from the command line.
 
 Each command builds the study's config from the options given (the rest keep the study's
-defaults), runs it on the zoo and the built-in data, writes ``reports/<study>-<timestamp>/``,
-prints a summary table and the report path.
+defaults), runs it on the zoo and the built-in data or a prepared file (``--data``, at its own
+size), writes ``reports/<study>-<timestamp>/``, prints a summary table and the report path.
 """
 
 from __future__ import annotations
