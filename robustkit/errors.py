@@ -22,3 +22,15 @@ class TrainingStopped(RobustkitError):
     model is not certified yet; ``--resume`` continues it. The CLI exits with code 4."""
 
     exit_code = 4
+
+
+class RobustkitWarning(UserWarning):
+    """Something the user should know about a result that is still computed (e.g. a model run on
+    data other than its training data); the CLI prints it as one ``robustkit: warning:`` line."""
+
+
+def warn(message: str) -> None:
+    """Issue ``message`` as a :class:`RobustkitWarning` (filterable with :mod:`warnings`)."""
+    import warnings
+
+    warnings.warn(message, RobustkitWarning, stacklevel=2)

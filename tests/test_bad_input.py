@@ -138,7 +138,12 @@ CASES: dict[str, Case] = {
         lambda t: _modl(t, mask_shape=(3, H, W + 1)), r"mask trnMask .* does not match"
     ),
     "truncated BART data": Case(lambda t: _bart(t, truncate=True), r"truncated or the header is wrong"),
-    "3-D BART k-space": Case(lambda t: _bart(t, phs2=2), r"dimension\(s\) \[2\].*bart fft"),
+    "3-D BART k-space": Case(lambda t: _bart(t, phs2=2), r"dims \[32, 24, 2, 4, .*leaves PHS2 2 unread.*bart fft"),
+    "unreadable --bart-axes": Case(_bart, r"cannot read --bart-axes 'PHS1,FOO'", {"bart_axes": "PHS1,FOO"},
+                                   ["--bart-axes", "PHS1,FOO"]),
+    "--bart-axes for a non-BART file": Case(
+        _fastmri, r"--bart-axes applies to BART files only", {"bart_axes": "PHS1,PHS2,COIL"}, ["--bart-axes", "PHS1,PHS2,COIL"]
+    ),
     "--maps for a non-BART file": Case(
         _fastmri, r"--maps applies to BART files only", {"maps": "MAPS"}, ["--maps", "MAPS"]
     ),
@@ -214,3 +219,39 @@ def test_non_positive_acceleration_is_refused(accel):
         cartesian_mask((H, W), accel, np.random.default_rng(0))
     with pytest.raises(RobustkitError, match="acceleration"):
         MaskSpec(accel=accel).draw((H, W), seed=0)
+
+
+@pytest.mark.parametrize("crop, match", [
+    ("40x24", r"f\.h5 slice 0: --crop 40x24 is larger than the image, 32x24 \(H x W\); choose a crop within it"),
+    ("0.9", r"cannot read --crop '0\.9'; give the image size HxW.*--espirit-crop"),
+])
+def test_crop_that_cannot_be_done_exits_2_and_writes_nothing(crop, match, tmp_path, capsys):
+    raw = _fastmri(tmp_path)
+    out = tmp_path / "out" / "prepared.h5"
+    code, err = run_cli(["data", "prepare", str(raw), "--out", str(out), "--calib", "20", "--kernel", "5", "--crop", crop], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(match, err)
+    assert not out.exists() and (not out.parent.exists() or not list(out.parent.iterdir()))
+
+
+def test_crop_of_undersampled_data_is_refused(tmp_path, capsys):
+    raw = _fastmri(tmp_path, mask=line_mask())
+    out = tmp_path / "p.h5"
+    code, err = run_cli(["data", "prepare", str(raw), "--out", str(out), "--calib", "20", "--kernel", "5", "--crop", "16x16"], capsys)
+    assert code == 2 and "--crop needs fully sampled k-space" in err and not out.exists()
+
+
+@pytest.mark.parametrize("command", [["models", "evaluate", "NAME"], ["models", "check", "NAME"], ["audit", "--model", "NAME"]])
+def test_data_without_samples_in_the_chosen_split_exits_2_naming_what_the_file_holds(command, tmp_path, capsys, monkeypatch):
+    from robustkit.models import build_model
+    from robustkit.models.zoo import save_model
+
+    save_model(tmp_path / "zoo" / "m", build_model("mnmmol", {"width": 4, "depth": 2}), {"data": {"accel": 2.0}})
+    monkeypatch.setenv("ROBUSTKIT_ZOO", str(tmp_path / "zoo"))
+    (tmp_path / "raw").mkdir()
+    data = _prepared(tmp_path / "raw")  # no split in the path, prepared without --split: no split at all
+    reports = tmp_path / "reports"
+    args = [a.replace("NAME", "m") for a in command] + ["--data", str(data), "--split", "test"]
+    code, err = run_cli(args + (["--reports-dir", str(reports)] if command[0] == "audit" else []), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(r"file .*p\.h5 has 2 samples without a split; no 'test' — use --split all", err)
+    assert not reports.exists()

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from robustkit.cli.data_prepare import info, prepare
 from robustkit.data.loaders import FORMATS, detect_format, inspect, load, parse_slices
-from robustkit.data.prepared import read_provenance, read_samples
+from robustkit.data.prepared import read_provenance, read_samples, split_counts
 
 H, W, C = 32, 24, 4
 ESPIRIT = {"calib": 20, "kernel": 5}
@@ -264,6 +264,73 @@ def test_bart_with_and_without_maps(tmp_path):
     write_cfl(tmp_path / "under", to_bart(k * lines))
     (s, _) = load(tmp_path / "under", maps=tmp_path / "sens")
     assert s.target is None and np.array_equal(s.mask[0], lines.astype(np.float32))
+
+
+def test_bart_slice_in_phs1_phs2_loads_like_read_phs1(tmp_path):
+    """A 2-D slice stored as dims [1, H, W, C] (READ = 1) is read from PHS1 × PHS2, maps too."""
+    k, images, maps = volume(1)
+    write_cfl(tmp_path / "ksp", to_bart(k))
+    write_cfl(tmp_path / "sens", to_bart(maps))
+    write_cfl(tmp_path / "ksp2", k[0].transpose(1, 2, 0)[None])  # (1, H, W, C)
+    write_cfl(tmp_path / "sens2", maps[0].transpose(1, 2, 0)[None])
+    (a,) = load(tmp_path / "ksp", maps=tmp_path / "sens")
+    (b,) = load(tmp_path / "ksp2", maps=tmp_path / "sens2")
+    check_canonical(b)
+    np.testing.assert_array_equal(a.kspace, b.kspace)
+    np.testing.assert_array_equal(a.target, b.target)
+    assert b.meta["axes"] == "PHS1,PHS2,COIL,SLICE" and a.meta["axes"] == "READ,PHS1,COIL,SLICE"
+    assert inspect(tmp_path / "ksp2")["matrix"] == [H, W]
+
+
+def test_bart_axes_option_reads_what_the_guess_cannot(tmp_path):
+    """dims [H, 1, W, C]: the guess (READ × PHS1) leaves PHS2 unread and says so; --bart-axes reads it."""
+    from robustkit.errors import RobustkitError
+
+    k, _, maps = volume(1)
+    write_cfl(tmp_path / "ksp", to_bart(k))
+    write_cfl(tmp_path / "odd", k[0].transpose(1, 2, 0)[:, None])  # (H, 1, W, C)
+    with pytest.raises(RobustkitError, match=r"dims \[32, 1, 24, 4\] \(READ 32, PHS2 24, COIL 4\).*PHS2 24 unread.*--bart-axes"):
+        load(tmp_path / "odd", **ESPIRIT)
+    (a,) = load(tmp_path / "ksp", **ESPIRIT)
+    for axes in ("READ,PHS2,COIL", "0,2,3,13", "read, phs2, coil"):
+        (b,) = load(tmp_path / "odd", bart_axes=axes, **ESPIRIT)
+        np.testing.assert_array_equal(a.kspace, b.kspace)
+    swapped = (tmp_path / "t")
+    write_cfl(swapped, k[0].transpose(2, 1, 0)[:, :, None])  # (W, H, 1, C): H is PHS1, W is READ
+    (c,) = load(swapped, bart_axes="PHS1,READ,COIL", **ESPIRIT)
+    np.testing.assert_array_equal(a.kspace, c.kspace)
+
+
+def test_crop_is_the_centre_of_the_coil_images_and_round_trips(tmp_path):
+    """--crop h x w: target = centre crop of the original target (rescaled to max 1), k-space = F of the
+    cropped coil images, maps cropped alike; the provenance records it; the file reads back."""
+    from robustkit.data.crop import centre_slices
+
+    k, _, _ = volume(2)
+    raw = write_fastmri(tmp_path / "f.h5", k)
+    full, cropped = tmp_path / "full.h5", tmp_path / "crop.h5"
+    for out, extra in ((full, []), (cropped, ["--crop", "21x16"])):
+        result = CliRunner().invoke(prepare, [str(raw), "--out", str(out), "--calib", "20", "--kernel", "5", *extra])
+        assert result.exit_code == 0, result.output
+    rows, cols = centre_slices((H, W), (21, 16))
+    assert (rows, cols) == (slice(5, 26), slice(4, 20))
+    for a, b in zip(read_samples(full), read_samples(cropped)):
+        ratio = b.meta["scale"] / a.meta["scale"]
+        np.testing.assert_allclose(b.target, a.target[rows, cols] * ratio, rtol=0, atol=2e-6)
+        np.testing.assert_array_equal(b.maps, a.maps[:, rows, cols])
+        np.testing.assert_allclose(ifft2c(b.kspace), ifft2c(a.kspace)[:, rows, cols] * ratio, atol=2e-6)
+        check_canonical(b, (C, 21, 16))
+        assert b.meta["crop"] == {"from": [H, W], "to": [21, 16], "rows": [5, 26], "cols": [4, 20]}
+    assert read_provenance(cropped)["options"]["crop"] == [21, 16] and "centre 21x16" in read_provenance(cropped)["crop"]
+    assert sum(split_counts(cropped).values()) == 2
+    again = tmp_path / "again.h5"
+    from robustkit.data.prepared import write_prepared
+
+    write_prepared(again, read_samples(cropped), read_provenance(cropped))
+    for a, b in zip(read_samples(cropped), read_samples(again)):
+        for field in ("kspace", "maps", "target"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert a.meta == b.meta
 
 
 def test_parse_slices():

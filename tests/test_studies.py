@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from robustkit.cli import cli
-from robustkit.errors import RobustkitError, StudyInterrupted
+from robustkit.errors import RobustkitError, RobustkitWarning, StudyInterrupted
 from robustkit.models import build_model
 from robustkit.models.zoo import save_model
 from robustkit.studies import make_config, run, study_module
@@ -178,18 +178,27 @@ def test_bad_study_settings_are_named(zoo):
         make_config("attack", {"eps": [-0.1]})
     with pytest.raises(RobustkitError, match="unknown study"):
         study_module("atack")
-    config = make_config("attack", common(zoo, accel=4.0))
-    with pytest.raises(RobustkitError, match="trained at 2x"):
-        run("attack", config, reports_dir=zoo["reports"], progress=False)
+    with pytest.raises(RobustkitError, match=r"splits train \(2\), val \(2\); no 'test' — pass --split"):
+        run("attack", make_config("attack", common(zoo, split="test")), reports_dir=zoo["reports"], progress=False)
     assert not zoo["reports"].exists()  # nothing written for a refused run
 
 
-def test_model_trained_on_another_image_size_is_refused(zoo):
-    model, card = _tiny("mnmmol", shape=(32, 32))
+def test_model_trained_on_another_size_and_acceleration_runs_and_the_run_records_it(zoo):
+    """Not refused: the difference is warned about, kept in meta.json and shown on the report."""
+    from robustkit.report.runs import load_run
+
+    model, card = _tiny("mnmmol", shape=(32, 32), max_iter=30, eval_max_iter=60)
     save_model(zoo["root"] / "mnmmol-big", model, {**card, "default": False})
-    config = make_config("audit", common(zoo, models=["mnmmol-big"]))
-    with pytest.raises(RobustkitError, match="32x32"):
-        run("audit", config, reports_dir=zoo["reports"], progress=False)
+    config = make_config("init-test", common(zoo, models=["mnmmol-big"], accel=3.0, samples=1, radii=[0.5], cap_factor=1))
+    with pytest.warns(RobustkitWarning, match=r"trained on builtin, on 32x32 images, at 2x; here it runs on .*tiny.h5, "
+                                              rf"on {H}x{W} images, at 3x"):
+        frame = run("init-test", config, reports_dir=zoo["reports"], progress=False)
+    meta = json.loads((zoo["reports"] / frame.attrs["run_dir"].split("/")[-1] / "meta.json").read_text())
+    (entry,) = meta["models"]
+    assert entry["mismatch"] == {"shape": {"trained": [32, 32], "data": [H, W]}, "accel": {"trained": 2.0, "data": 3.0},
+                                 "data": {"trained": "builtin", "data": zoo["data"]}}
+    assert meta["data"]["shape"] == [H, W] and meta["data"]["split"] == "val"
+    assert any("32x32" in note for note in load_run(frame.attrs["run_dir"]).notes)
 
 
 def test_sweep_delta_finds_the_zoo_models_by_delta(zoo):
@@ -335,3 +344,56 @@ def test_interrupted_suite_resumes_where_it_stopped(zoo, tmp_path, monkeypatch):
     study.write_text(study.read_text().replace("radii = [0.5]", "radii = [0.7]"))
     with pytest.raises(RobustkitError, match="differs"):
         run_suite(study, {}, resume=suite_dir, progress=False)
+
+
+@pytest.fixture
+def unsplit(zoo, tmp_path):
+    """The tiny data centre-cropped to 12x10 and prepared without splits (every sample's split None)."""
+    from dataclasses import replace
+
+    from robustkit.data.crop import crop_sample
+    from robustkit.data.prepared import read_samples, write_prepared
+
+    samples = [replace(crop_sample(s, (12, 10)), meta={"scale": 1.0}) for s in read_samples(zoo["data"])]
+    return str(write_prepared(tmp_path / "unsplit.h5", samples, {"source": "test"}))
+
+
+def test_models_evaluate_and_check_run_on_a_file_without_splits_at_its_own_size(zoo, unsplit):
+    """No split in the file: every sample; a 16x16-trained model runs on 12x10 with a warning."""
+    with pytest.warns(RobustkitWarning, match=r"'mnmmol-2x' was trained on builtin, on 16x16 images; here it runs on .*unsplit\.h5, on 12x10"):
+        result = invoke(["models", "evaluate", "modl", "mnmmol", "--data", unsplit, "--accel", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"{unsplit} (all samples), 4 slices of 12x10, 2×" in result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()[4:]}
+    assert set(rows) == {"SENSE", "modl-2x", "mnmmol-2x"} and all(np.isfinite(float(rows[m][1])) for m in rows)
+    with pytest.warns(RobustkitWarning, match="12x10"):
+        result = invoke(["models", "check", "mnmmol", "--data", unsplit, "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("all: ") and json.loads(first[5:])["n"] == 1
+
+
+def test_run_file_data_and_split_replace_the_files_own(zoo, unsplit, tmp_path):
+    """`robustkit run FILE --data F`: every study reads F (default split: all, as F has none)."""
+    study = tmp_path / "s.toml"
+    study.write_text(f'[init-test]\ndata = "{zoo["data"]}"\nsplit = "val"\naccel = 2\nsamples = 1\nmodels = ["mnmmol"]\n'
+                     'radii = [0.5]\ncap_factor = 1\n')
+    with pytest.warns(RobustkitWarning, match="12x10"):
+        result = invoke(["run", str(study), "--data", unsplit, "--split", "all", "--reports-dir", str(zoo["reports"]), "--no-report"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in zoo["reports"].iterdir() if p.name.startswith("init-test")]
+    config, meta = (json.loads((run_dir / f).read_text()) for f in ("config.json", "meta.json"))
+    assert config["data"] == unsplit and config["split"] == "all"
+    assert meta["data"] == {"name": unsplit, "path": unsplit, "split": "all", "accel": 2.0, "shape": [12, 10], "slices": 1}
+    assert meta["models"][0]["mismatch"]["shape"] == {"trained": [H, W], "data": [12, 10]}
+
+
+def test_the_default_split_is_every_sample_without_splits_and_test_with_them(zoo, unsplit):
+    from robustkit.data.evaluation import eval_dataset
+
+    assert eval_dataset(unsplit, None, 2.0)[1].split == "all"
+    assert eval_dataset(zoo["data"], "val", 2.0)[1].n == 2
+    with pytest.raises(RobustkitError, match=r"has splits train \(2\), val \(2\); no 'test' — pass --split"):
+        eval_dataset(zoo["data"], None, 2.0)
+    with pytest.raises(RobustkitError, match=r"has 4 samples without a split; no 'val' — use --split all"):
+        eval_dataset(unsplit, "val", 2.0)

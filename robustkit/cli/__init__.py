@@ -8,7 +8,7 @@ import sys
 import click
 
 from robustkit import __version__
-from robustkit.errors import RobustkitError
+from robustkit.errors import RobustkitError, RobustkitWarning
 
 #: command name → "module:attribute" of its click command, imported only when used.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -72,8 +72,21 @@ def cli(ctx: click.Context, device: str, seed: int, zoo: str | None) -> None:
         ctx.with_resource(using_zoo(zoo))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """robustkit's own warnings as one ``robustkit: warning:`` line; others as Python prints them."""
+    import warnings
+
+    if issubclass(category, RobustkitWarning):
+        click.echo(f"robustkit: warning: {message}", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="robustkit", standalone_mode=False)
     except RobustkitError as exc:

@@ -55,35 +55,54 @@ def show(name: str) -> None:
     click.echo(json.dumps(card, indent=2, sort_keys=True))
 
 
+def _warn_mismatch(name: str, card: dict, info) -> dict:
+    """Warn (one line) when ``info``'s data differs from the card's training data; returns the difference."""
+    from robustkit.errors import warn
+    from robustkit.models.mismatch import card_mismatch, mismatch_text
+
+    mismatch = card_mismatch(card, info.name, info.shape, info.accel)
+    if mismatch:
+        warn(mismatch_text(name, mismatch))
+    return mismatch
+
+
+DATA_HELP = "'builtin' or a prepared HDF5 file (`robustkit data prepare`), read at its own image size."
+
+
 @models.command("check")
 @click.argument("name", metavar="NAME|FILE.py:FACTORY")
-@click.option("--split", "splits", multiple=True, default=["test"], show_default=True, help="Splits to check (repeatable).")
+@click.option("--data", default="builtin", show_default=True, help=DATA_HELP)
+@click.option("--split", "splits", multiple=True,
+              help="Splits to check (repeatable), or 'all'. [default: test when the file has splits, else all samples]")
 @click.option("--accel", type=float, default=None, help="Acceleration of the masks. [default: the zoo card's, else 4]")
 @click.option("--limit", type=int, default=None, help="Check at most this many slices per split.")
 @click.option("--write-card", is_flag=True, help="Store the summary on the model's card (weights unchanged).")
 @click.pass_obj
-def check(obj, name: str, splits: tuple[str, ...], accel: float | None, limit: int | None, write_card: bool) -> None:
-    """Convergence checks of a DEQ model on the built-in data: fixed-point residual from SENSE,
-    L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside the ball. For
-    robustkit's own models, then the solver validity: whether only the damped step
+def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | None, limit: int | None, write_card: bool) -> None:
+    """Convergence checks of a DEQ model on the built-in data or a prepared file: fixed-point
+    residual from SENSE, L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside
+    the ball. For robustkit's own models, then the solver validity: whether only the damped step
     (1−γ)x + γ(H_θ(x) + Aᴴb) contracts (keep the reference's γ = 0.1) or H_θ itself does (γ = 1 with
-    Anderson is valid).
+    Anderson is valid). A model trained on another image size or data runs with a warning.
 
     NAME is a zoo model or your own fixed-point network (FILE.py:FACTORY or package.module:FACTORY
-    returning an nn.Module with fixed_point_map(kspace, op) and H_map(op); docs/api.md)."""
+    returning an nn.Module with fixed_point_map(kspace, op) and H_map(op); docs/api.md). Example:
+
+        robustkit models check mnmmol --data knees.h5 --limit 4
+    """
     import json
 
     from robustkit.analysis.checks import deq_checks, summarize_checks
-    from robustkit.data.builtin import ensure_builtin
-    from robustkit.data.prepared import PreparedDataset
+    from robustkit.data.evaluation import eval_dataset
     from robustkit.device import resolve_device
     from robustkit.errors import RobustkitError
     from robustkit.models.adapter import as_model
     from robustkit.models.zoo import resolve, save_model
-    from robustkit.physics.masks import MaskSpec
 
     obj = obj or {}
     device = resolve_device(obj.get("device", "auto"))
+    if limit is not None and limit < 1:
+        raise RobustkitError(f"--limit must be >= 1, got {limit}")
     lm = as_model(name, map_location=str(device))
     if write_card and lm.source != "zoo":
         raise RobustkitError(f"{name} is not a zoo model and has no card; drop --write-card")
@@ -91,17 +110,21 @@ def check(obj, name: str, splits: tuple[str, ...], accel: float | None, limit: i
     delta = lm.delta if lm.delta is not None else 0.3
     threshold = 1 - (lm.m if lm.m is not None else 0.02)
     accel = accel if accel is not None else lm.card.get("data", {}).get("accel", 4.0)
+    datasets = [eval_dataset(data, split, accel, obj.get("seed", 0), limit) for split in (splits or (None,))]
+    _warn_mismatch(lm.name, lm.card, datasets[0][1])
     results = {}
-    for split in splits:
-        ds = PreparedDataset(ensure_builtin(), split=split, mask=MaskSpec(accel=accel), seed=obj.get("seed", 0))
-        summary = summarize_checks(deq_checks(lm, ds, delta, device, limit=limit), threshold)
-        results[split] = summary
-        click.echo(f"{split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+    for ds, info in datasets:
+        summary = summarize_checks(deq_checks(lm, ds, delta, device), threshold)
+        results[info.split] = summary
+        click.echo(f"{info.split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
         if lm.source == "zoo":  # the validity check reads the built-in models' solver config
-            summary["solver_validity"] = _solver_validity(lm.model, ds, device, limit, obj.get("seed", 0), split)
+            summary["solver_validity"] = _solver_validity(lm.model, ds, device, None, obj.get("seed", 0), info.split)
     if write_card:
         folder = resolve(name)
-        save_model(folder, lm.model, {**lm.card, "checks": {"delta": delta, "threshold": threshold, "command": f"robustkit models check {name} " + " ".join(f"--split {s}" for s in splits), **results}})
+        where = "" if data == "builtin" else f"--data {data} "
+        command = f"robustkit models check {name} {where}" + " ".join(f"--split {s}" for s in results)
+        save_model(folder, lm.model, {**lm.card, "checks": {"delta": delta, "threshold": threshold, "data": data,
+                                                            "command": command, **results}})
 
 
 def _solver_validity(model, dataset, device, limit: int | None, seed: int, split: str) -> dict:
@@ -121,35 +144,47 @@ def _solver_validity(model, dataset, device, limit: int | None, seed: int, split
 
 @models.command("evaluate")
 @click.argument("names", nargs=-1, required=True, metavar="NAME|FILE.py:FACTORY...")
-@click.option("--split", default="test", show_default=True, help="Split of the built-in data to score on.")
+@click.option("--data", default="builtin", show_default=True, help=DATA_HELP)
+@click.option("--split", default=None, help="Split to score on, or 'all'. [default: test when the file has splits, else all samples]")
+@click.option("--samples", type=int, default=None, help="Score the first N slices of the split. [default: all]")
 @click.option("--accel", type=float, default=4.0, show_default=True)
 @click.pass_obj
-def evaluate_cmd(obj, names: tuple[str, ...], split: str, accel: float) -> None:
-    """PSNR / SSIM / NMSE (mean ± std over slices) of models and the SENSE init on the built-in data.
-    DEQ models are solved tightly (their eval tolerance) and report iterations and convergence.
+def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samples: int | None, accel: float) -> None:
+    """PSNR / SSIM / NMSE (mean ± std over slices) of models and the SENSE init on the built-in
+    data or a prepared file, at the data's own image size. DEQ models are solved tightly (their eval
+    tolerance) and report iterations and convergence. A model trained on another size,
+    acceleration or data runs with a warning.
 
-    NAMES are zoo models or your own networks (FILE.py:FACTORY or package.module:FACTORY; docs/api.md)."""
+    NAMES are zoo models or your own networks (FILE.py:FACTORY or package.module:FACTORY; docs/api.md).
+    Example:
+
+        robustkit models evaluate modl mol mnmmol --data knees.h5 --samples 4
+    """
     import pandas as pd
 
-    from robustkit.data.builtin import ensure_builtin
-    from robustkit.data.prepared import PreparedDataset
+    from robustkit.data.evaluation import eval_dataset
     from robustkit.device import resolve_device
+    from robustkit.errors import RobustkitError
     from robustkit.evaluate import evaluate
     from robustkit.models.adapter import as_model
-    from robustkit.physics.masks import MaskSpec
     from robustkit.studies.common import unique_names
 
     obj = obj or {}
+    if samples is not None and samples < 1:
+        raise RobustkitError(f"--samples must be >= 1, got {samples}")
     device = resolve_device(obj.get("device", "auto"))
-    models = unique_names([as_model(name, map_location=str(device)) for name in names])
-    ds = PreparedDataset(ensure_builtin(), split=split, mask=MaskSpec(accel=accel), seed=obj.get("seed", 0))
+    ds, info = eval_dataset(data, split, accel, obj.get("seed", 0), samples)
+    models = unique_names([as_model(name, map_location=str(device)) for name in names])  # every name checked first
     frames = [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
     for lm in models:
+        _warn_mismatch(lm.name, lm.card, info)
         frames.append(pd.DataFrame(evaluate(lm, ds, device)).assign(model=lm.name))
     df = pd.concat(frames)
     cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged") if c in df]
     agg = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
-    click.echo(f"{split} split, {len(ds)} slices, {accel:g}×")
+    h, w = info.shape
+    what = "all samples" if info.split == "all" else f"{info.split} split"
+    click.echo(f"{info.name} ({what}), {info.n} slices of {h}x{w}, {accel:g}×")
     click.echo(agg.round(4).to_string())
 
 

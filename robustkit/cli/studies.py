@@ -2,7 +2,8 @@
 
 Each command builds the study's config from the options given (the rest keep the study's
 defaults), runs it on zoo models or plug-ins (``--model FILE.py:FACTORY``, docs/api.md) and the
-built-in data, writes ``reports/<study>-<timestamp>/``, prints a summary table and the report path.
+built-in data or a prepared file (``--data``, at its own size), writes
+``reports/<study>-<timestamp>/``, prints a summary table and the report path.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def _eps_value(ctx, param, values):
     return tuple(out)
 
 
+DATA_HELP = ("'builtin' or a prepared HDF5 file (`robustkit data prepare`), read at its own image size; "
+             "models trained on another size or data run with a warning. [default: builtin]")
+SPLIT_HELP = ("Split of the data, or 'all'. [default: test when the file has splits, else all samples]")
+
+
 def common_options(default_models: str) -> Callable:
     """Options every study command has."""
 
@@ -35,9 +41,10 @@ def common_options(default_models: str) -> Callable:
                               "network as FILE.py:FACTORY or package.module:FACTORY (a callable returning an nn.Module "
                               f"with forward(kspace, op); see docs/api.md). [default: {default_models}]"),
             click.option("--samples", type=int, default=None, help="Use the first N slices of the split. [default: all]"),
-            click.option("--split", default=None, help="Split of the data. [default: test]"),
-            click.option("--data", default=None, help="'builtin' or a prepared HDF5 file. [default: builtin]"),
-            click.option("--accel", type=float, default=None, help="Acceleration of the masks; must match the models. [default: 4]"),
+            click.option("--split", default=None, help=SPLIT_HELP),
+            click.option("--data", default=None, help=DATA_HELP),
+            click.option("--accel", type=float, default=None,
+                         help="Acceleration of the masks; a model trained at another one runs with a warning. [default: 4]"),
             click.option("--batch-size", type=int, default=None, help="Slices per batch. [default: 2]"),
             click.option("--reports-dir", type=click.Path(), default="reports", show_default=True,
                          help="Where run folders go (never overwritten)."),
@@ -214,19 +221,23 @@ def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data
 @click.option("--reports-dir", type=click.Path(), default="reports", show_default=True, help="Where run folders go.")
 @click.option("--resume", type=click.Path(), default=None, metavar="SUITE_DIR", help="Continue an interrupted suite folder.")
 @click.option("--no-report", is_flag=True, help="Do not build the HTML report at the end.")
+@click.option("--data", default=None, help="Run every study of the file on this data instead. " + DATA_HELP.split("; ")[0] + ".")
+@click.option("--split", default=None, help="Run every study of the file on this split instead ('all': every sample).")
 @click.pass_obj
-def run_file(obj, study_file, reports_dir, resume, no_report) -> None:
+def run_file(obj, study_file, reports_dir, resume, no_report, data, split) -> None:
     """Run every study of a shipped suite or a TOML study file: `robustkit run quick` (a short look
     at every shipped model), `robustkit run paper` (the full-size run) or
     `robustkit run my.toml`. An existing file wins over a shipped suite of the same name.
 
     The file has one table per study ([attack], [init-test], [audit], [sweep-delta]) with that
-    study's keys, and an optional [defaults] table applied to all of them. Writes one run folder
-    per study and a suite folder reports/<file>-<timestamp>/ with suite.json.
+    study's keys, and an optional [defaults] table applied to all of them; --data and --split
+    replace the file's data and split in every study, e.g.
+    `robustkit run quick --data knees.h5`. Writes one run folder per study and a
+    suite folder reports/<file>-<timestamp>/ with suite.json.
     """
     from robustkit.studies.suite import run_suite
 
-    suite_dir = run_suite(study_file, obj or {}, reports_dir, resume,
+    suite_dir = run_suite(study_file, obj or {}, reports_dir, resume, overrides=_mapping(data=data, split=split),
                           on_study=lambda run_dir: _after_suite_study(run_dir, not no_report))
     if not no_report:
         from robustkit.report import build_index, build_suite_page

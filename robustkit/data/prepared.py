@@ -120,6 +120,49 @@ def read_samples(path: str | os.PathLike, split: str | None = None) -> list[Samp
     return out
 
 
+#: the ``split`` value that reads every sample of a file, whatever its split.
+ALL = "all"
+_NO_SPLIT = "no split"
+
+
+def split_counts(path: str | os.PathLike) -> dict[str, int]:
+    """Samples per split of a prepared file, ``{"train": 30, "val": 4, "no split": 2}`` (file order
+    train, val, test, others, samples without a split last); reads only the metadata."""
+    from collections import Counter
+
+    with _open(path) as f:
+        counts = Counter(json.loads(f["samples"][key].attrs["meta"]).get("split") or _NO_SPLIT for key in f["samples"])
+    order = ["train", "val", "test", *sorted(set(counts) - {"train", "val", "test", _NO_SPLIT}), _NO_SPLIT]
+    return {name: counts[name] for name in order if name in counts}
+
+
+def describe_splits(path: str | os.PathLike, counts: dict[str, int] | None = None) -> str:
+    """``file X has splits train (30), val (4)`` or ``file X has 6 samples without a split``."""
+    counts = split_counts(path) if counts is None else counts
+    named = [f"{name} ({n})" for name, n in counts.items() if name != _NO_SPLIT]
+    loose = counts.get(_NO_SPLIT, 0)
+    if not named:
+        return f"file {path} has {loose} samples without a split"
+    return f"file {path} has splits {', '.join(named)}" + (f" and {loose} samples without a split" if loose else "")
+
+
+def resolve_split(path: str | os.PathLike, split: str | None) -> str:
+    """The split to read from ``path``: ``split`` itself, checked against what the file holds, or for
+    ``None`` the default, ``test`` when the file has splits and :data:`ALL` when it has none
+    (prepared without ``--split``). A split with no samples raises, naming what the file holds."""
+    counts = split_counts(path)
+    has_splits = any(name != _NO_SPLIT for name in counts)
+    if split is None:
+        split = "test" if has_splits else ALL
+    if split == ALL or counts.get(split, 0) > 0:
+        return split
+    if not has_splits:
+        fix = "use --split all (or no --split) to read every sample, or prepare the file again with --split"
+    else:
+        fix = f"pass --split {max((n, name) for name, n in counts.items() if name != _NO_SPLIT)[1]}"
+    raise RobustkitError(f"{describe_splits(path, counts)}; no {split!r} — {fix}")
+
+
 class PreparedDataset(torch.utils.data.Dataset):
     """A split of a prepared file as torch tensors, with masks and noise drawn deterministically.
 
@@ -127,6 +170,7 @@ class PreparedDataset(torch.utils.data.Dataset):
     ``(C, H, W)``, ``mask`` float32 ``(1, H, W)``, ``target`` complex64 ``(H, W)``, ``index``.
 
     Args:
+        split: the samples whose ``meta["split"]`` is this; None or :data:`ALL` reads every sample.
         mask: how to undersample fully sampled k-space; ignored for samples that carry a mask.
         seed: base seed; sample ``i`` uses ``seed + i`` (plus ``1000003 · epoch`` when ``vary``).
         vary: draw a new mask (and noise) every epoch (training); fixed otherwise (evaluation).
@@ -147,9 +191,9 @@ class PreparedDataset(torch.utils.data.Dataset):
         augment: bool = False,
     ):
         self.path = Path(path)
-        self.samples = read_samples(path, split)
+        self.samples = read_samples(path, None if split == ALL else split)
         if not self.samples:
-            raise RobustkitError(f"{path} has no samples in split {split!r}; choose train, val or test")
+            resolve_split(path, split)  # raises: the message names the splits the file holds
         self.mask_spec = mask or MaskSpec()
         if augment and any(s.target is None for s in self.samples):
             raise RobustkitError(f"{path}: augmentation re-simulates k-space from the target, but some samples have none; train without --augment")

@@ -62,6 +62,8 @@ class ModelAdapter(nn.Module):
         super().__init__()
         self.name, self.model, self.card, self.source = name, model, dict(card or {}), source
         self.last_stats = None
+        #: how the study's data differs from the card's training data (models.mismatch.card_mismatch)
+        self.mismatch: dict[str, Any] = {}
         self.settings = (SolverSettings.coerce(getattr(model, "solver_settings", None), f"model {name!r}")
                          if self.is_deq else None)
 
@@ -184,6 +186,8 @@ class ModelAdapter(nn.Module):
             out["class"] = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
         if self.settings is not None:
             out["solver"] = self.settings.to_dict()
+        if self.mismatch:
+            out["mismatch"] = self.mismatch
         return out
 
 

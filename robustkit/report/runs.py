@@ -151,6 +151,7 @@ def load_run(path: str | Path) -> Run:
             )
     if status not in ("complete", "running", "interrupted"):
         notes.append(f"meta.json has status {status!r}; expected complete, running or interrupted")
+    notes += mismatch_notes(meta)
     traces = None
     if (path / "traces.csv").is_file():
         try:
@@ -171,6 +172,15 @@ def load_run(path: str | Path) -> Run:
                 continue
             examples.append((m["model"], m["kind"], eps, p))
     return Run(path, study, config, meta, results, traces, examples, notes)
+
+
+def mismatch_notes(meta: dict[str, Any]) -> list[str]:
+    """One warning per model of meta.json run on data other than its training data (size,
+    acceleration or dataset; :mod:`robustkit.models.mismatch`)."""
+    from robustkit.models.mismatch import mismatch_text
+
+    return [mismatch_text(str(m.get("name")), m["mismatch"]) for m in meta.get("models", [])
+            if isinstance(m, dict) and isinstance(m.get("mismatch"), dict) and m["mismatch"]]
 
 
 def as_bool(series: pd.Series) -> pd.Series:

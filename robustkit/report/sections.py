@@ -77,7 +77,8 @@ def tables_of(sections: list[Section]) -> list[Table]:
 def config_text(run: Run) -> str:
     """``data builtin (test split), 4× acceleration, seed 0; eps=[0.05], steps=3, …``."""
     c = run.config
-    head = f"data {c.get('data', '?')} ({c.get('split', '?')} split), {c.get('accel', '?')}× acceleration, seed {c.get('seed', '?')}"
+    split = "all samples" if c.get("split") == "all" else f"{c.get('split', '?')} split"
+    head = f"data {c.get('data', '?')} ({split}), {c.get('accel', '?')}× acceleration, seed {c.get('seed', '?')}"
     keys = [k for k in CAPTION_KEYS.get(run.study, ()) if k in c]
     return head + ("; " + ", ".join(f"{k}={json.dumps(c[k], default=str)}" for k in keys) if keys else "")
 

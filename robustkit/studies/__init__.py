@@ -65,22 +65,23 @@ def run(
     import torch
 
     from robustkit.device import resolve_device
-    from robustkit.studies.common import load_models, run_cells, study_dataset
+    from robustkit.studies.common import load_models, run_cells, study_data
     from robustkit.studies.rundir import RunDir, base_meta
 
     module = study_module(name)
     dev = resolve_device(device) if isinstance(device, str) else device
     torch.manual_seed(config.seed)
-    dataset = study_dataset(config)
+    dataset, data = study_data(config)
     models = load_models(module.model_refs(config, str(dev)) if hasattr(module, "model_refs") else config.models,
-                         dataset, config.accel, dev)
+                         dataset, config.accel, dev, data=config.data)
     if hasattr(module, "check_models"):
         module.check_models(models)
     settings = config.to_dict()
     if resume is not None:
         rd = RunDir.resume(resume, name, settings)
     else:
-        rd = RunDir.create(reports_dir, name, settings, base_meta(config.seed, str(dev), [m.meta() for m in models]))
+        meta = base_meta(config.seed, str(dev), [m.meta() for m in models])
+        rd = RunDir.create(reports_dir, name, settings, {**meta, "data": data.to_dict()})
     if on_start is not None:
         on_start(rd.path)
     frame = run_cells(rd, module.cells(config, models, dataset, dev, rd), progress=progress)

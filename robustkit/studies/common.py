@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
@@ -27,14 +26,16 @@ class StudyConfig:
     models: zoo references (a registry name such as ``mnmmol`` means its default zoo entry),
     plug-in specs (``FILE.py:FACTORY``, ``package.module:FACTORY``) or ``nn.Module`` objects
     (docs/api.md).
-    data: ``builtin`` or a prepared HDF5 file; split: its split; accel: acceleration of the masks
+    data: ``builtin`` or a prepared HDF5 file, read at its own image size; split: its split
+    (``None``: ``test`` when the file has splits, else every sample; ``all``: every sample; the run
+    records the split it read); accel: acceleration of the masks
     (fixed per slice by ``seed``); samples: the first N slices of the split (``None`` = all);
     batch_size: slices per batch; seed: every random draw of the study.
     """
 
     models: list[Any] = field(default_factory=lambda: list(DEFAULT_MODELS))
     data: str = "builtin"
-    split: str = "test"
+    split: str | None = None
     accel: float = 4.0
     samples: int | None = None
     batch_size: int = 2
@@ -99,33 +100,36 @@ def check_eps(values: Iterable[Any]) -> list[float]:
 # ----------------------------------------------------------------------------- data and models
 
 
-def study_dataset(config: StudyConfig):
-    """The evaluation slices: masks fixed per slice (drawn from ``seed``), no noise."""
-    from robustkit.data.builtin import ensure_builtin
-    from robustkit.data.prepared import PreparedDataset
-    from robustkit.physics.masks import MaskSpec
+def study_data(config: StudyConfig):
+    """``(dataset, info)``: the evaluation slices (masks fixed per slice, drawn from ``seed``, no
+    noise) at the data's own size, and the :class:`~robustkit.data.evaluation.EvalData` read; sets
+    ``config.split`` to the split read (e.g. ``all`` for a file without splits)."""
+    from robustkit.data.evaluation import eval_dataset
 
-    path = ensure_builtin() if config.data == "builtin" else Path(config.data)
-    if not path.exists():
-        raise RobustkitError(f"data file {path} does not exist; pass 'builtin' or a file from `robustkit data prepare`")
-    ds = PreparedDataset(path, split=config.split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=False)
-    if len(ds) == 0:
-        raise RobustkitError(f"split {config.split!r} of {path} has no slices; choose another split")
-    if config.samples is not None and config.samples < len(ds):
-        ds = torch.utils.data.Subset(ds, range(config.samples))
-    return ds
+    ds, info = eval_dataset(config.data, config.split, config.accel, config.seed, config.samples)
+    config.split = info.split
+    return ds, info
+
+
+def study_dataset(config: StudyConfig):
+    """The evaluation slices of :func:`study_data`."""
+    return study_data(config)[0]
 
 
 #: the studies' model record (every model is a ModelAdapter, docs/api.md); the old name is kept.
 LoadedModel = ModelAdapter
 
 
-def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device) -> list[ModelAdapter]:
-    """The study's models as :class:`~robustkit.models.adapter.ModelAdapter`: zoo references
-    (checked to be trained at ``accel`` on images of the data's size), plug-in specs
-    (``FILE.py:FACTORY``, ``package.module:FACTORY``) and ``nn.Module`` objects. Names are made
-    unique (``-2``, ``-3``, … appended)."""
+def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device,
+                data: str = "builtin") -> list[ModelAdapter]:
+    """The study's models as :class:`~robustkit.models.adapter.ModelAdapter`: zoo references,
+    plug-in specs (``FILE.py:FACTORY``, ``package.module:FACTORY``) and ``nn.Module`` objects. Names
+    are made unique (``-2``, ``-3``, … appended). A zoo model trained at another size, acceleration
+    or on other data than ``data`` still runs (F_θ is fully convolutional, the operator comes from
+    the data): the difference is kept in ``mismatch`` and issued as a one-line warning."""
+    from robustkit.errors import warn
     from robustkit.models.adapter import as_model
+    from robustkit.models.mismatch import card_mismatch, mismatch_text
     from robustkit.models.plugins import is_plugin_ref
     from robustkit.models.zoo import load_model, resolve
 
@@ -141,20 +145,12 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
             continue
         seen.add(name)
         model, card = load_model(ref, map_location=str(device))
-        data = card.get("data", {})
-        trained_accel = data.get("accel")
-        if trained_accel is not None and abs(float(trained_accel) - float(accel)) > 1e-9:
-            raise RobustkitError(
-                f"zoo model {name!r} was trained at {trained_accel:g}x but the data is {accel:g}x; "
-                f"pass --accel {trained_accel:g} or choose a {accel:g}x model"
-            )
-        trained_shape = data.get("shape")
-        if trained_shape is not None and list(trained_shape) != shape:
-            raise RobustkitError(
-                f"zoo model {name!r} was trained on {trained_shape[0]}x{trained_shape[1]} images but the data is "
-                f"{shape[0]}x{shape[1]}; use data of the model's size or a model trained on this data"
-            )
-        out.append(ModelAdapter(name, model, card))
+        mismatch = card_mismatch(card, data, shape, accel)
+        if mismatch:
+            warn(mismatch_text(name, mismatch))
+        adapter = ModelAdapter(name, model, card)
+        adapter.mismatch = mismatch
+        out.append(adapter)
     return unique_names(out)
 
 

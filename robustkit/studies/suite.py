@@ -42,8 +42,9 @@ def study_file(ref: str | Path) -> Path:
                          "(or give a TOML study file)")
 
 
-def read_study_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{study: config mapping}`` in file order, defaults merged; validated (unknown keys raise).
+def read_study_file(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``{study: config mapping}`` in file order, defaults merged, then ``overrides`` (e.g. the
+    command line's ``data``, ``split``) over every study; validated (unknown keys raise).
     ``path`` is a TOML file or a shipped suite's name (:func:`study_file`)."""
     path = study_file(path)
     try:
@@ -62,17 +63,19 @@ def read_study_file(path: str | Path) -> dict[str, dict[str, Any]]:
     for name, table in data.items():
         if not isinstance(table, dict):
             raise RobustkitError(f"{name} in {path} must be a table ([{name}])")
-        mapping = {**defaults, **table}
+        mapping = {**defaults, **table, **(overrides or {})}
         make_config(name, dict(mapping), where=f"[{name}] of {path}")  # validate now
         out[name] = mapping
     return out
 
 
 def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "reports", resume: str | Path | None = None,
-              on_study: Callable[[Path], None] | None = None, progress: bool = True) -> Path:
-    """Run every study of the file (a path or a shipped suite's name); returns the suite folder."""
+              on_study: Callable[[Path], None] | None = None, progress: bool = True,
+              overrides: dict[str, Any] | None = None) -> Path:
+    """Run every study of the file (a path or a shipped suite's name; ``overrides`` replace keys of
+    every study, see :func:`read_study_file`); returns the suite folder."""
     given, path = path, study_file(path)
-    studies = read_study_file(path)
+    studies = read_study_file(path, overrides)
     seed, device = obj.get("seed", 0), obj.get("device", "auto")
     reports_dir = Path(reports_dir)
     if resume is not None:

@@ -44,6 +44,8 @@ class LoadOptions:
         ignore_mask: treat the k-space as fully sampled and drop the file's mask (MoDL: keep the
             fully sampled k-space so robustkit draws its own masks).
         calib, kernel, crop: ESPIRiT calibration size, kernel width and eigenvalue crop.
+        bart_axes: BART only, the dimensions holding H, W, the coils (and the slices), e.g.
+            ``"PHS1,PHS2,COIL"``; None guesses (:func:`robustkit.data.loaders.bart.guess_axes`).
         progress: show a tqdm bar over slices (only on a terminal).
     """
 
@@ -54,6 +56,7 @@ class LoadOptions:
     calib: int = 24
     kernel: int = 6
     crop: float = 0.95
+    bart_axes: str | None = None
     progress: bool = False
 
     def espirit_settings(self) -> dict[str, Any]:
@@ -163,6 +166,8 @@ def iter_samples(
     chosen = resolve_format(path, fmt)
     if options.maps is not None and chosen.name != "bart":
         raise RobustkitError(f"--maps applies to BART files only, not {chosen.name}; drop --maps")
+    if options.bart_axes is not None and chosen.name != "bart":
+        raise RobustkitError(f"--bart-axes applies to BART files only, not {chosen.name}; drop --bart-axes")
     if options.split is not None and options.split not in _SPLITS:
         raise RobustkitError(f"unknown split {options.split!r}; choose one of {', '.join(_SPLITS)}")
     return chosen.iter_samples(path, options)
@@ -179,6 +184,7 @@ def load(
     calib: int = 24,
     kernel: int = 6,
     crop: float = 0.95,
+    bart_axes: str | None = None,
     progress: bool = False,
 ) -> list[Sample]:
     """All selected samples of ``path`` (format ``fmt``: ``auto``/None, ``fastmri``, ``calgary``,
@@ -191,6 +197,7 @@ def load(
         calib=calib,
         kernel=kernel,
         crop=crop,
+        bart_axes=bart_axes,
         progress=progress,
     )
     return list(iter_samples(path, fmt, options))

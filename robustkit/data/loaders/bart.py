@@ -2,22 +2,27 @@
 
 ``name.hdr`` is text, ``# Dimensions`` then the sizes of up to 16 dimensions; ``name.cfl`` holds
 complex64 values in column-major (Fortran) order. BART's dimension order is READ, PHS1, PHS2,
-COIL, MAPS, TE, COEFF, COEFF2, ITER, CSHIFT, TIME, TIME2, LEVEL, SLICE, AVG, BATCH. robustkit reads
-``H = READ``, ``W = PHS1``, ``C = COIL`` and slices from ``SLICE`` (dimension 13); every other
-dimension must be 1 (3-D k-space, PHS2 > 1, must first be inverse-transformed along PHS2:
-``bart fft -u -i 4``). BART's FFT is centred, like robustkit's F up to a global factor, which
-the per-slice scaling removes.
+COIL, MAPS, TE, COEFF, COEFF2, ITER, CSHIFT, TIME, TIME2, LEVEL, SLICE, AVG, BATCH.
 
-Maps (``--maps``, e.g. from ``bart ecalib``): ``READ, PHS1, 1, COIL, MAPS[, …, SLICE]``, one set
-for all slices or one per slice; with MAPS > 1 the first set is used. Without maps, ESPIRiT.
-K-space with locations that are exactly zero in every coil is undersampled (``bart pattern``):
-its mask is that pattern and the target is None (``--ignore-mask`` treats it as fully sampled).
+Which dimensions hold the image (``H``, ``W``), the coils and the slices (:class:`Axes`): by default
+``H = READ``, ``W = PHS1``, ``C = COIL`` and slices from ``SLICE`` (dimension 13), or, when READ is 1
+and PHS1 and PHS2 are not (a 2-D slice stored in PHS1 × PHS2, dims ``[1, H, W, C]``), ``H = PHS1``,
+``W = PHS2``. ``--bart-axes H,W,COIL[,SLICE]`` (names or numbers, e.g. ``PHS1,PHS2,COIL`` or
+``0,1,3,13``) says it when the guess is wrong. Every other dimension must be 1 (3-D k-space must
+first be inverse-transformed along its third axis, e.g. ``bart fft -u -i 4``). BART's FFT is
+centred, like robustkit's F up to a global factor, which the per-slice scaling removes.
+
+Maps (``--maps``, e.g. from ``bart ecalib``): the same image and coil dimensions, plus MAPS (the
+first set is used when there are several), one set for all slices or one per slice. Without maps,
+ESPIRiT. K-space with locations that are exactly zero in every coil is undersampled
+(``bart pattern``): its mask is that pattern and the target is None (``--ignore-mask`` treats it
+as fully sampled).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -37,6 +42,48 @@ from robustkit.errors import RobustkitError
 
 READ, PHS1, PHS2, COIL, MAPS, SLICE = 0, 1, 2, 3, 4, 13
 N_DIMS = 16
+NAMES = ("READ", "PHS1", "PHS2", "COIL", "MAPS", "TE", "COEFF", "COEFF2", "ITER", "CSHIFT", "TIME", "TIME2",
+         "LEVEL", "SLICE", "AVG", "BATCH")
+
+
+class Axes(NamedTuple):
+    """The BART dimensions read as image rows ``h``, image columns ``w``, coils and slices."""
+
+    h: int = READ
+    w: int = PHS1
+    coil: int = COIL
+    slice: int = SLICE
+
+    def text(self) -> str:
+        return ",".join(NAMES[d] for d in self)
+
+
+def parse_axes(text: str) -> Axes:
+    """``"PHS1,PHS2,COIL"`` or ``"1,2,3,13"`` → :class:`Axes` (H, W, COIL[, SLICE]; names or numbers)."""
+    parts = [p.strip().upper() for p in text.split(",")]
+    try:
+        dims = [int(p) if p.isdigit() else NAMES.index(p) for p in parts]
+    except ValueError:
+        dims = []
+    if len(dims) not in (3, 4) or len(set(dims)) != len(dims) or not all(0 <= d < N_DIMS for d in dims):
+        raise RobustkitError(
+            f"cannot read --bart-axes {text!r}; give the dimensions of H, W and the coils (and optionally the slices), "
+            f"as BART names or numbers 0-15, e.g. --bart-axes PHS1,PHS2,COIL or 0,1,3,13"
+        )
+    return Axes(*dims)
+
+
+def guess_axes(dims: list[int]) -> Axes:
+    """READ × PHS1 (the default), or PHS1 × PHS2 when READ is 1 and both PHS1 and PHS2 are not."""
+    if dims[READ] == 1 and dims[PHS1] > 1 and dims[PHS2] > 1:
+        return Axes(PHS1, PHS2)
+    return Axes()
+
+
+def _describe(dims: list[int]) -> str:
+    """``[1, 230, 180, 8] (PHS1 230, PHS2 180, COIL 8)``: the dims and the named ones above 1."""
+    named = ", ".join(f"{NAMES[i]} {d}" for i, d in enumerate(dims) if d > 1)
+    return f"{_short(dims)} ({named or 'all 1'})"
 
 
 def base(path: Path) -> Path:
@@ -94,33 +141,39 @@ def read_cfl(path: Path) -> np.ndarray:
     return np.memmap(cfl, dtype=np.complex64, mode="r", shape=tuple(dims), order="F")
 
 
-def _check_dims(dims: list[int], allowed: set[int], what: str, path: Path) -> None:
-    extra = [i for i, d in enumerate(dims) if d > 1 and i not in allowed]
-    if extra:
-        hint = " (3-D k-space: inverse-FFT along PHS2 first, `bart fft -u -i 4`)" if PHS2 in extra else ""
+def _check_dims(dims: list[int], axes: Axes, what: str, path: Path, extra: tuple[int, ...] = ()) -> None:
+    """Every dimension outside ``axes`` (and ``extra``) must be 1; the error names the dims found."""
+    others = [i for i, d in enumerate(dims) if d > 1 and i not in (*axes, *extra)]
+    if others:
+        hint = (" (3-D k-space: inverse-FFT along the third axis first, e.g. `bart fft -u -i 4`)"
+                if dims[READ] > 1 and dims[PHS1] > 1 and dims[PHS2] > 1 else "")
         raise RobustkitError(
-            f"{path.name}: {what} has size > 1 in BART dimension(s) {extra} (dims {_short(dims)}); robustkit reads "
-            f"READ, PHS1, COIL and SLICE only{hint}"
+            f"{path.name}: {what} has dims {_describe(dims)}; reading H, W, coils, slices from {axes.text()} leaves "
+            f"{', '.join(f'{NAMES[i]} {dims[i]}' for i in others)} unread{hint}; name the axes with --bart-axes H,W,COIL[,SLICE]"
         )
 
 
-def _as_slices(array: np.ndarray) -> np.ndarray:
-    """16-D BART array (READ, PHS1, 1, COIL, …, SLICE) → a ``(slices, C, H, W)`` view (nothing read yet)."""
-    return array[:, :, 0, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, :, 0, 0].transpose(3, 2, 0, 1)
+def _as_slices(array: np.ndarray, axes: Axes) -> np.ndarray:
+    """16-D BART array → a ``(slices, C, H, W)`` view (nothing read yet); other dims must be 1
+    (``MAPS`` too: the first map set is taken)."""
+    index = tuple(slice(None) if i in axes else 0 for i in range(N_DIMS))
+    kept = [i for i in range(N_DIMS) if i in axes]  # the order the kept dims have after indexing
+    return array[index].transpose([kept.index(d) for d in (axes.slice, axes.coil, axes.h, axes.w)])
 
 
-def _load_maps(path: Path, kshape: tuple[int, int, int, int]) -> tuple[np.ndarray, int]:
+def _load_maps(path: Path, axes: Axes, kshape: tuple[int, int, int, int]) -> tuple[np.ndarray, int]:
     """Maps ``(slices or 1, C, H, W)`` from a BART file, checked against k-space ``(slices, C, H, W)``."""
     dims = read_dims(path)
-    _check_dims(dims, {READ, PHS1, COIL, MAPS, SLICE}, "the coil maps", path)
+    _check_dims(dims, axes, "the coil maps", path, extra=(MAPS,) if MAPS not in axes else ())
     maps = read_cfl(path)
-    sets = dims[MAPS]
-    maps = _as_slices(maps)
+    sets = dims[MAPS] if MAPS not in axes else 1
+    maps = _as_slices(maps, axes)
     n, c, h, w = kshape
     if maps.shape[1:] != (c, h, w) or maps.shape[0] not in (1, n):
         raise RobustkitError(
-            f"{path.name}: coil maps of shape (slices, C, H, W) = {maps.shape} do not match k-space {kshape}; "
-            "supply maps with the same READ, PHS1 and COIL sizes (and 1 or all slices)"
+            f"{path.name}: coil maps of dims {_describe(dims)}, (slices, C, H, W) = {maps.shape} read with axes "
+            f"{axes.text()}, do not match k-space {kshape}; supply maps with the same image and coil sizes "
+            "(and 1 or all slices)"
         )
     return maps, sets
 
@@ -129,16 +182,17 @@ def iter_samples(path: Path, options: LoadOptions) -> Iterator[Sample]:
     """One :class:`Sample` per selected slice of a BART k-space array."""
     name = base(path).name
     dims = read_dims(path)
-    _check_dims(dims, {READ, PHS1, COIL, SLICE}, "the k-space", path)
-    kspace = _as_slices(read_cfl(path))
-    maps_all, sets = (None, 0) if options.maps is None else _load_maps(options.maps, kspace.shape)
+    axes = parse_axes(options.bart_axes) if options.bart_axes else guess_axes(dims)
+    _check_dims(dims, axes, "the k-space", path)
+    kspace = _as_slices(read_cfl(path), axes)
+    maps_all, sets = (None, 0) if options.maps is None else _load_maps(options.maps, axes, kspace.shape)
     split = options.split or split_from_path(path)
     for i in progress_bar(select(kspace.shape[0], options.slices, name), name, options.progress):
         where = f"{name} slice {i}"
         k = np.array(kspace[i], dtype=np.complex128)
         check_finite(k, where)
         mask = None if options.ignore_mask else sampling_pattern(k, 1.0)
-        meta: dict[str, Any] = {"source": "bart", "file": name, "slice": i, "split": split}
+        meta: dict[str, Any] = {"source": "bart", "file": name, "slice": i, "split": split, "axes": axes.text()}
         if maps_all is None:
             maps = estimate_maps(k, mask, options, where)
             meta["maps"] = "espirit"
@@ -150,16 +204,18 @@ def iter_samples(path: Path, options: LoadOptions) -> Iterator[Sample]:
 
 
 def inspect(path: Path) -> dict[str, Any]:
-    """Dimensions and what would be loaded from a BART k-space array."""
+    """Dimensions and what would be loaded from a BART k-space array (with the guessed axes)."""
     dims = read_dims(path)
-    _check_dims(dims, {READ, PHS1, COIL, SLICE}, "the k-space", path)
-    k = _as_slices(read_cfl(path))
+    axes = guess_axes(dims)
+    _check_dims(dims, axes, "the k-space", path)
+    k = _as_slices(read_cfl(path), axes)
     fraction = float((np.abs(np.array(k[k.shape[0] // 2])) > 0).any(axis=0).mean())
     return {
-        "dims": " ".join(str(d) for d in _short(dims)),
-        "slices": dims[SLICE],
-        "coils": dims[COIL],
-        "matrix": [dims[READ], dims[PHS1]],
+        "dims": _describe(dims),
+        "axes (H, W, coils, slices)": f"{axes.text()} (other axes: --bart-axes)",
+        "slices": dims[axes.slice],
+        "coils": dims[axes.coil],
+        "matrix": [dims[axes.h], dims[axes.w]],
         "sampled fraction (middle slice)": round(fraction, 3),
         "mask": "none (fully sampled)" if fraction == 1 else "non-zero pattern (undersampled)",
         "maps": "ESPIRiT, estimated per slice (or --maps)",
