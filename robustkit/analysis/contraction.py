@@ -1,0 +1,83 @@
+"""The OBSERVED contraction rate of a fixed-point iteration, to hold against the L estimates.
+
+Near a fixed point ``x*`` the plain iteration ``x_{k+1} = f(x_k)`` (no damping, no Anderson)
+shrinks the residual ``r_k = ‖f(x_k) − x_k‖ / ‖f(x_k)‖`` by ``r_{k+1}/r_k → ρ(J_f(x*))``, the
+spectral radius of the Jacobian: the decay of the slowest mode. For ``f = H_θ + Aᴴb`` that is
+``ρ(J_H) ≤ ‖J_H‖₂ ≤ L[H_θ](x*; δ)``, so an observed rate above the largest L estimate means the
+estimators missed a direction (docs/certificates.md).
+
+Measured here, per sample: start at ``x* + s‖x*‖ r`` (``r`` a random unit direction, ``s`` =
+``start_distance``), run ``iters`` plain iterations, and take the geometric mean of ``r_{k+1}/r_k``
+over the last ``tail`` steps whose residuals are both above the numerical floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from robustkit.analysis.lipschitz import Operator, _default_generator, _norm, _per_sample, _random_unit
+
+#: how far above the largest L estimate the observed rate may lie before the two are flagged.
+RATE_TOLERANCE = 0.005
+
+
+@dataclass
+class ContractionRate:
+    """Result of :func:`observed_contraction_rate`.
+
+    Attributes:
+        rate: ``(B,)`` geometric mean of ``r_{k+1}/r_k`` over the tail (NaN when fewer than two
+            residuals lie above the floor: the iteration converged to rounding at once).
+        trace: ``(iters + 1, B)`` the relative residual of every iterate.
+        ratios_used: ``(B,)`` how many ratios entered the mean.
+    """
+
+    rate: torch.Tensor
+    trace: torch.Tensor
+    ratios_used: torch.Tensor
+
+
+def observed_contraction_rate(
+    f: Operator,
+    x_star: torch.Tensor,
+    *,
+    iters: int = 60,
+    tail: int = 20,
+    start_distance: float = 0.01,
+    floor: float | None = None,
+    generator: torch.Generator | None = None,
+) -> ContractionRate:
+    """Observed contraction rate of the plain iteration ``x_{k+1} = f(x_k)`` near ``x_star``
+    (module docstring). ``floor`` defaults to ``100 ε`` of the dtype (float32: ≈ 1.2e-5)."""
+    from robustkit.solvers import solve
+
+    if iters < 2 or tail < 1:
+        raise ValueError(f"iters must be ≥ 2 and tail ≥ 1, got {iters}, {tail}")
+    if not start_distance > 0:
+        raise ValueError(f"start_distance must be > 0, got {start_distance}")
+    x = x_star.detach()
+    gen = _default_generator(x, generator)
+    x0 = x + start_distance * _per_sample(_norm(x), x) * _random_unit(x, gen, None)
+    _, stats = solve(f, x0, method="damped", damping=1.0, tol=0.0, max_iter=iters)
+    trace = stats.trace
+    if floor is None:
+        floor = 100 * torch.finfo(trace.dtype).eps
+    ok = torch.isfinite(trace) & (trace > floor)
+    logs = torch.log(trace.clamp_min(torch.finfo(trace.dtype).tiny))
+    steps = logs[1:] - logs[:-1]  # (iters, B)
+    valid = ok[1:] & ok[:-1]
+    # keep only the last `tail` valid ratios of each sample
+    from_end = torch.flip(torch.cumsum(torch.flip(valid.to(torch.int64), [0]), 0), [0])
+    use = valid & (from_end <= tail)
+    count = use.sum(dim=0)
+    mean_log = torch.where(use, steps, torch.zeros_like(steps)).sum(dim=0) / count.clamp_min(1)
+    rate = torch.where(count > 0, torch.exp(mean_log), torch.full_like(mean_log, float("nan")))
+    return ContractionRate(rate=rate, trace=trace, ratios_used=count)
+
+
+def rate_exceeds(rate: torch.Tensor, largest_L: torch.Tensor, tolerance: float = RATE_TOLERANCE) -> torch.Tensor:
+    """``rate > largest_L + tolerance`` per sample (False where the rate is NaN): the L estimates
+    miss a direction along which the iteration contracts more slowly than they allow."""
+    return torch.nan_to_num(rate, nan=-1.0) > largest_L + tolerance
