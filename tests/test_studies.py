@@ -115,10 +115,12 @@ def test_audit_recovers_a_known_lipschitz_constant(zoo, tmp_path, monkeypatch):
     batch = next(batches(study_dataset(config), 2, torch.device("cpu")))
     rows, traces = audit_batch(LoadedModel("toy", model.eval(), card), batch, config, torch.Generator().manual_seed(0), 0)
     for row in rows:
-        for key in ("L", "L_slow", "jacobian_norm"):
+        for key in ("L", "L_slow", "L_top", "jacobian_norm", "L_max"):
             assert 0.95 * c / lam <= row[key] <= c / lam * (1 + 1e-4), key
-        assert row["passes"]
-    assert {t["estimator"] for t in traces} == {"L", "L_slow", "jacobian_norm"}
+        assert row["passes"] and row["converged"]
+        # x⁺ = H_θ(x) + Aᴴb = −(c/λ) x + Aᴴb: the residual shrinks by exactly c/λ per plain step
+        assert abs(row["rate"] - c / lam) < 1e-3 and not row["rate_exceeds_L"]
+    assert {t["estimator"] for t in traces} == {"L", "L_slow", "L_top", "jacobian_norm", "rate_residual"}
 
 
 class ScaledIdentity(torch.nn.Module):

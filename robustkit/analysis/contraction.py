@@ -77,6 +77,14 @@ def observed_contraction_rate(
     return ContractionRate(rate=rate, trace=trace, ratios_used=count)
 
 
+def plain_map(model, b: torch.Tensor, op) -> Operator:
+    """``x ↦ H_θ(x) + Aᴴb`` of a model (``model.H_map(op)``) and measurements ``b``: the undamped
+    iteration whose contraction ``L[H_θ] < 1`` guarantees (MnM-MOL's update at γ = 1; its fixed
+    points are the model's at any γ)."""
+    H, aty = model.H_map(op), op.adjoint(b)
+    return lambda x: H(x) + aty
+
+
 def rate_exceeds(rate: torch.Tensor, largest_L: torch.Tensor, tolerance: float = RATE_TOLERANCE) -> torch.Tensor:
     """``rate > largest_L + tolerance`` per sample (False where the rate is NaN): the L estimates
     miss a direction along which the iteration contracts more slowly than they allow."""

@@ -44,6 +44,21 @@ def show(name: str) -> None:
     click.echo(json.dumps(card, indent=2, sort_keys=True))
 
 
+def check_warnings(summary: dict[str, float], threshold: float) -> list[str]:
+    """The lines ``models check`` prints under a split whose checks fail."""
+    out = []
+    if summary["converged"] < 1:
+        out.append(f"the SENSE-started solve converged on {summary['converged']:.0%} of slices; numbers of unconverged slices are not of a fixed point")
+    if summary["L_le_T"] < 1:
+        out.append(f"L[H_θ] ≤ {threshold:g} fails on {1 - summary['L_le_T']:.0%} of slices under the largest lower bound (max {summary['L_max_max']:.4f})")
+    if summary["rate_exceeds_L"] > 0:
+        out.append(f"the observed contraction rate (max {summary['rate_max']:.4f}) exceeds the largest L estimate on "
+                   f"{summary['rate_exceeds_L']:.0%} of slices: the estimates miss a direction")
+    if summary["jacobian_converged"] < 1:
+        out.append(f"the power iteration for ‖J_H‖₂ did not converge on {1 - summary['jacobian_converged']:.0%} of slices (its value is still a lower bound)")
+    return out
+
+
 @models.command("check")
 @click.argument("name")
 @click.option("--split", "splits", multiple=True, default=["test"], show_default=True, help="Splits to check (repeatable).")
@@ -51,8 +66,11 @@ def show(name: str) -> None:
 @click.option("--write-card", is_flag=True, help="Store the summary on the model's card (weights unchanged).")
 @click.pass_obj
 def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card: bool) -> None:
-    """Convergence checks of a DEQ zoo model on the built-in data: fixed-point residual from SENSE,
-    L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside the ball."""
+    """Convergence checks of a DEQ zoo model on the built-in data: fixed-point residual from SENSE;
+    the largest LOWER bound of L[H_θ](x*; δ) found (random-start ball ascent, slow-mode and
+    top-singular seeded pairs, power-iteration ‖J_H‖₂) against 1 − m; the observed contraction rate
+    of the plain iteration x⁺ = H_θ(x) + Aᴴb, flagged when it exceeds that bound (the estimates miss
+    a direction); and starts inside the ball. See docs/certificates.md."""
     import json
 
     from robustkit.analysis.checks import deq_checks, summarize_checks
@@ -76,6 +94,8 @@ def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card
         summary = summarize_checks(deq_checks(model, ds, delta, device, limit=limit), threshold)
         results[split] = summary
         click.echo(f"{split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+        for warning in check_warnings(summary, threshold):
+            click.echo(f"{split}: WARNING: {warning}")
     if write_card:
         folder = resolve(name)
         save_model(folder, model, {**card, "checks": {"delta": delta, "threshold": threshold, "command": f"robustkit models check {name} " + " ".join(f"--split {s}" for s in splits), **results}})
@@ -88,7 +108,9 @@ def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card
 @click.pass_obj
 def evaluate_cmd(obj, names: tuple[str, ...], split: str, accel: float) -> None:
     """PSNR / SSIM / NMSE (mean ± std over slices) of zoo models and the SENSE init on the built-in data.
-    DEQ models are solved tightly (their eval tolerance) and report iterations and convergence."""
+    DEQ models are solved tightly (their eval tolerance) and report iterations, convergence and the
+    observed contraction rate of the plain iteration x⁺ = H_θ(x) + Aᴴb near the fixed point; a rate
+    above 1 − m contradicts the certificate L[H_θ] ≤ 1 − m and is flagged."""
     import pandas as pd
 
     from robustkit.data.builtin import ensure_builtin
@@ -104,9 +126,16 @@ def evaluate_cmd(obj, names: tuple[str, ...], split: str, accel: float) -> None:
     frames = [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
     for name in names:
         model, _ = load_model(name, map_location=str(device))
-        frames.append(pd.DataFrame(evaluate(model, ds, device)).assign(model=name))
+        frames.append(pd.DataFrame(evaluate(model, ds, device, rate=True)).assign(model=name))
     df = pd.concat(frames)
-    cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged") if c in df]
+    cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged", "rate") if c in df]
     agg = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
     click.echo(f"{split} split, {len(ds)} slices, {accel:g}×")
     click.echo(agg.round(4).to_string())
+    for model_name, rows in df.groupby("model", sort=False):
+        if "converged" in rows and rows["converged"].notna().any() and not rows["converged"].astype(bool).all():
+            click.echo(f"WARNING: {model_name}: solve converged on {int(rows['converged'].astype(bool).sum())} of "
+                       f"{len(rows)} slices; its numbers are not of a fixed point there")
+        if "rate_gt_T" in rows and rows["rate_gt_T"].fillna(False).astype(bool).any():
+            click.echo(f"WARNING: {model_name}: observed contraction rate up to {rows['rate'].max():.4f} exceeds 1 − m on "
+                       f"{int(rows['rate_gt_T'].fillna(False).astype(bool).sum())} of {len(rows)} slices: L[H_θ] ≤ 1 − m cannot hold there")
