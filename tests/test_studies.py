@@ -336,3 +336,31 @@ def test_interrupted_suite_resumes_where_it_stopped(zoo, tmp_path, monkeypatch):
     study.write_text(study.read_text().replace("radii = [0.5]", "radii = [0.7]"))
     with pytest.raises(RobustkitError, match="differs"):
         run_suite(study, {}, resume=suite_dir, progress=False)
+
+
+def test_an_unconverged_toy_deq_is_flagged_in_table_csv_and_conclusion(zoo, tmp_path, monkeypatch):
+    """A toy MnM-MOL whose solve cannot converge (cap of 2 iterations, tolerance 1e-12): the CSV
+    says converged = False, the terminal table and a warning line flag it, the report's conclusion
+    says the robustness numbers are not of a fixed point, and the attack's rows record the
+    implicit backward (capped at 1 iteration, so it does not converge either)."""
+    from robustkit.report.conclusions import conclude
+    from robustkit.report.runs import load_run
+
+    root = tmp_path / "zoo-stuck"
+    model, card = _tiny("mnmmol", eval_max_iter=2, eval_tol=1e-12, backward_max_iter=1, backward_tol=1e-12)
+    save_model(root / "mnmmol-2x", model, card)
+    monkeypatch.setenv("ROBUSTKIT_ZOO", str(root))
+    result = invoke(["attack", "--model", "mnmmol", "--kind", "adversarial", "--eps", "0.05", "--steps", "2",
+                     "--samples", "1"] + cli_common(zoo))
+    assert result.exit_code == 0, result.output
+    assert "0/1!" in result.output
+    assert "WARNING: mnmmol-2x, clean, 0: solve converged on 0 of 1 slices" in result.output
+    (run_dir,) = list(zoo["reports"].iterdir())
+    frame = pd.read_csv(run_dir / "results.csv")
+    assert not frame["converged"].astype(bool).any() and (frame["iterations"] == 2).all()
+    adversarial = frame[frame["kind"] == "adversarial"]
+    assert (adversarial["backward_converged"] == 0).all() and (adversarial["backward_residual"] > 0).all()
+    sentences = conclude(load_run(run_dir))
+    assert any("clean solve converged on 0 of 1 slices; the robustness numbers below are not of a fixed point" in s
+               for s in sentences), sentences
+    assert any("implicit backward behind the attack's gradients converged on 0 % of steps" in s for s in sentences)
