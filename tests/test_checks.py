@@ -98,3 +98,16 @@ def test_models_check_warns_on_every_failed_check():
     lines = check_warnings(bad, 0.98)
     assert len(lines) == 4
     assert "converged on 50% of slices" in lines[0] and "0.9950" in lines[1] and "miss a direction" in lines[2]
+
+
+def test_evaluate_reports_the_observed_rate_of_deq_models(tmp_path):
+    from robustkit.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {"width": 8, "depth": 3})
+    for p in model.cnn.parameters():
+        p.data.mul_(0.1)
+    ds = PreparedDataset(tiny_dataset(tmp_path / "d.h5"), split="val", mask=MaskSpec(accel=1))
+    rows = evaluate(model, ds, rate=True)
+    assert all(0 <= r["rate"] < 0.5 and not r["rate_gt_T"] and r["converged"] for r in rows)
+    assert "rate" not in evaluate(model, ds)[0] and "rate" not in evaluate(None, ds, rate=True)[0]
