@@ -51,7 +51,7 @@ def lipschitz_at(model, x_star: torch.Tensor, b: torch.Tensor, op, delta: float,
 
 def certificate_at(model, x_star: torch.Tensor, b: torch.Tensor, op, delta: float, *, steps: int = 20,
                    restarts: int = 2, seeded_steps: int = 10, power_iters: int = 100, power_tol: float = 1e-4,
-                   rate_iters: int = 60, generator: torch.Generator | None = None) -> tuple[LowerBound, ContractionRate, torch.Tensor]:
+                   rate_iters: int = 200, generator: torch.Generator | None = None) -> tuple[LowerBound, ContractionRate, torch.Tensor]:
     """``(bound, rate, disagree)`` at a DEQ model's fixed point ``x*``: the largest lower bound of
     ``L[H_θ](x*; δ)`` (:func:`~robustkit.analysis.lower_bound.lipschitz_lower_bound`, slow mode of
     the model's update map), the observed contraction rate of :func:`plain_map` near ``x*`` and

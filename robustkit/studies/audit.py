@@ -24,8 +24,8 @@ jacobian_converged        and a small Rayleigh residual; False at the cap)
 L_max, L_source           the largest of the four lower bounds and which one gave it
 passes                    ``L_max ≤ T`` (NaN for MoDL)
 rate, rate_exceeds_L      observed contraction rate of ``x⁺ = H_θ(x) + Aᴴb`` near ``x*`` (geometric
-                          mean of ``r_{k+1}/r_k`` over the last 20 of 60 plain iterations from
-                          ``x* + 0.01‖x*‖·r``); whether ``rate > L_max + 0.005``
+                          mean of ``r_{k+1}/r_k`` over the last 50 of 200 plain iterations from
+                          ``x* + 0.1‖x*‖·r``); whether ``rate > L_max + 0.005``
 amplification             end-to-end ``‖f(b+γ) − f(b)‖/‖γ‖`` from the probe (NaN if skipped)
 iterations, residual,     the DEQ solve at ``x*`` (NaN for MoDL)
 converged
