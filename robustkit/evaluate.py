@@ -16,9 +16,16 @@ def score(x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"psnr": psnr(x, target), "ssim": ssim(x, target), "nmse": nmse(x, target)}
 
 
-def evaluate(model, dataset, device: torch.device | str = "cpu", batch_size: int = 4) -> list[dict[str, Any]]:
+def evaluate(model, dataset, device: torch.device | str = "cpu", batch_size: int = 4,
+             rate: bool = False) -> list[dict[str, Any]]:
     """One row per slice: ``index``, ``psnr``, ``ssim``, ``nmse`` and, for DEQ models,
-    ``iterations``, ``residual``, ``converged``. ``model=None`` scores the SENSE init."""
+    ``iterations``, ``residual``, ``converged``. ``model=None`` scores the SENSE init.
+
+    ``rate=True`` adds, for DEQ models, the observed contraction rate ``rate`` of the plain
+    iteration ``x⁺ = H_θ(x) + Aᴴb`` near the fixed point
+    (:func:`~robustkit.analysis.contraction.observed_contraction_rate`) and ``rate_gt_T``: whether it
+    exceeds ``T = 1 − m``. Since ``rate ≤ ‖J_H‖₂ ≤ L[H_θ]``, a rate above ``T`` contradicts the
+    certificate ``L[H_θ] ≤ 1 − m`` on that slice."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     rows: list[dict[str, Any]] = []
     if model is not None:
@@ -30,6 +37,13 @@ def evaluate(model, dataset, device: torch.device | str = "cpu", batch_size: int
             x = sense_init(op, batch["kspace"]) if model is None else model(batch["kspace"], op)
         metrics = score(x, batch["target"])
         stats = getattr(model, "last_stats", None) if model is not None and model.is_deq else None
+        rates = None
+        if stats is not None and rate and getattr(model, "has_H", hasattr(model, "H_map")):
+            from robustkit.analysis.contraction import observed_contraction_rate, plain_map
+
+            rates = observed_contraction_rate(plain_map(model, batch["kspace"], op), x).rate
+            m = getattr(model, "m", None)  # a ModelAdapter's m, else the built-in config's
+            threshold = 1 - float(m if m is not None else getattr(getattr(model, "config", None), "m", 0.02))
         for j in range(x.shape[0]):
             row = {"index": int(batch["index"][j]), **{k: float(v[j]) for k, v in metrics.items()}}
             if stats is not None:
@@ -38,5 +52,7 @@ def evaluate(model, dataset, device: torch.device | str = "cpu", batch_size: int
                     residual=float(stats.residual[j]),
                     converged=bool(stats.converged[j]),
                 )
+            if rates is not None:
+                row.update(rate=float(rates[j]), rate_gt_T=bool(rates[j] > threshold))
             rows.append(row)
     return rows

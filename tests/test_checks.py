@@ -16,12 +16,17 @@ def test_contractive_model_passes_and_reports_every_check(tmp_path):
     for p in model.cnn.parameters():
         p.data.mul_(0.1)
     ds = PreparedDataset(tiny_dataset(tmp_path / "d.h5"), split="val", mask=MaskSpec(accel=1))  # AᴴA = I: H_θ = −F_θ/λ contracts
-    rows = deq_checks(model, ds, delta=0.3, steps=5, restarts=1)
+    rows = deq_checks(model, ds, delta=0.3, steps=5, restarts=1, power_iters=30)
     s = summarize_checks(rows, threshold=0.98)
-    assert s["n"] == 2 and s["residual_le_1e-3"] == 1.0
+    assert s["n"] == 2 and s["residual_le_1e-3"] == 1.0 and s["converged"] == 1.0
     assert s["ball_start_same_fixed_point"] == 1.0
     # H_θ = −F_θ/λ with a small F_θ: a small positive constant.
     assert 0 < s["L_ball_max"] < 0.5 and s["L_slow_max"] > 0
+    for row in rows:  # the pass/fail bound is the largest of the four lower bounds
+        assert row["L_max"] == max(row["L_ball"], row["L_slow"], row["L_top"], row["jacobian_norm"])
+        # the plain iteration contracts no slower than ρ(J_H) ≤ ‖J_H‖₂ allows
+        assert 0 < row["rate"] <= row["L_max"] + 0.005 and not row["rate_exceeds_L"]
+    assert s["L_le_T"] == 1.0 and s["rate_exceeds_L"] == 0.0
 
 
 def test_same_fixed_point_solves_past_the_slow_mode():
@@ -80,3 +85,29 @@ def test_lipschitz_at_without_the_slow_mode_gives_the_same_ball_estimate(tmp_pat
         ball_only, none = lipschitz_at(model, x, b, op, 0.3, 5, 2, 0, torch.Generator().manual_seed(1))
     assert none is None and slow is not None
     torch.testing.assert_close(ball_only.estimate, ball.estimate, rtol=0, atol=0)
+
+
+def test_models_check_warns_on_every_failed_check():
+    from robustkit.cli.models import check_warnings
+
+    ok = {"converged": 1.0, "L_le_T": 1.0, "L_max_max": 0.97, "rate_exceeds_L": 0.0, "rate_max": 0.96,
+          "jacobian_converged": 1.0}
+    assert check_warnings(ok, 0.98) == []
+    bad = {**ok, "converged": 0.5, "L_le_T": 0.0, "L_max_max": 0.995, "rate_exceeds_L": 1.0, "rate_max": 0.999,
+           "jacobian_converged": 0.0}
+    lines = check_warnings(bad, 0.98)
+    assert len(lines) == 4
+    assert "converged on 50% of slices" in lines[0] and "0.9950" in lines[1] and "miss a direction" in lines[2]
+
+
+def test_evaluate_reports_the_observed_rate_of_deq_models(tmp_path):
+    from robustkit.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {"width": 8, "depth": 3})
+    for p in model.cnn.parameters():
+        p.data.mul_(0.1)
+    ds = PreparedDataset(tiny_dataset(tmp_path / "d.h5"), split="val", mask=MaskSpec(accel=1))
+    rows = evaluate(model, ds, rate=True)
+    assert all(0 <= r["rate"] < 0.5 and not r["rate_gt_T"] and r["converged"] for r in rows)
+    assert "rate" not in evaluate(model, ds)[0] and "rate" not in evaluate(None, ds, rate=True)[0]

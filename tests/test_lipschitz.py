@@ -94,7 +94,8 @@ def test_nonlinear_map_stays_below_its_upper_bound(linear):
     H = lambda z: 0.5 * z + 0.3 * _tanh_c(z @ m.T)  # noqa: E731
     bound = 0.5 + 0.3 * norm
     res = local_lipschitz(H, x, 0.5, generator=_gen(0))
-    jac = jacobian_spectral_norm(H, x, generator=_gen(0))
+    # one sample climbs 0.7826 → 0.7853 between iterations 100 and 391: the stopping rule waits
+    jac = jacobian_spectral_norm(H, x, iters=1000, generator=_gen(0))
     assert (res.estimate <= bound + 1e-6).all() and (res.estimate > 0.5).all()
     assert (jac.estimate <= bound + 1e-6).all() and jac.converged.all()
 

@@ -112,7 +112,7 @@ def test_models_evaluate_and_check_take_plugins(builtin_is_toy):
     assert "TinyNet" in result.output and "TinyDEQ" in result.output and "SENSE" in result.output
     result = CliRunner().invoke(cli, ["models", "check", "tests.user_nets:tiny_deq", "--limit", "1"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output.split("test: ", 1)[1])
+    summary = json.loads(result.output.split("test: ", 1)[1].splitlines()[0])
     assert summary["n"] == 1 and summary["residual_le_1e-3"] == 1.0 and summary["L_ball_max"] < 1
     with pytest.raises(RobustkitError, match="not a zoo model and has no card"):
         CliRunner().invoke(cli, ["models", "check", "tests.user_nets:tiny_deq", "--write-card"], catch_exceptions=False)

@@ -1,6 +1,7 @@
 """Analysis of trained models: Lipschitz estimates (:mod:`robustkit.analysis.lipschitz`), and the
 attacks and convergence measurements built on them (SPEC §5–§7)."""
 
+from robustkit.analysis.contraction import ContractionRate, observed_contraction_rate
 from robustkit.analysis.lipschitz import (
     LipschitzResult,
     PowerIterationResult,
@@ -10,8 +11,13 @@ from robustkit.analysis.lipschitz import (
     penalty,
     slow_direction,
 )
+from robustkit.analysis.lower_bound import LowerBound, lipschitz_lower_bound
 
 __all__ = [
+    "ContractionRate",
+    "LowerBound",
+    "lipschitz_lower_bound",
+    "observed_contraction_rate",
     "LipschitzResult",
     "PowerIterationResult",
     "jacobian_spectral_norm",

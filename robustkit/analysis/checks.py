@@ -1,9 +1,12 @@
 """The convergence checks a shipped DEQ model must pass (issue: model zoo), per slice.
 
 For each slice with measurements ``b``: the fixed point ``x*`` from the SENSE start (tight solve),
-its fixed-point residual, ``L[H_θ](x*; δ)`` by the two-point ascent (random starts in the ball, SPEC
-§5) and by the slow-mode seeded ascent (SPEC §4), and whether a start inside the ball,
-``x* + ρ δ‖x*‖ r`` for a random unit direction ``r``, reaches the same fixed point.
+its fixed-point residual, the largest lower bound of ``L[H_θ](x*; δ)`` robustkit finds (random-start
+ball ascent, slow-mode and top-singular seeded pairs, ``‖J_{H_θ}(x*)‖₂``; see
+:mod:`robustkit.analysis.lower_bound`), the observed contraction rate of the plain iteration
+``x⁺ = H_θ(x) + Aᴴb`` next to it (flagged when it exceeds the largest estimate: the estimates miss
+a direction), and whether a start inside the ball, ``x* + ρ δ‖x*‖ r`` for a random unit direction
+``r``, reaches the same fixed point (docs/certificates.md).
 
 Whether two starts reach the same fixed point is judged on solves much tighter than the distance
 threshold: with contraction rate ``q`` along the slowest mode, an iterate with residual ``r`` can
@@ -17,7 +20,9 @@ from typing import Any
 
 import torch
 
+from robustkit.analysis.contraction import ContractionRate, observed_contraction_rate, plain_map, rate_exceeds
 from robustkit.analysis.lipschitz import local_lipschitz, slow_direction
+from robustkit.analysis.lower_bound import LowerBound, lipschitz_lower_bound
 from robustkit.batch import operator_of, to_device
 from robustkit.evaluate import score
 from robustkit.solvers import solve
@@ -42,6 +47,20 @@ def lipschitz_at(model, x_star: torch.Tensor, b: torch.Tensor, op, delta: float,
     f = model.fixed_point_map(b, op)
     slow = local_lipschitz(H, x_star, delta, steps=slow_steps, restarts=1, init=slow_direction(f, x_star), generator=generator)
     return ball, slow
+
+
+def certificate_at(model, x_star: torch.Tensor, b: torch.Tensor, op, delta: float, *, steps: int = 20,
+                   restarts: int = 2, seeded_steps: int = 10, power_iters: int = 100, power_tol: float = 1e-4,
+                   rate_iters: int = 200, generator: torch.Generator | None = None) -> tuple[LowerBound, ContractionRate, torch.Tensor]:
+    """``(bound, rate, disagree)`` at a DEQ model's fixed point ``x*``: the largest lower bound of
+    ``L[H_θ](x*; δ)`` (:func:`~robustkit.analysis.lower_bound.lipschitz_lower_bound`, slow mode of
+    the model's update map), the observed contraction rate of :func:`plain_map` near ``x*`` and
+    ``(B,)`` bool ``rate > bound + RATE_TOLERANCE``."""
+    bound = lipschitz_lower_bound(model.H_map(op), x_star, delta, f=model.fixed_point_map(b, op), steps=steps,
+                                  restarts=restarts, seeded_steps=seeded_steps, power_iters=power_iters,
+                                  power_tol=power_tol, generator=generator)
+    rate = observed_contraction_rate(plain_map(model, b, op), x_star, iters=rate_iters, generator=generator)
+    return bound, rate, rate_exceeds(rate.rate, bound.estimate)
 
 
 def same_fixed_point(f, x_star: torch.Tensor, starts: list[torch.Tensor], tol: float = 1e-6, max_iter: int = 1000,
@@ -72,10 +91,14 @@ def deq_checks(
     seed: int = 0,
     limit: int | None = None,
     same_point_tol: float = 1e-6,
+    power_iters: int = 100,
 ) -> list[dict[str, Any]]:
-    """One row per slice: ``psnr``, ``iterations``, ``residual``, ``L_ball``, ``L_ball_change``,
-    ``L_slow``, ``ball_start_distance`` (relative distance of the fixed point reached from
-    ``x* + ball_radius·δ‖x*‖ r`` to ``x*``, both solved to ``same_point_tol``) and
+    """One row per slice: ``psnr``, ``iterations``, ``residual``, ``converged``; the lower bounds
+    ``L_ball``, ``L_ball_change``, ``L_slow``, ``L_top`` (pair seeded on the top singular vector),
+    ``jacobian_norm``, ``jacobian_converged``, their maximum ``L_max`` and which one gave it
+    (``L_source``); the observed contraction rate ``rate`` and ``rate_exceeds_L``
+    (``rate > L_max + 0.005``); ``ball_start_distance`` (relative distance of the fixed point
+    reached from ``x* + ball_radius·δ‖x*‖ r`` to ``x*``, both solved to ``same_point_tol``) and
     ``ball_start_converged`` (both of those solves reached ``same_point_tol``). ``model``: a
     fixed-point model with ``H_map`` (a built-in DEQ, a user network or its
     :class:`~robustkit.models.adapter.ModelAdapter`)."""
@@ -93,7 +116,8 @@ def deq_checks(
         f = lm.fixed_point_map(b, op)
         with torch.no_grad():
             x, stats = lm.solve(b, op)
-            ball, slow = lipschitz_at(lm, x, b, op, delta, steps, restarts, 10, g)
+            bound, rate, disagree = certificate_at(lm, x, b, op, delta, steps=steps, restarts=restarts,
+                                                   power_iters=power_iters, generator=g)
             r = torch.complex(torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)).to(x.device)
             r = r / torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(-1, 1, 1)
             start = x + ball_radius * delta * torch.linalg.vector_norm(x.flatten(1), dim=1).reshape(-1, 1, 1) * r
@@ -104,9 +128,17 @@ def deq_checks(
             "psnr": float(score(x, batch["target"])["psnr"][0]),
             "iterations": int(stats.iterations[0]),
             "residual": float(stats.residual[0]),
-            "L_ball": float(ball.estimate[0]),
-            "L_ball_change": float(ball.last_rel_change[0]),
-            "L_slow": float(slow.estimate[0]),
+            "converged": bool(stats.converged[0]),
+            "L_ball": float(bound.ball.estimate[0]),
+            "L_ball_change": float(bound.ball.last_rel_change[0]),
+            "L_slow": float(bound.slow.estimate[0]),
+            "L_top": float(bound.top.estimate[0]),
+            "jacobian_norm": float(bound.power.estimate[0]),
+            "jacobian_converged": bool(bound.power.converged[0]),
+            "L_max": float(bound.estimate[0]),
+            "L_source": bound.source[0],
+            "rate": float(rate.rate[0]),
+            "rate_exceeds_L": bool(disagree[0]),
             "ball_start_distance": float(distance[0, 0]),
             "ball_start_converged": bool(both_converged[0, 0]),
         })
@@ -114,11 +146,23 @@ def deq_checks(
 
 
 def summarize_checks(rows: list[dict[str, Any]], threshold: float) -> dict[str, float]:
-    """Fractions of slices passing each check (residual ≤ 1e-3, L ≤ T, same fixed point ≤ 1e-3)."""
+    """Fractions of slices passing each check (residual ≤ 1e-3, L ≤ T, same fixed point ≤ 1e-3).
+
+    ``L_le_T`` is THE pass/fail: the largest lower bound ``L_max`` ≤ T (``L_ball_le_T`` and
+    ``L_slow_le_T`` are single estimators, kept for comparison); ``rate_max`` is the largest
+    observed contraction rate and ``rate_exceeds_L`` the fraction of slices where it exceeds
+    ``L_max`` by more than the tolerance (the estimates miss a direction)."""
     n = len(rows)
+    rates = [r["rate"] for r in rows if r["rate"] == r["rate"]]
     return {
         "n": n,
+        "converged": sum(r["converged"] for r in rows) / n,
         "residual_le_1e-3": sum(r["residual"] <= 1e-3 for r in rows) / n,
+        "L_le_T": sum(r["L_max"] <= threshold for r in rows) / n,
+        "L_max_max": max(r["L_max"] for r in rows),
+        "jacobian_converged": sum(r["jacobian_converged"] for r in rows) / n,
+        "rate_max": max(rates) if rates else float("nan"),
+        "rate_exceeds_L": sum(r["rate_exceeds_L"] for r in rows) / n,
         "L_ball_le_T": sum(r["L_ball"] <= threshold for r in rows) / n,
         "L_slow_le_T": sum(r["L_slow"] <= threshold for r in rows) / n,
         "L_ball_max": max(r["L_ball"] for r in rows),

@@ -357,11 +357,15 @@ class PowerIterationResult:
     """Result of :func:`jacobian_spectral_norm` / :func:`jacobian_spectral_radius`.
 
     Attributes:
-        estimate: ``(B,)`` ``‖J v_k‖`` for the last unit iterate ``v_k`` (for the norm, a lower
-            bound of ``‖J‖₂`` at every iteration).
-        trace: ``(iterations, B)`` the estimate after each iteration.
-        last_rel_change: ``(B,)`` ``|s_k − s_{k−1}| / s_k`` of the last iteration.
-        converged: ``(B,)`` bool, ``last_rel_change < tol``.
+        estimate: ``(B,)`` for the norm the largest ``‖J v_k‖`` over the unit iterates ``v_k`` (each
+            a lower bound of ``‖J‖₂``); for the radius the last one.
+        trace: ``(iterations, B)`` ``‖J v_k‖`` after each iteration.
+        last_rel_change: ``(B,)`` ``(s_k − s_{k−w}) / s_k``: the relative increase over the last
+            ``window`` iterations (``inf`` before ``window + 1`` iterations).
+        rayleigh_residual: ``(B,)`` ``‖JᵀJ v − s² v‖ / s²`` at the last iterate (norm only: how far
+            ``v`` is from a right singular vector; NaN for the radius).
+        converged: ``(B,)`` bool: the stopping rule held at the last iteration (never at the cap
+            while the estimate still climbs, see :func:`jacobian_spectral_norm`).
         iterations: iterations run (stops early once every sample converged).
         vector: ``x``-shaped, the last unit iterate ``v_k`` (leading right singular vector /
             eigenvector estimate), detached.
@@ -373,6 +377,20 @@ class PowerIterationResult:
     converged: torch.Tensor
     iterations: int
     vector: torch.Tensor
+    rayleigh_residual: torch.Tensor | None = None
+
+
+def plateaued(trace: torch.Tensor, window: int, tol: float) -> torch.Tensor:
+    """Whether a rising estimate has stopped rising: ``(s_k − s_{k−w}) / s_k < tol`` per sample.
+
+    ``trace`` is ``(k + 1, B)``; the increase is measured over the last ``w = window`` iterations,
+    not one, so a slowly but steadily climbing sequence (each step below ``tol``, the sum over ``w``
+    steps above it) does not stop. False (for every sample) before ``window + 1`` entries.
+    """
+    if trace.shape[0] <= window:
+        return torch.zeros(trace.shape[1:], dtype=torch.bool, device=trace.device)
+    rise = (trace[-1] - trace[-1 - window]).abs() / trace[-1].abs().clamp_min(torch.finfo(trace.dtype).tiny)
+    return rise < tol
 
 
 class _Linearisation:
@@ -397,43 +415,59 @@ class _Linearisation:
         return out
 
 
-def _check_power_args(iters: int, tol: float, x: torch.Tensor) -> None:
+def _check_power_args(iters: int, tol: float, window: int, x: torch.Tensor) -> None:
     if iters < 1:
         raise ValueError(f"iters must be ≥ 1, got {iters}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
+    if window < 1:
+        raise ValueError(f"window must be ≥ 1, got {window}")
     if x.ndim < 2:
         raise ValueError(f"x must be batched (B, ...), got shape {tuple(x.shape)}")
 
 
 def _power_iteration(
-    step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
     x: torch.Tensor,
     iters: int,
     tol: float,
+    window: int,
+    rayleigh_tol: float | None,
     generator: torch.Generator | None,
+    keep_max: bool,
 ) -> PowerIterationResult:
-    """Generic loop: ``step(v) → (s, v_next)`` with ``s (B,)`` the estimate at unit ``v``."""
+    """Generic loop: ``step(v) → (s, v_next, rayleigh)`` with ``s (B,)`` the estimate at unit ``v``
+    and ``rayleigh (B,)`` its Rayleigh-quotient residual (``None``: not available, not tested);
+    ``keep_max``: report the largest ``s`` seen (each is a lower bound), else the last."""
     v = _random_unit(x.detach(), _default_generator(x, generator), None)
     trace: list[torch.Tensor] = []
-    last = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.real.dtype)
+    tiny = torch.finfo(x.real.dtype).tiny
+    converged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    rayleigh = None
     for _ in range(iters):
-        s, v_next = step(v)
-        if trace:
-            last = (s - trace[-1]).abs() / s.clamp_min(torch.finfo(s.dtype).tiny)
+        s, v_next, rayleigh = step(v)
         trace.append(s.detach())
+        converged = plateaued(torch.stack(trace), window, tol)
+        if rayleigh is not None and rayleigh_tol is not None:
+            converged = converged & (rayleigh < rayleigh_tol)
         n = _norm(v_next)
         # J v = 0 (a zero Jacobian on this vector): keep v, the estimate 0 is exact for it.
-        v = torch.where(_per_sample(n > 0, v), v_next / _per_sample(n.clamp_min(torch.finfo(n.dtype).tiny), v), v)
-        if bool((last < tol).all()):
+        v = torch.where(_per_sample(n > 0, v), v_next / _per_sample(n.clamp_min(tiny), v), v)
+        if bool(converged.all()):
             break
+    stacked = torch.stack(trace)
+    if stacked.shape[0] > window:
+        last = (stacked[-1] - stacked[-1 - window]).abs() / stacked[-1].abs().clamp_min(tiny)
+    else:
+        last = torch.full_like(stacked[-1], float("inf"))
     return PowerIterationResult(
-        estimate=trace[-1],
-        trace=torch.stack(trace),
+        estimate=stacked.max(dim=0).values if keep_max else stacked[-1],
+        trace=stacked,
         last_rel_change=last,
-        converged=last < tol,
+        converged=converged,
         iterations=len(trace),
         vector=v.detach(),
+        rayleigh_residual=None if rayleigh is None else rayleigh.detach(),
     )
 
 
@@ -441,26 +475,39 @@ def jacobian_spectral_norm(
     H: Operator,
     x: torch.Tensor,
     *,
-    iters: int = 50,
+    iters: int = 100,
     tol: float = 1e-4,
+    window: int = 5,
+    rayleigh_tol: float = 1e-3,
     generator: torch.Generator | None = None,
 ) -> PowerIterationResult:
-    """``‖J_H(x)‖₂`` per sample by power iteration on ``JᵀJ``.
+    """``‖J_H(x)‖₂`` per sample by power iteration on ``JᵀJ`` (a lower bound at every iteration).
 
-    ``v_{k+1} = JᵀJ v_k / ‖JᵀJ v_k‖``, estimate ``s_k = ‖J v_k‖`` (``‖v_k‖ = 1``), a lower bound
-    of ``‖J‖₂`` that increases to it; stops when ``|s_k − s_{k−1}|/s_k < tol`` for all samples.
+    ``v_{k+1} = JᵀJ v_k / ‖JᵀJ v_k‖``, estimate ``s_k = ‖J v_k‖`` (``‖v_k‖ = 1``), which increases
+    to ``‖J‖₂``. Stopping rule (per sample; the loop ends when every sample met it): the estimate
+    rose by less than ``tol`` (relative) over the last ``window`` iterations AND ``v_k`` is close to
+    a right singular vector, ``‖JᵀJ v_k − s_k² v_k‖ / s_k² < rayleigh_tol``. A single-step change
+    test (the old rule: 30 iterations, 1e-3) fired while the estimate was still climbing by ≈ 1e-3
+    per step; this one cannot (see :func:`plateaued`), and a sample that has not met it at ``iters``
+    reports ``converged=False``. A starting vector with almost no component along the top singular
+    vector can still plateau below ``‖J‖₂`` — no stopping rule sees that; seed pair estimates on
+    other directions as well (:func:`robustkit.analysis.lower_bound.lipschitz_lower_bound`).
     One forward of ``H`` in all, two backward passes per iteration. Complex maps are taken as
     real-linear maps of ``ℝ^{2n}``, so this is the norm of the real Jacobian.
     """
-    _check_power_args(iters, tol, x)
+    _check_power_args(iters, tol, window, x)
     with torch.enable_grad():
         lin = _Linearisation(H, x)
 
-        def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             jv = lin.jvp(v)
-            return _norm(jv), lin.vjp(jv)
+            s = _norm(jv)
+            jtjv = lin.vjp(jv)
+            s2 = (s * s).clamp_min(torch.finfo(s.dtype).tiny)
+            rayleigh = _norm(jtjv - _per_sample(s * s, v) * v) / s2
+            return s.detach(), jtjv.detach(), rayleigh.detach()
 
-        return _power_iteration(step, x, iters, tol, generator)
+        return _power_iteration(step, x, iters, tol, window, rayleigh_tol, generator, keep_max=True)
 
 
 def jacobian_spectral_radius(
@@ -469,25 +516,27 @@ def jacobian_spectral_radius(
     *,
     iters: int = 50,
     tol: float = 1e-4,
+    window: int = 5,
     generator: torch.Generator | None = None,
 ) -> PowerIterationResult:
     """``|λ_max(J_H(x))|`` per sample by power iteration on ``J``: ``v_{k+1} = J v_k / ‖J v_k‖``,
-    estimate ``s_k = ‖J v_k‖``.
+    estimate ``s_k = ‖J v_k‖`` of the last iterate.
 
     ``s_k`` tends to the spectral radius when the dominant eigenvalue (of the real Jacobian) is
     unique in modulus — the decay rate of the slowest mode of the linearised iteration; with a
     complex-conjugate dominant pair it oscillates and ``converged`` stays False. Not a bound
-    either way (``ρ(J) ≤ ‖J‖₂``). One backward pass per iteration.
+    either way (``ρ(J) ≤ ‖J‖₂``). One backward pass per iteration; stops when the estimate changed
+    by less than ``tol`` over the last ``window`` iterations.
     """
-    _check_power_args(iters, tol, x)
+    _check_power_args(iters, tol, window, x)
     with torch.enable_grad():
         lin = _Linearisation(H, x)
 
-        def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
             jv = lin.jvp(v)
-            return _norm(jv), jv
+            return _norm(jv).detach(), jv.detach(), None
 
-        return _power_iteration(step, x, iters, tol, generator)
+        return _power_iteration(step, x, iters, tol, window, None, generator, keep_max=False)
 
 
 # ----------------------------------------------------------------------------- penalty

@@ -28,12 +28,21 @@ OPTIMIZERS = ("pgd", "adam")
 class AttackTrace:
     """What one call found. ``loss``: ``(restarts, steps + 1, B)`` the objective at each iterate
     (before each step and after the last); ``best_loss``: ``(B,)``; ``gamma``: ``(B, C, H, W)`` the
-    worst perturbation kept; ``radius``: ``(B,)`` ``ε‖b‖``."""
+    worst perturbation kept; ``radius``: ``(B,)`` ``ε‖b‖``.
+
+    For a DEQ model with the implicit backward, the backward solve ``g = J_fᴴ g + ∂ℓ/∂x*`` behind
+    each gradient: ``backward_residual`` ``(B,)`` its largest final residual over the steps,
+    ``backward_converged`` ``(B,)`` the fraction of steps whose backward converged,
+    ``backward_iterations`` ``(B,)`` its mean iterations (all ``None`` when no backward solve ran:
+    unrolled models, Jacobian-free or phantom gradients)."""
 
     loss: torch.Tensor
     best_loss: torch.Tensor
     gamma: torch.Tensor
     radius: torch.Tensor
+    backward_residual: torch.Tensor | None = None
+    backward_converged: torch.Tensor | None = None
+    backward_iterations: torch.Tensor | None = None
 
 
 def relative_error(x: torch.Tensor, reference: torch.Tensor, roi: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,6 +118,7 @@ class KSpacePGD(Attack):
             best_loss.copy_(torch.where(better, loss, best_loss))
             best_gamma.copy_(torch.where(_expand(better, gamma), gamma, best_gamma))
 
+        backward: list = []  # SolverStats of the implicit backward behind each gradient
         for r in range(self.restarts):
             gamma = ball.random_point(kspace, generator) if self.random_start else torch.zeros_like(kspace)
             m = torch.zeros_like(kspace)
@@ -117,6 +127,9 @@ class KSpacePGD(Attack):
                 gamma.requires_grad_(True)
                 loss = self.objective(kspace + gamma, reference)
                 (grad,) = torch.autograd.grad(loss.sum(), gamma)
+                stats = getattr(self.model, "last_stats", None)
+                if getattr(stats, "backward", None) is not None:
+                    backward.append(stats.backward)
                 gamma = gamma.detach()
                 trace[r, t] = loss.detach().cpu()
                 keep(loss.detach(), gamma)
@@ -133,6 +146,10 @@ class KSpacePGD(Attack):
             trace[r, self.steps] = loss.cpu()
             keep(loss, gamma)
         self.last_trace = AttackTrace(loss=trace, best_loss=best_loss.cpu(), gamma=best_gamma, radius=ball.radius)
+        if backward:
+            self.last_trace.backward_residual = torch.stack([s.residual.detach().cpu() for s in backward]).amax(0)
+            self.last_trace.backward_converged = torch.stack([s.converged.cpu().float() for s in backward]).mean(0)
+            self.last_trace.backward_iterations = torch.stack([s.iterations.cpu().float() for s in backward]).mean(0)
         return kspace + best_gamma
 
     def save(self, *args, **kwargs):  # torchattacks' save() scores a classifier

@@ -69,6 +69,21 @@ def _warn_mismatch(name: str, card: dict, info) -> dict:
 DATA_HELP = "'builtin' or a prepared HDF5 file (`robustkit data prepare`), read at its own image size."
 
 
+def check_warnings(summary: dict[str, float], threshold: float) -> list[str]:
+    """The lines ``models check`` prints under a split whose checks fail."""
+    out = []
+    if summary["converged"] < 1:
+        out.append(f"the SENSE-started solve converged on {summary['converged']:.0%} of slices; numbers of unconverged slices are not of a fixed point")
+    if summary["L_le_T"] < 1:
+        out.append(f"L[H_θ] ≤ {threshold:g} fails on {1 - summary['L_le_T']:.0%} of slices under the largest lower bound (max {summary['L_max_max']:.4f})")
+    if summary["rate_exceeds_L"] > 0:
+        out.append(f"the observed contraction rate (max {summary['rate_max']:.4f}) exceeds the largest L estimate on "
+                   f"{summary['rate_exceeds_L']:.0%} of slices: the estimates miss a direction")
+    if summary["jacobian_converged"] < 1:
+        out.append(f"the power iteration for ‖J_H‖₂ did not converge on {1 - summary['jacobian_converged']:.0%} of slices (its value is still a lower bound)")
+    return out
+
+
 @models.command("check")
 @click.argument("name", metavar="NAME|FILE.py:FACTORY")
 @click.option("--data", default="builtin", show_default=True, help=DATA_HELP)
@@ -80,8 +95,11 @@ DATA_HELP = "'builtin' or a prepared HDF5 file (`robustkit data prepare`), read 
 @click.pass_obj
 def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | None, limit: int | None, write_card: bool) -> None:
     """Convergence checks of a DEQ model on the built-in data or a prepared file: fixed-point
-    residual from SENSE, L[H_θ](x*; δ) (ball and slow-mode ascent) against 1 − m, and starts inside
-    the ball. For robustkit's own models, then the solver validity: whether only the damped step
+    residual from SENSE; the largest LOWER bound of L[H_θ](x*; δ) found (random-start ball ascent,
+    slow-mode and top-singular seeded pairs, power-iteration ‖J_H‖₂) against 1 − m; the observed
+    contraction rate of the plain iteration x⁺ = H_θ(x) + Aᴴb, flagged when it exceeds that bound
+    (the estimates miss a direction; docs/certificates.md); and starts inside the ball. For
+    robustkit's own models, then the solver validity: whether only the damped step
     (1−γ)x + γ(H_θ(x) + Aᴴb) contracts (keep the reference's γ = 0.1) or H_θ itself does (γ = 1 with
     Anderson is valid). A model trained on another image size or data runs with a warning.
 
@@ -117,6 +135,8 @@ def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | Non
         summary = summarize_checks(deq_checks(lm, ds, delta, device), threshold)
         results[info.split] = summary
         click.echo(f"{info.split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+        for warning in check_warnings(summary, threshold):
+            click.echo(f"{info.split}: WARNING: {warning}")
         if lm.source == "zoo":  # the validity check reads the built-in models' solver config
             summary["solver_validity"] = _solver_validity(lm.model, ds, device, None, obj.get("seed", 0), info.split)
     if write_card:
@@ -152,7 +172,9 @@ def _solver_validity(model, dataset, device, limit: int | None, seed: int, split
 def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samples: int | None, accel: float) -> None:
     """PSNR / SSIM / NMSE (mean ± std over slices) of models and the SENSE init on the built-in
     data or a prepared file, at the data's own image size. DEQ models are solved tightly (their eval
-    tolerance) and report iterations and convergence. A model trained on another size,
+    tolerance) and report iterations, convergence and the observed contraction rate of the plain
+    iteration x⁺ = H_θ(x) + Aᴴb near the fixed point (a rate above 1 − m contradicts the
+    certificate L[H_θ] ≤ 1 − m and is flagged). A model trained on another size,
     acceleration or data runs with a warning.
 
     NAMES are zoo models or your own networks (FILE.py:FACTORY or package.module:FACTORY; docs/api.md).
@@ -178,14 +200,21 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
     frames = [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
     for lm in models:
         _warn_mismatch(lm.name, lm.card, info)
-        frames.append(pd.DataFrame(evaluate(lm, ds, device)).assign(model=lm.name))
+        frames.append(pd.DataFrame(evaluate(lm, ds, device, rate=True)).assign(model=lm.name))
     df = pd.concat(frames)
-    cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged") if c in df]
+    cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged", "rate") if c in df]
     agg = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
     h, w = info.shape
     what = "all samples" if info.split == "all" else f"{info.split} split"
     click.echo(f"{info.name} ({what}), {info.n} slices of {h}x{w}, {accel:g}×")
     click.echo(agg.round(4).to_string())
+    for model_name, rows in df.groupby("model", sort=False):
+        if "converged" in rows and rows["converged"].notna().any() and not rows["converged"].astype(bool).all():
+            click.echo(f"WARNING: {model_name}: solve converged on {int(rows['converged'].astype(bool).sum())} of "
+                       f"{len(rows)} slices; its numbers are not of a fixed point there")
+        if "rate_gt_T" in rows and rows["rate_gt_T"].fillna(False).astype(bool).any():
+            click.echo(f"WARNING: {model_name}: observed contraction rate up to {rows['rate'].max():.4f} exceeds 1 − m on "
+                       f"{int(rows['rate_gt_T'].fillna(False).astype(bool).sum())} of {len(rows)} slices: L[H_θ] ≤ 1 − m cannot hold there")
 
 
 @models.command("import")

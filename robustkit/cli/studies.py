@@ -90,13 +90,16 @@ def execute(obj: dict, name: str, mapping: dict[str, Any], reports_dir: str, res
 
 
 def _summarize(name: str, frame, run_dir: Path) -> None:
-    """Print a study's mean ± std table and where its results are."""
+    """Print a study's mean ± std table (flags as k/n, a ``!`` on unconverged solves), a warning per
+    group with an unconverged solve, and where its results are."""
     from robustkit.studies import study_module
-    from robustkit.studies.common import summary_table
+    from robustkit.studies.common import convergence_warnings, summary_table
 
     module = study_module(name)
     click.echo(f"\n{name}:")
     click.echo(summary_table(frame, module.SUMMARY_BY, module.SUMMARY_COLUMNS).to_string(index=False))
+    for line in convergence_warnings(frame, module.SUMMARY_BY):
+        click.echo(f"WARNING: {line}")
     click.echo(f"results: {run_dir / 'results.csv'}")
 
 
@@ -201,13 +204,15 @@ def init_test(obj, starts, radii, delta, cap_factor, models, samples, split, dat
 @click.option("--delta", type=float, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
 @click.option("--steps", type=int, default=None, help="Ascent steps per restart. [default: 20]")
 @click.option("--restarts", type=int, default=None, help="Ascent restarts. [default: 2]")
-@click.option("--power-iters", type=int, default=None, help="Jacobian power iterations. [default: 30]")
+@click.option("--power-iters", type=int, default=None, help="Cap of the power iteration for ‖J_H‖₂ (it stops earlier only once the estimate has plateaued). [default: 100]")
 @common_options("modl mol mnmmol")
 @click.pass_obj
 def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data, accel, batch_size,
           reports_dir, resume, no_report) -> None:
-    """Per slice: L[H_θ](x*; δ) by two-point ascent and by the slow-mode estimate, the Jacobian
-    spectral norm at x*, pass/fail against 1 − m, and each model's end-to-end amplification. Example:
+    """Per slice: lower bounds of L[H_θ](x*; δ) (random-start ball ascent, slow-mode and
+    top-singular seeded pairs, the Jacobian spectral norm at x*), pass/fail of the LARGEST against
+    1 − m, the observed contraction rate of the plain iteration (flagged when it exceeds that bound),
+    and each model's end-to-end amplification. Example:
 
         robustkit audit --model mnmmol --delta 0.3
     """

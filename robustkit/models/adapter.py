@@ -61,6 +61,7 @@ class ModelAdapter(nn.Module):
     def __init__(self, name: str, model: nn.Module, card: dict[str, Any] | None = None, source: str = "zoo"):
         super().__init__()
         self.name, self.model, self.card, self.source = name, model, dict(card or {}), source
+        self.train(model.training)  # the adapter's mode is the model's (attacks save and restore it)
         self.last_stats = None
         #: how the study's data differs from the card's training data (models.mismatch.card_mismatch)
         self.mismatch: dict[str, Any] = {}

@@ -39,10 +39,42 @@ def _slices(ns: pd.Series) -> str:
     return f"{ns.iloc[0]} slices" if ns.nunique() == 1 else f"{ns.min()}–{ns.max()} slices"
 
 
+def _converged_on(rows: pd.DataFrame, column: str = "converged") -> tuple[int, int]:
+    """``(k, n)``: rows whose flag ``column`` holds, rows with a value (NaN rows: unrolled models)."""
+    if column not in rows:
+        return 0, 0
+    flags = tables.as_bool(rows[column]).dropna()
+    return int(flags.sum()), len(flags)
+
+
+def convergence(run: Run, column: str = "converged", what: str = "solve", where: pd.Series | None = None,
+                consequence: str = "the numbers below are not of a fixed point") -> list[str]:
+    """One sentence per model with an unconverged DEQ solve among the rows selected by ``where``, e.g.
+    "MnM-MOL: clean solve converged on 0 of 1 slices; the robustness numbers below are not of a fixed point"."""
+    r = run.results if where is None else run.results[where]
+    out = []
+    for model in run.model_names():
+        k, n = _converged_on(r[r["model"] == model], column)
+        if n and k < n:
+            out.append(f"{run.label(model)}: {what} converged on {k} of {n} slices; {consequence}.")
+    return out
+
+
 def attack(run: Run) -> list[str]:
     r = run.results
     summary = tables.model_order(tables.attack_summary(r), run.model_names())
-    out = []
+    out = convergence(run, what="clean solve", where=r["kind"] == "clean",
+                      consequence="the robustness numbers below are not of a fixed point")
+    out += convergence(run, what="attacked or perturbed solve", where=r["kind"] != "clean",
+                       consequence="the damage below is measured at points that are not fixed points")
+    if "backward_converged" in r:
+        adv = r[(r["kind"] == "adversarial") & r["backward_converged"].notna()]
+        for model, rows in adv.groupby("model", sort=False):
+            share = float(rows["backward_converged"].mean())
+            if share < 1:
+                out.append(f"{run.label(model)}: the implicit backward behind the attack's gradients converged on "
+                           f"{100 * share:.0f} % of steps (largest residual {rows['backward_residual'].max():.1e}): "
+                           "the attack followed an approximate gradient, so its damage is a lower estimate.")
     eps = headline_eps(r.loc[r["kind"] != "clean", "eps"])
     if eps is None:
         out.append("Only clean reconstructions are in this run (no ε > 0 yet).")
@@ -66,14 +98,19 @@ def attack(run: Run) -> list[str]:
 
 def audit(run: Run) -> list[str]:
     summary = tables.model_order(tables.audit_summary(run.results), run.model_names())
-    out = []
+    out = convergence(run, what="solve at x*", consequence="its L estimates below are not at a fixed point")
     deq = summary[summary["passes"].notna()]
     if deq.empty:
         out.append("No DEQ model (the ones constrained to L[H_θ] ≤ 1 − m) has audit results in this run.")
     else:
-        parts = [f"{int(p)} of {int(n)} test slices for {run.label(m)} (T = {t:g}, largest estimate {lm:.4f}, δ = {d:g})"
+        parts = [f"{int(p)} of {int(n)} test slices for {run.label(m)} (T = {t:g}, largest lower bound {lm:.4f}, δ = {d:g})"
                  for m, p, n, t, lm, d in zip(deq["model"], deq["passes"], deq["n"], deq["threshold"], deq["L_max"], deq["delta"])]
-        out.append("L[H_θ](x*; δ) ≤ 1 − m holds on " + "; on ".join(parts) + ".")
+        out.append("Under the largest lower bound found, L[H_θ](x*; δ) ≤ 1 − m holds on " + "; on ".join(parts)
+                   + " (a lower bound: the true constant may be larger).")
+        for m, k, n, rate, lm in zip(deq["model"], deq["rate_exceeds_L"], deq["n"], deq["rate_max"], deq["L_max"]):
+            if not math.isnan(k) and k > 0:
+                out.append(f"{run.label(m)}: the observed contraction rate of the plain iteration (up to {rate:.4f}) exceeds "
+                           f"the largest L estimate on {int(k)} of {int(n)} slices: the estimates miss a direction.")
     amp = summary[summary["amplification_mean"].notna()]
     if not amp.empty:
         out.append("End-to-end amplification ‖f(b+γ) − f(b)‖/‖γ‖ (probe): " + ", ".join(
@@ -104,10 +141,12 @@ def init_test(run: Run) -> list[str]:
 
 def sweep_delta(run: Run) -> list[str]:
     summary = tables.sweep_summary(run.results)
-    out = []
+    out = convergence(run, what="solve from SENSE", consequence="its numbers below are not of a fixed point")
+    out += convergence(run, column="adv_converged", what="attacked solve",
+                       consequence="its adversarial ΔPSNR below is not measured at a fixed point")
     for _, row in summary.iterrows():
         s = (f"δ = {row['delta']:g}, {run.label(row['model'])}: PSNR {_pm(row['psnr_mean'], row['psnr_std'])} dB, "
-             f"L[H_θ] ≤ T on {int(row['within']) if not math.isnan(row['within']) else 0}/{int(row['n'])} slices, "
+             f"largest lower bound of L[H_θ] ≤ T on {int(row['within']) if not math.isnan(row['within']) else 0}/{int(row['n'])} slices, "
              f"init success {100 * row['init_success']:.0f} %")
         if not math.isnan(row["adv_psnr_drop_mean"]):
             s += f", adversarial ε = {pct(row['adv_eps'])} costs {row['adv_psnr_drop_mean']:.2f} dB"

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from robustkit.errors import RobustkitError
+from robustkit.studies.flags import as_bool  # noqa: F401 - re-exported for report modules
 
 #: study name → columns ``results.csv`` must hold for the report (schemas in each study module).
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -181,12 +182,6 @@ def mismatch_notes(meta: dict[str, Any]) -> list[str]:
 
     return [mismatch_text(str(m.get("name")), m["mismatch"]) for m in meta.get("models", [])
             if isinstance(m, dict) and isinstance(m.get("mismatch"), dict) and m["mismatch"]]
-
-
-def as_bool(series: pd.Series) -> pd.Series:
-    """A flag column as floats 1/0/NaN whether the CSV stored it as bool, 0/1 or ``True``/``False``."""
-    mapping = {True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0, 1: 1.0, 0: 0.0}
-    return series.map(lambda v: mapping.get(v, float("nan")) if not isinstance(v, float) else v).astype(float)
 
 
 def is_suite(path: Path) -> bool:

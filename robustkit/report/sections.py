@@ -158,15 +158,17 @@ def audit(run: Run, colours: dict) -> list[Section]:
     r, t, labels = run.results, run.traces, run.labels()
     out = [Section("L[H_θ] per slice and end-to-end amplification", [
         _draw("L[H_θ], Jacobian norm, amplification", figures.audit_distributions, r, labels, colours,
-              caption=caption(run, "Per slice (dots; bars: mean ± std): max(L, L_slow) of each DEQ model with the 1 − m line, ‖J_H(x*)‖₂, and the end-to-end amplification of every model")),
+              caption=caption(run, "Per slice (dots; bars: mean ± std): the largest lower bound of L[H_θ] of each DEQ model with the 1 − m line, ‖J_H(x*)‖₂, and the end-to-end amplification of every model")),
         _table(run, "audit_summary", "Per model", tables.audit_summary(r),
-               "Per model: mean ± std of the estimates, the largest, and the slices with L ≤ T",
-               counts=("passes", "jacobian_converged")),
+               "Per model: mean ± std of each lower bound of L[H_θ], the largest over slices and estimators, the slices with "
+               "that bound ≤ T, the largest observed contraction rate of the plain iteration and the slices where it exceeds "
+               "the largest bound (the estimates miss a direction), and the slices whose solve converged",
+               counts=("passes", "jacobian_converged", "rate_exceeds_L", "converged")),
     ])]
     if t is not None and len(t) and {"model", "sample", "estimator", "step", "value"} <= set(t):
         out.append(Section("Estimator convergence", [
             _draw("Estimates per step", figures.audit_traces, t, labels, colours,
-                  caption=caption(run, "L, L_slow after each ascent step and ‖J‖₂ after each power iteration, one line per slice")),
+                  caption=caption(run, "L, L_slow, L_top after each ascent step, ‖J‖₂ after each power iteration and the residual of the plain iteration behind the rate, one line per slice")),
         ]))
     return out
 

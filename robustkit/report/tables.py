@@ -40,7 +40,9 @@ HEADERS = {
     "iterations": "iterations", "converged": "converged", "start": "start", "radius": "radius r",
     "same_fixed_point": "same fixed point", "hit_cap": "hit the cap", "residual": "final residual",
     "distance": "‖x_end − x*‖/‖x*‖", "contraction": "contraction rate", "delta": "δ", "threshold": "T = 1 − m",
-    "L": "L[H_θ] (ascent)", "L_slow": "L[H_θ] (slow mode)", "L_max": "max L[H_θ]", "passes": "L ≤ T",
+    "L": "L[H_θ] (ascent)", "L_slow": "L[H_θ] (slow mode)", "L_max": "largest lower bound of L[H_θ]",
+    "passes": "L ≤ T", "L_top": "L[H_θ] (top-singular pair)", "rate_max": "largest observed rate",
+    "rate_exceeds_L": "rate > largest L",
     "jacobian_norm": "‖J_H(x*)‖₂", "jacobian_converged": "power it. converged", "L_own": "L[H_θ](x*; δ)",
     "L_common": "L[H_θ](x*; common δ)", "common_delta": "common δ", "within": "L ≤ T",
     "init_success": "init success", "sense_in_ball": "SENSE start in ball", "adv_eps": "adv. ε",
@@ -53,7 +55,7 @@ HEADERS = {
 FORMATS = {
     "psnr": "{:.2f}", "psnr_drop": "{:.2f}", "adv_psnr_drop": "{:.2f}", "ssim": "{:.4f}", "nmse": "{:.2e}",
     "residual": "{:.2e}", "distance": "{:.2e}", "attack_loss": "{:.3g}", "amplification": "{:.3f}",
-    "L": "{:.4f}", "L_slow": "{:.4f}", "L_max": "{:.4f}", "L_own": "{:.4f}", "L_common": "{:.4f}",
+    "L": "{:.4f}", "L_slow": "{:.4f}", "L_max": "{:.4f}", "L_top": "{:.4f}", "rate_max": "{:.4f}", "L_own": "{:.4f}", "L_common": "{:.4f}",
     "jacobian_norm": "{:.4f}", "threshold": "{:.3g}", "contraction": "{:.3f}", "iterations": "{:.1f}",
     "perturbation": "{:.3g}", "eps": "{:g}", "delta": "{:g}", "radius": "{:g}", "adv_eps": "{:g}",
     "common_delta": "{:g}", "train_loss": "{:.3e}", "val_psnr": "{:.2f}", "val_psnr_best": "{:.2f}",
@@ -158,22 +160,33 @@ def init_summary(results: pd.DataFrame, traces: pd.DataFrame | None = None) -> p
     return out
 
 
+def largest_lower_bound(results: pd.DataFrame) -> pd.Series:
+    """Per row, the largest lower bound of ``L[H_θ]`` the run stored: ``L_max`` (every estimator),
+    or for runs written before it existed the larger of ``L`` and ``L_slow``."""
+    if "L_max" in results:
+        return results["L_max"].astype(float)
+    return results[[c for c in ("L", "L_slow") if c in results]].max(axis=1)
+
+
 def audit_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Per model: ``n``, δ, ``threshold``, mean ± std ``L``, ``L_slow``, ``jacobian_norm``,
-    ``amplification``; ``L_max`` (largest of ``max(L, L_slow)`` over slices); counts ``passes``
-    (NaN for models without the constraint) and ``jacobian_converged``."""
+    """Per model: ``n``, δ, ``threshold``, mean ± std ``L``, ``L_slow``, ``L_top``,
+    ``jacobian_norm``, ``amplification``; ``L_max`` (the largest lower bound over slices, see
+    :func:`largest_lower_bound`); ``rate_max`` (largest observed contraction rate); counts
+    ``passes`` (NaN for models without the constraint), ``jacobian_converged``, ``rate_exceeds_L``
+    and ``converged`` (the solve at ``x*``)."""
     r = results.copy()
-    for c in ("delta", "jacobian_norm", "jacobian_converged"):
+    for c in ("delta", "jacobian_norm", "jacobian_converged", "L_top", "rate", "rate_exceeds_L", "converged"):
         if c not in r:
             r[c] = np.nan
-    r["passes"] = as_bool(r["passes"])
-    r["jacobian_converged"] = as_bool(r["jacobian_converged"])
-    r["L_max"] = r[["L", "L_slow"]].max(axis=1)
+    for c in ("passes", "jacobian_converged", "rate_exceeds_L", "converged"):
+        r[c] = as_bool(r[c])
+    r["L_max"] = largest_lower_bound(r)
     g = r.groupby("model", sort=False)
     out = pd.concat(
         [_n(g), g["delta"].first(), g["threshold"].first(),
-         _mean_std(g, ["L", "L_slow"]), g["L_max"].max(), g["passes"].sum(min_count=1),
-         _mean_std(g, ["jacobian_norm"]), g["jacobian_converged"].sum(min_count=1), _mean_std(g, ["amplification"])],
+         _mean_std(g, ["L", "L_slow", "L_top"]), _mean_std(g, ["jacobian_norm"]), g["jacobian_converged"].sum(min_count=1),
+         g["L_max"].max(), g["passes"].sum(min_count=1), g["rate"].max().rename("rate_max"),
+         g["rate_exceeds_L"].sum(min_count=1), g["converged"].sum(min_count=1), _mean_std(g, ["amplification"])],
         axis=1,
     ).reset_index()
     return out

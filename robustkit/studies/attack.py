@@ -11,8 +11,12 @@ psnr_clean, psnr_drop   PSNR of the clean reconstruction; ``psnr_clean − psnr`
 amplification           ``‖f(b+γ) − f(b)‖ / ‖γ‖`` (image norm per k-space norm)
 perturbation            ``‖γ‖ / ‖b‖`` actually applied (≤ ε)
 attack_loss             the attack objective ``‖f(b+γ) − x_ref‖² / ‖x_ref‖²`` (adversarial only)
-iterations, residual,   DEQ solve at the perturbed k-space (NaN for MoDL); for gaussian the mean
-converged               iterations, the max residual and whether all draws converged
+iterations, residual,   DEQ solve at the (clean or perturbed) k-space (NaN for MoDL); for gaussian
+converged               the mean iterations, the max residual and whether all draws converged
+backward_residual,      adversarial rows of DEQ models with the implicit backward: the backward
+backward_converged,     solve behind the attack's gradients — its largest final residual over the
+backward_iterations     steps, the fraction of steps whose backward converged, its mean iterations
+                        (NaN otherwise: clean, gaussian, MoDL, Jacobian-free or phantom gradients)
 steps, restarts, ...    the attack settings (steps, restarts, step_size, optimizer, target, roi,
                         draws) and ``seed``
 ======================  =====================================================================
@@ -107,6 +111,17 @@ def _deq_columns(lm: LoadedModel, n: int) -> dict[str, list]:
     }
 
 
+def _backward_columns(trace, n: int) -> dict[str, list]:
+    """The implicit backward's convergence behind an adversarial attack's gradients (NaN if none ran)."""
+    if trace is None or trace.backward_residual is None:
+        return {"backward_residual": [np.nan] * n, "backward_converged": [np.nan] * n, "backward_iterations": [np.nan] * n}
+    return {
+        "backward_residual": trace.backward_residual.float().tolist(),
+        "backward_converged": trace.backward_converged.float().tolist(),
+        "backward_iterations": trace.backward_iterations.float().tolist(),
+    }
+
+
 def _roi(config: AttackConfig, target: torch.Tensor) -> torch.Tensor | None:
     if config.roi == "none":
         return None
@@ -134,7 +149,7 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
             x_attacked, gamma_used = x_clean, torch.zeros_like(b)
             with torch.no_grad():
                 lm(b, op)
-            cols = {"draws": [0] * n, "attack_loss": [np.nan] * n, **_deq_columns(lm, n)}
+            cols = {"draws": [0] * n, "attack_loss": [np.nan] * n, **_deq_columns(lm, n), **_backward_columns(None, n)}
             metrics = {k: v.cpu() for k, v in score(x_clean, target).items()}
             amplification = [np.nan] * n
         elif kind == "adversarial":
@@ -145,7 +160,8 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
             gamma_used = b_adv - b
             with torch.no_grad():
                 x_attacked = lm(b_adv, op)
-            cols = {"draws": [1] * n, "attack_loss": atk.last_trace.best_loss.tolist(), **_deq_columns(lm, n)}
+            cols = {"draws": [1] * n, "attack_loss": atk.last_trace.best_loss.tolist(), **_deq_columns(lm, n),
+                    **_backward_columns(atk.last_trace, n)}
             metrics = {k: v.cpu() for k, v in score(x_attacked, target).items()}
             amplification = (_norm(x_attacked - x_clean) / _norm(gamma_used).clamp_min(1e-30)).cpu().tolist()
             loss = atk.last_trace.loss  # (restarts, steps + 1, B)
@@ -176,6 +192,7 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
                 "iterations": deq["iterations"].mean(0).tolist(),
                 "residual": deq["residual"].max(0).tolist(),
                 "converged": [np.nan if np.isnan(c).any() else bool(c.all()) for c in deq["converged"].T],
+                **_backward_columns(None, n),
             }
         frame = pd.DataFrame({
             "study": "attack", "model": lm.name, "sample": samples, "kind": kind, "eps": eps,
@@ -226,8 +243,9 @@ def cells(config: AttackConfig, models: list[LoadedModel], dataset, device, run)
 
 #: the columns of ``results.csv`` (documented above).
 COLUMNS = ("study", "model", "sample", "kind", "eps", "psnr", "ssim", "nmse", "psnr_clean", "amplification",
-           "perturbation", "draws", "attack_loss", "iterations", "residual", "converged", "psnr_drop", "steps",
+           "perturbation", "draws", "attack_loss", "iterations", "residual", "converged", "backward_residual",
+           "backward_converged", "backward_iterations", "psnr_drop", "steps",
            "restarts", "step_size", "optimizer", "target", "roi", "seed")
 
 SUMMARY_BY = ["model", "kind", "eps"]
-SUMMARY_COLUMNS = ["psnr", "ssim", "psnr_drop", "amplification", "iterations"]
+SUMMARY_COLUMNS = ["psnr", "ssim", "psnr_drop", "amplification", "iterations", "converged", "backward_residual"]

@@ -1,11 +1,14 @@
 """Audit (SPEC §5): per slice, how contractive is each model where it is used?
 
-DEQ models, at the fixed point ``x*`` from the SENSE start: ``L[H_θ](x*; δ)`` by the two-point
-ascent in ``B(x*, δ‖x*‖)`` (random starts, restarts) and by the slow-mode seeded ascent (SPEC §4),
-each with its last relative change; the spectral norm of the Jacobian ``‖J_{H_θ}(x*)‖₂`` by power
-iteration with its convergence; pass/fail of ``max(L, L_slow) ≤ 1 − m``. Every model (MoDL too):
-the end-to-end amplification ``‖f(b+γ) − f(b)‖/‖γ‖`` found by a small adversarial probe
-(``‖γ‖ ≤ probe_eps‖b‖``), the k-space analogue of a local Lipschitz constant.
+DEQ models, at the fixed point ``x*`` from the SENSE start, LOWER bounds of ``L[H_θ](x*; δ)``
+(:func:`robustkit.analysis.lower_bound.lipschitz_lower_bound`, docs/certificates.md): the two-point
+ascent in ``B(x*, δ‖x*‖)`` (random starts, restarts), the ascents seeded on the slow mode and on
+the top singular vector of ``J_{H_θ}(x*)``, and ``‖J_{H_θ}(x*)‖₂`` by power iteration with its
+convergence; pass/fail of the LARGEST of them ``L_max ≤ 1 − m``; next to them the observed
+contraction rate of the plain iteration ``x⁺ = H_θ(x) + Aᴴb`` near ``x*``, flagged when it exceeds
+``L_max`` (the estimates miss a direction). Every model (MoDL too): the end-to-end amplification
+``‖f(b+γ) − f(b)‖/‖γ‖`` found by a small adversarial probe (``‖γ‖ ≤ probe_eps‖b‖``), the k-space
+analogue of a local Lipschitz constant.
 
 Schema of ``results.csv`` (one row per model × slice):
 
@@ -14,17 +17,27 @@ study, model, sample      ``"audit"``; zoo entry; slice index
 delta, threshold          δ used; ``T = 1 − m``
 L, L_change               two-point ascent estimate (a lower bound) and its last relative change
 L_slow, L_slow_change     the slow-mode seeded estimate and its last relative change
-jacobian_norm,            ``‖J_{H_θ}(x*)‖₂`` by power iteration; iterations run; whether the
-jacobian_iterations,      estimate changed by less than ``power_tol`` at the end
-jacobian_converged
-passes                    ``max(L, L_slow) ≤ T`` (NaN for MoDL)
+L_top                     the pair seeded on the power iteration's top singular vector
+jacobian_norm,            ``‖J_{H_θ}(x*)‖₂`` by power iteration (a lower bound); iterations run;
+jacobian_iterations,      whether it stopped on its rule (rise < ``power_tol`` over 5 iterations
+jacobian_converged        and a small Rayleigh residual; False at the cap)
+L_max, L_source           the largest of the four lower bounds and which one gave it
+passes                    ``L_max ≤ T`` (NaN for MoDL)
+rate, rate_exceeds_L      observed contraction rate of ``x⁺ = H_θ(x) + Aᴴb`` near ``x*`` (geometric
+                          mean of ``r_{k+1}/r_k`` over the last 50 of 200 plain iterations from
+                          ``x* + 0.1‖x*‖·r``); whether ``rate > L_max + 0.005``
 amplification             end-to-end ``‖f(b+γ) − f(b)‖/‖γ‖`` from the probe (NaN if skipped)
-iterations, residual      the DEQ solve at ``x*`` (NaN for MoDL)
+iterations, residual,     the DEQ solve at ``x*`` (NaN for MoDL)
+converged
+probe_iterations,         the DEQ solve at the probe's perturbed k-space (NaN for MoDL or without
+probe_residual,           the probe)
+probe_converged
 steps, restarts, seed     ascent settings and the study seed
 ========================  ==============================================================
 
-``traces.csv``: ``model, sample, estimator, step, value`` (``L`` and ``L_slow`` after each
-ascent step, ``jacobian_norm`` after each power iteration).
+``traces.csv``: ``model, sample, estimator, step, value`` (``L``, ``L_slow`` and ``L_top`` after
+each ascent step, ``jacobian_norm`` after each power iteration, ``rate_residual`` the residual of
+each plain iteration behind ``rate``).
 """
 
 from __future__ import annotations
@@ -44,16 +57,16 @@ from robustkit.studies.init_test import model_delta
 @dataclass
 class AuditConfig(StudyConfig):
     """delta: ball radius δ (``None`` = each model's own, 0.3 for models without one); steps,
-    restarts: of the two-point ascent (*ref* 20, 2); slow_steps: of the slow-mode ascent;
-    power_iters, power_tol: Jacobian power iteration; probe_eps, probe_steps: the end-to-end
-    amplification probe (``probe_steps = 0`` skips it)."""
+    restarts: of the two-point ascent (*ref* 20, 2); slow_steps: of each seeded ascent (slow mode,
+    top singular vector); power_iters, power_tol: Jacobian power iteration; probe_eps,
+    probe_steps: the end-to-end amplification probe (``probe_steps = 0`` skips it)."""
 
     delta: float | None = None
     steps: int = 20
     restarts: int = 2
     slow_steps: int = 10
-    power_iters: int = 30
-    power_tol: float = 1e-3
+    power_iters: int = 100
+    power_tol: float = 1e-4
     probe_eps: float = 0.01
     probe_steps: int = 5
 
@@ -72,7 +85,9 @@ def model_threshold(lm: LoadedModel) -> float:
     return 1.0 - (lm.m if lm.m is not None else 0.02)
 
 
-def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int, seed: int) -> list[float]:
+def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int, seed: int) -> dict[str, list]:
+    """``amplification`` per slice and the perturbed solve's ``probe_iterations``, ``probe_residual``,
+    ``probe_converged`` (NaN for unrolled models)."""
     from robustkit.attacks import BoundReconstructor, KSpacePGD
 
     atk = KSpacePGD(BoundReconstructor(lm, op), op.mask, eps, steps=steps, seed=seed)
@@ -81,12 +96,18 @@ def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int,
         x = lm(b_adv, op)
     num = torch.linalg.vector_norm((x - x_clean).flatten(1), dim=1)
     den = torch.linalg.vector_norm((b_adv - b).flatten(1), dim=1).clamp_min(1e-30)
-    return (num / den).cpu().tolist()
+    n = len(num)
+    stats = lm.last_stats if lm.is_deq else None
+    return {
+        "amplification": (num / den).cpu().tolist(),
+        "probe_iterations": stats.iterations.cpu().tolist() if stats is not None else [np.nan] * n,
+        "probe_residual": stats.residual.cpu().tolist() if stats is not None else [np.nan] * n,
+        "probe_converged": stats.converged.cpu().tolist() if stats is not None else [np.nan] * n,
+    }
 
 
 def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from robustkit.analysis.checks import lipschitz_at
-    from robustkit.analysis.lipschitz import jacobian_spectral_norm
+    from robustkit.analysis.checks import certificate_at
     from robustkit.batch import operator_of
 
     op, b = operator_of(batch), batch["kspace"]
@@ -95,32 +116,40 @@ def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: in
     with torch.no_grad():
         x_star, stats = lm.solve(b, op)
     cols: dict[str, list] = {k: [np.nan] * n for k in (
-        "delta", "threshold", "L", "L_change", "L_slow", "L_slow_change", "jacobian_norm",
-        "jacobian_iterations", "jacobian_converged", "passes", "iterations", "residual")}
+        "delta", "threshold", "L", "L_change", "L_slow", "L_slow_change", "L_top", "jacobian_norm",
+        "jacobian_iterations", "jacobian_converged", "L_max", "L_source", "passes", "rate", "rate_exceeds_L",
+        "iterations", "residual", "converged")}
     traces: list[dict[str, Any]] = []
     if lm.is_deq:  # a fixed-point model without H_θ gets its solve's columns only
-        cols.update(iterations=stats.iterations.cpu().tolist(), residual=stats.residual.cpu().tolist())
+        cols.update(iterations=stats.iterations.cpu().tolist(), residual=stats.residual.cpu().tolist(),
+                    converged=stats.converged.cpu().tolist())
     if lm.is_deq and lm.has_H:
         delta, threshold = model_delta(lm, config.delta), model_threshold(lm)
-        with torch.no_grad():
-            ball, slow = lipschitz_at(lm, x_star, b, op, delta, config.steps, config.restarts, config.slow_steps, generator)
-        power = jacobian_spectral_norm(lm.H_map(op), x_star, iters=config.power_iters,
-                                       tol=config.power_tol, generator=generator)
-        L, Ls = ball.estimate.cpu(), slow.estimate.cpu()
+        bound, rate, disagree = certificate_at(lm, x_star, b, op, delta, steps=config.steps,
+                                               restarts=config.restarts, seeded_steps=config.slow_steps,
+                                               power_iters=config.power_iters, power_tol=config.power_tol,
+                                               generator=generator)
+        ball, slow, power = bound.ball, bound.slow, bound.power
         cols.update(
             delta=[delta] * n, threshold=[threshold] * n,
-            L=L.tolist(), L_change=ball.last_rel_change.cpu().tolist(),
-            L_slow=Ls.tolist(), L_slow_change=slow.last_rel_change.cpu().tolist(),
+            L=ball.estimate.cpu().tolist(), L_change=ball.last_rel_change.cpu().tolist(),
+            L_slow=slow.estimate.cpu().tolist(), L_slow_change=slow.last_rel_change.cpu().tolist(),
+            L_top=bound.top.estimate.cpu().tolist(),
             jacobian_norm=power.estimate.cpu().tolist(), jacobian_iterations=[power.iterations] * n,
             jacobian_converged=power.converged.cpu().tolist(),
-            passes=(torch.maximum(L, Ls) <= threshold).tolist(),
+            L_max=bound.estimate.cpu().tolist(), L_source=bound.source,
+            passes=(bound.estimate.cpu() <= threshold).tolist(),
+            rate=rate.rate.cpu().tolist(), rate_exceeds_L=disagree.cpu().tolist(),
         )
-        for estimator, trace in (("L", ball.trace), ("L_slow", slow.trace), ("jacobian_norm", power.trace)):
+        for estimator, trace in (("L", ball.trace), ("L_slow", slow.trace), ("L_top", bound.top.trace),
+                                 ("jacobian_norm", power.trace), ("rate_residual", rate.trace)):
             trace = trace.detach().cpu()
             traces += [{"model": lm.name, "sample": samples[j], "estimator": estimator, "step": k, "value": float(trace[k, j])}
                        for k in range(trace.shape[0]) for j in range(n)]
-    cols["amplification"] = (amplification_probe(lm, b, op, x_star, config.probe_eps, config.probe_steps, seed)
-                             if config.probe_steps > 0 else [np.nan] * n)
+    if config.probe_steps > 0:
+        cols.update(amplification_probe(lm, b, op, x_star, config.probe_eps, config.probe_steps, seed))
+    else:
+        cols.update({k: [np.nan] * n for k in ("amplification", "probe_iterations", "probe_residual", "probe_converged")})
     rows = [{"study": "audit", "model": lm.name, "sample": samples[j], **{k: v[j] for k, v in cols.items()},
              "steps": config.steps, "restarts": config.restarts, "seed": config.seed} for j in range(n)]
     return rows, traces
@@ -142,9 +171,11 @@ def cells(config: AuditConfig, models: list[LoadedModel], dataset, device, run) 
 
 
 #: the columns of ``results.csv`` (documented above).
-COLUMNS = ("study", "model", "sample", "delta", "threshold", "L", "L_change", "L_slow", "L_slow_change",
-           "jacobian_norm", "jacobian_iterations", "jacobian_converged", "passes", "iterations", "residual",
-           "amplification", "steps", "restarts", "seed")
+COLUMNS = ("study", "model", "sample", "delta", "threshold", "L", "L_change", "L_slow", "L_slow_change", "L_top",
+           "jacobian_norm", "jacobian_iterations", "jacobian_converged", "L_max", "L_source", "passes", "rate",
+           "rate_exceeds_L", "iterations", "residual", "converged", "amplification", "probe_iterations",
+           "probe_residual", "probe_converged", "steps", "restarts", "seed")
 
 SUMMARY_BY = ["model"]
-SUMMARY_COLUMNS = ["L", "L_slow", "jacobian_norm", "passes", "amplification"]
+SUMMARY_COLUMNS = ["L", "L_slow", "L_top", "jacobian_norm", "jacobian_converged", "L_max", "passes", "rate",
+                   "rate_exceeds_L", "converged", "probe_converged", "amplification"]

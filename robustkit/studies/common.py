@@ -13,6 +13,7 @@ import torch
 
 from robustkit.errors import RobustkitError, StudyInterrupted
 from robustkit.models.adapter import ModelAdapter
+from robustkit.studies.flags import as_bool
 
 #: default zoo references of the models a study runs on (registry names resolve to default entries).
 DEFAULT_MODELS = ["modl", "mol", "mnmmol"]
@@ -211,13 +212,53 @@ def run_cells(run, cells: list[Cell], progress: bool = True) -> pd.DataFrame:
     return run.results()
 
 
+#: flag columns of study frames, summarised as ``k/n`` (slices where the flag holds / slices with a value).
+FLAG_COLUMNS = ("converged", "passes", "within", "same_fixed_point", "sense_in_ball", "rate_exceeds_L",
+                "jacobian_converged", "probe_converged", "adv_converged")
+#: residual columns, summarised by their largest value.
+RESIDUAL_COLUMNS = ("residual", "backward_residual", "probe_residual", "adv_residual")
+#: the solve-convergence flags a summary warns about, with the words for the solve.
+CONVERGENCE_FLAGS = {"converged": "solve", "probe_converged": "probe's perturbed solve",
+                     "adv_converged": "attacked solve"}
+
+
 def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """Mean ± std of ``columns`` grouped by ``by`` as a printable frame of strings."""
+    """A printable frame of strings grouped by ``by``: mean ± std of ``columns``, except flags
+    (:data:`FLAG_COLUMNS`, shown ``k/n``; an unconverged solve gets a ``!``) and residuals
+    (:data:`RESIDUAL_COLUMNS`, the largest, ``max 1.2e-03``)."""
     present = [c for c in columns if c in frame]
+    frame = frame.copy()
+    for c in present:
+        if c in FLAG_COLUMNS:
+            frame[c] = as_bool(frame[c])
     grouped = frame.groupby(by, sort=False, dropna=False)[present]
     mean, std = grouped.mean(numeric_only=True), grouped.std(numeric_only=True).fillna(0.0)
+    count, total, largest = grouped.sum(numeric_only=True), grouped.count(), grouped.max(numeric_only=True)
     out = mean.copy().astype(object)
     for c in mean.columns:
-        out[c] = [f"{m:.3f} ± {s:.3f}" if pd.notna(m) else "—" for m, s in zip(mean[c], std[c])]
+        if c in FLAG_COLUMNS:
+            mark = "!" if c in CONVERGENCE_FLAGS else ""
+            out[c] = [f"{int(k)}/{int(n)}" + (mark if k < n else "") if n > 0 else "—" for k, n in zip(count[c], total[c])]
+        elif c in RESIDUAL_COLUMNS:
+            out[c] = [f"max {v:.1e}" if pd.notna(v) else "—" for v in largest[c]]
+        else:
+            out[c] = [f"{m:.3f} ± {s:.3f}" if pd.notna(m) else "—" for m, s in zip(mean[c], std[c])]
     out["n"] = grouped.size()
     return out.reset_index()
+
+
+def convergence_warnings(frame: pd.DataFrame, by: list[str]) -> list[str]:
+    """One line per group of ``by`` in which a DEQ solve did not converge, e.g.
+    ``mnmmol-4x, adversarial, 0.05: solve converged on 0 of 2 slices; these numbers are not of a fixed point``."""
+    lines = []
+    for column, what in CONVERGENCE_FLAGS.items():
+        if column not in frame:
+            continue
+        flags = as_bool(frame[column])
+        for key, rows in flags.groupby([frame[b] for b in by], sort=False, dropna=False):
+            rows = rows.dropna()
+            if len(rows) and rows.sum() < len(rows):
+                label = ", ".join(f"{k:g}" if isinstance(k, float) else str(k) for k in (key if isinstance(key, tuple) else (key,)))
+                lines.append(f"{label}: {what} converged on {int(rows.sum())} of {len(rows)} slices; "
+                             "these numbers are not of a fixed point")
+    return lines

@@ -11,15 +11,23 @@ Schema of ``results.csv`` (one row per model × slice):
 study, model, sample   ``"sweep-delta"``; zoo entry; slice index
 delta                  the δ the model was trained with
 psnr, ssim             of the fixed point from the SENSE start
-iterations, converged  of that solve (``eval_tol``, ``eval_max_iter``)
-L_own, L_slow          ``L[H_θ](x*; δ)`` at the model's own δ (two-point ascent) and the
-                       slow-mode estimate
-L_common               ``L[H_θ](x*; common_delta)``; common_delta
-threshold, within      ``T = 1 − m``; ``max(L_own, L_slow) ≤ T``
+iterations, residual,  of that solve (``eval_tol``, ``eval_max_iter``)
+converged
+L_own, L_slow          lower bounds of ``L[H_θ](x*; δ)`` at the model's own δ: the two-point
+                       ascent from random pairs and the slow-mode seeded pair
+L_max, L_source        the largest lower bound found at the own δ (ball, slow-mode and
+                       top-singular seeded pairs, ``‖J_{H_θ}(x*)‖₂``; docs/certificates.md) and
+                       which estimator gave it
+rate, rate_exceeds_L   observed contraction rate of ``x⁺ = H_θ(x) + Aᴴb`` near ``x*``; whether it
+                       exceeds ``L_max`` by more than 0.005 (the estimates miss a direction)
+L_common               ``L[H_θ](x*; common_delta)`` (ball ascent); common_delta
+threshold, within      ``T = 1 − m``; ``L_max ≤ T``
 init_success           fraction of the starts in ``init_starts`` (ball starts at ``init_radii``)
                        that reach ``x*`` (relative distance ≤ 1e-3, both solved to residual 1e-6)
 sense_in_ball          whether the SENSE start lies in ``B(x*, δ‖x*‖)``
 adv_eps, adv_psnr_drop PSNR lost under the adversarial attack at ``adv_eps`` (``adv_steps``)
+adv_residual,          the DEQ solve at the attacked k-space: final residual, converged
+adv_converged
 seed                   the study seed
 =====================  ==============================================================
 """
@@ -173,7 +181,7 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     from robustkit.evaluate import score
     from robustkit.physics.sense import sense_init
     from robustkit.studies.attack import AttackConfig, CleanCache, attack_cell
-    from robustkit.analysis.checks import lipschitz_at
+    from robustkit.analysis.checks import certificate_at, lipschitz_at
     from robustkit.studies.audit import model_threshold
     from robustkit.studies.init_test import InitTestConfig, starts_of
 
@@ -189,7 +197,8 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
         with torch.no_grad():
             x = clean.get(lm, i, batch, op)
             stats = lm.last_stats
-            own, slow = lipschitz_at(lm, x, b, op, delta, config.steps, config.restarts, 10, generator)
+            bound, rate, disagree = certificate_at(lm, x, b, op, delta, steps=config.steps,
+                                                   restarts=config.restarts, generator=generator)
             common, _ = lipschitz_at(lm, x, b, op, config.common_delta, config.steps, config.restarts, 0, generator)
             sense = sense_init(op, b)
             norm = torch.linalg.vector_norm(x.flatten(1), dim=1)
@@ -208,10 +217,13 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
             rows.append({
                 "study": "sweep-delta", "model": lm.name, "sample": sample, "delta": delta,
                 "psnr": float(metrics["psnr"][j]), "ssim": float(metrics["ssim"][j]),
-                "iterations": int(stats.iterations[j]), "converged": bool(stats.converged[j]),
-                "L_own": float(own.estimate[j]), "L_slow": float(slow.estimate[j]),
+                "iterations": int(stats.iterations[j]), "residual": float(stats.residual[j]),
+                "converged": bool(stats.converged[j]),
+                "L_own": float(bound.ball.estimate[j]), "L_slow": float(bound.slow.estimate[j]),
+                "L_max": float(bound.estimate[j]), "L_source": bound.source[j],
+                "rate": float(rate.rate[j]), "rate_exceeds_L": bool(disagree[j]),
                 "L_common": float(common.estimate[j]), "common_delta": config.common_delta,
-                "threshold": threshold, "within": bool(max(float(own.estimate[j]), float(slow.estimate[j])) <= threshold),
+                "threshold": threshold, "within": bool(float(bound.estimate[j]) <= threshold),
                 "init_success": float(success[j]), "sense_in_ball": bool(sense_in[j]), "seed": config.seed,
             })
     frame = pd.DataFrame(rows)
@@ -219,7 +231,10 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
                               examples=0, seed=config.seed, batch_size=config.batch_size)
     attacked, _ = attack_cell(lm, "adversarial", config.adv_eps, attack_cfg, dataset, device, clean, run.examples_dir())
     frame["adv_eps"] = config.adv_eps
-    frame["adv_psnr_drop"] = attacked.set_index("sample").loc[frame["sample"], "psnr_drop"].to_numpy()
+    by_sample = attacked.set_index("sample").loc[frame["sample"]]
+    frame["adv_psnr_drop"] = by_sample["psnr_drop"].to_numpy()
+    frame["adv_residual"] = by_sample["residual"].to_numpy()
+    frame["adv_converged"] = by_sample["converged"].to_numpy()
     return frame, None
 
 
@@ -228,9 +243,10 @@ def cells(config: SweepDeltaConfig, models: list[LoadedModel], dataset, device, 
 
 
 #: the columns of ``results.csv`` (documented above).
-COLUMNS = ("study", "model", "sample", "delta", "psnr", "ssim", "iterations", "converged", "L_own", "L_slow",
-           "L_common", "common_delta", "threshold", "within", "init_success", "sense_in_ball", "seed", "adv_eps",
-           "adv_psnr_drop")
+COLUMNS = ("study", "model", "sample", "delta", "psnr", "ssim", "iterations", "residual", "converged", "L_own",
+           "L_slow", "L_max", "L_source", "rate", "rate_exceeds_L", "L_common", "common_delta", "threshold", "within",
+           "init_success", "sense_in_ball", "seed", "adv_eps", "adv_psnr_drop", "adv_residual", "adv_converged")
 
 SUMMARY_BY = ["model", "delta"]
-SUMMARY_COLUMNS = ["psnr", "L_own", "L_common", "within", "init_success", "sense_in_ball", "adv_psnr_drop"]
+SUMMARY_COLUMNS = ["psnr", "L_own", "L_max", "rate", "L_common", "within", "converged", "init_success", "sense_in_ball",
+                   "adv_psnr_drop", "adv_converged"]
