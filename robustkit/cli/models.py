@@ -47,7 +47,7 @@ def show(name: str) -> None:
 @models.command("check")
 @click.argument("name")
 @click.option("--split", "splits", multiple=True, default=["test"], show_default=True, help="Splits to check (repeatable).")
-@click.option("--limit", type=int, default=None, help="Check at most this many slices per split.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Check at most this many slices per split.")
 @click.option("--write-card", is_flag=True, help="Store the summary on the model's card (weights unchanged).")
 @click.pass_obj
 def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card: bool) -> None:
@@ -84,7 +84,7 @@ def check(obj, name: str, splits: tuple[str, ...], limit: int | None, write_card
 @models.command("evaluate")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--split", default="test", show_default=True, help="Split of the built-in data to score on.")
-@click.option("--accel", type=float, default=4.0, show_default=True)
+@click.option("--accel", type=click.FloatRange(min=1), default=4.0, show_default=True)
 @click.pass_obj
 def evaluate_cmd(obj, names: tuple[str, ...], split: str, accel: float) -> None:
     """PSNR / SSIM / NMSE (mean ± std over slices) of zoo models and the SENSE init on the built-in data.

@@ -31,10 +31,9 @@ class ReportIncomplete(RobustkitError):
 
 
 def _write_text(path: Path, text: str) -> None:
-    from robustkit.studies.rundir import _atomic_write_text
+    from robustkit.io import write_text
 
-    _atomic_write_text(path, text)
-    os.chmod(path, 0o644)  # pages are for sharing (the temporary file was 0600)
+    write_text(path, text)  # permissions from the umask, like any file the user writes
 
 
 def _write_tables(tables, page_dir: Path) -> None:

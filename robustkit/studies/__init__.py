@@ -73,7 +73,7 @@ def run(
         module.check_models(models)
     settings = config.to_dict()
     if resume is not None:
-        rd = RunDir.resume(resume, name, settings)
+        rd = RunDir.resume(resume, name, settings, [m.meta() for m in models])
     else:
         rd = RunDir.create(reports_dir, name, settings, base_meta(config.seed, str(dev), [m.meta() for m in models]))
     if on_start is not None:

@@ -16,6 +16,7 @@ its mask is that pattern and the target is None (``--ignore-mask`` treats it as 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -84,7 +85,7 @@ def read_cfl(path: Path) -> np.ndarray:
     cfl = _file(path, ".cfl")
     if not cfl.is_file():
         raise RobustkitError(f"{cfl} does not exist; a BART array needs both NAME.hdr and NAME.cfl")
-    expected = int(np.prod(dims)) * 8
+    expected = math.prod(dims) * 8  # Python ints: huge header dims cannot overflow
     size = cfl.stat().st_size
     if size != expected:
         raise RobustkitError(
