@@ -72,7 +72,7 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
         reports_dir = suite_dir.parent
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        n = 1
+        n, new_root = 1, not reports_dir.exists()
         try:
             reports_dir.mkdir(parents=True, exist_ok=True)
             while True:
@@ -96,6 +96,8 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
         if resume is None and not record["studies"]:  # nothing ran: leave no empty suite folder
             (suite_dir / SUITE).unlink(missing_ok=True)
             suite_dir.rmdir()
+            if new_root and not any(reports_dir.iterdir()):
+                reports_dir.rmdir()
         raise
     return suite_dir
 
