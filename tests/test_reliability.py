@@ -552,3 +552,13 @@ def test_files_get_the_permissions_of_the_umask(umask, zoo, tmp_path):
     files = [*folder.iterdir(), *Path(frame.attrs["run_dir"]).rglob("*.*"), page]
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files if p.is_file()}
     assert modes and all(m == 0o666 & ~umask for m in modes.values()), modes
+
+
+def test_report_in_a_read_only_folder(finished_run, read_only, tmp_path, capsys):
+    run_dir, _ = finished_run
+    read_only.chmod(0o755)
+    copy = shutil.copytree(run_dir, read_only / run_dir.name)
+    for folder in (copy, read_only):
+        folder.chmod(0o555)
+    refused(["report", copy], capsys, tmp_path, r"cannot (create|write) .*choose a folder you can write to")
+    copy.chmod(0o755)
