@@ -101,17 +101,19 @@ def convert(value: Any, annotation: Any, key: str, where: str, objects: bool = F
     ``list[T]``), strictly: no bool for a number, no float for an int, no string for a number.
     ``objects``: list items may also be non-plain Python objects (kept as they are)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        if value is None:
+        if value is None and len(inner) < len(args):
             return None
-        if len(inner) == 1:
+        for option in inner:  # the first type that takes the value
             try:
-                return convert(value, inner[0], key, where, objects)
+                return convert(value, option, key, where, objects)
             except RobustkitError:
-                raise RobustkitError(
-                    f"{where}: {key} must be {_expected(inner[0])} or left out, got {_describe(value)}; fix the value"
-                ) from None
+                continue
+        expected = " or ".join(_expected(a) for a in inner) + (" or left out" if len(inner) < len(args) else "")
+        raise RobustkitError(f"{where}: {key} must be {expected}, got {_describe(value)}; fix the value")
     if origin is list:
         (item,) = args
         items = list(value) if isinstance(value, (list, tuple)) else [value]
