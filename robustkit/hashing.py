@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 
@@ -13,3 +14,10 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_json(data: object) -> str:
+    """Hex SHA-256 of ``data`` as canonical JSON (sorted keys, no spaces): e.g. a card's config,
+    so that two configs that differ in any value have different digests."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

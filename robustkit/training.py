@@ -21,6 +21,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +228,9 @@ def _load_state(out: Path) -> dict[str, Any]:
     """``train_state.pt`` read with ``weights_only=True`` (no code runs) and checked field by field."""
     path = out / "train_state.pt"
     try:
-        state = torch.load(path, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notices of the weights-only unpickler
+            state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # any unreadable or malicious file: one line, nothing changed
         raise RobustkitError(f"{path} is not a readable training checkpoint ({type(exc).__name__}); "
                              "restore it or train into another --out") from None

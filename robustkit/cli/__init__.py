@@ -10,6 +10,9 @@ import click
 from robustkit import __version__
 from robustkit.errors import RobustkitError, RobustkitWarning
 
+#: the largest seed (numpy and torch generators both take seeds below 2³²).
+SEED_MAX = 2**32 - 1
+
 #: command name → "module:attribute" of its click command, imported only when used.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("robustkit.cli.data:data", "Build, prepare and inspect datasets (built-in brain data, fastMRI, …)."),
@@ -52,7 +55,8 @@ class LazyGroup(click.Group):
     show_default=True,
     help="Where to compute: auto uses CUDA whenever it is available.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random draw.")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help=f"Seed for every random draw, an integer from 0 to {SEED_MAX}.")
 @click.option(
     "--zoo",
     type=click.Path(file_okay=False),
@@ -98,6 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("robustkit: interrupted; completed work is kept", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # a bad option value or a missing argument: one line too
+        where = exc.ctx.command_path if exc.ctx is not None else "robustkit"
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        click.echo(f"robustkit: error: {message}; see '{where} --help'", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

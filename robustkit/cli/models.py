@@ -89,8 +89,8 @@ def check_warnings(summary: dict[str, float], threshold: float) -> list[str]:
 @click.option("--data", default="builtin", show_default=True, help=DATA_HELP)
 @click.option("--split", "splits", multiple=True,
               help="Splits to check (repeatable), or 'all'. [default: test when the file has splits, else all samples]")
-@click.option("--accel", type=float, default=None, help="Acceleration of the masks. [default: the zoo card's, else 4]")
-@click.option("--limit", type=int, default=None, help="Check at most this many slices per split.")
+@click.option("--accel", type=click.FloatRange(min=1), default=None, help="Acceleration of the masks. [default: the zoo card's, else 4]")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Check at most this many slices per split.")
 @click.option("--write-card", is_flag=True, help="Store the summary on the model's card (weights unchanged).")
 @click.pass_obj
 def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | None, limit: int | None, write_card: bool) -> None:
@@ -166,8 +166,8 @@ def _solver_validity(model, dataset, device, limit: int | None, seed: int, split
 @click.argument("names", nargs=-1, required=True, metavar="NAME|FILE.py:FACTORY...")
 @click.option("--data", default="builtin", show_default=True, help=DATA_HELP)
 @click.option("--split", default=None, help="Split to score on, or 'all'. [default: test when the file has splits, else all samples]")
-@click.option("--samples", type=int, default=None, help="Score the first N slices of the split. [default: all]")
-@click.option("--accel", type=float, default=4.0, show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), default=None, help="Score the first N slices of the split. [default: all]")
+@click.option("--accel", type=click.FloatRange(min=1), default=4.0, show_default=True)
 @click.pass_obj
 def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samples: int | None, accel: float) -> None:
     """PSNR / SSIM / NMSE (mean ± std over slices) of models and the SENSE init on the built-in

@@ -15,6 +15,9 @@ import click
 
 from robustkit.errors import RobustkitError
 
+#: a number > 0 (ball radii, step sizes, factors); NaN and ∞ are refused by the study's config.
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
 
 def _eps_value(ctx, param, values):
     out = []
@@ -40,12 +43,12 @@ def common_options(default_models: str) -> Callable:
                          help="Model (repeatable): a registry name (its default zoo entry), a zoo folder, or your own "
                               "network as FILE.py:FACTORY or package.module:FACTORY (a callable returning an nn.Module "
                               f"with forward(kspace, op); see docs/api.md). [default: {default_models}]"),
-            click.option("--samples", type=int, default=None, help="Use the first N slices of the split. [default: all]"),
+            click.option("--samples", type=click.IntRange(min=1), default=None, help="Use the first N slices of the split. [default: all]"),
             click.option("--split", default=None, help=SPLIT_HELP),
             click.option("--data", default=None, help=DATA_HELP),
-            click.option("--accel", type=float, default=None,
+            click.option("--accel", type=click.FloatRange(min=1), default=None,
                          help="Acceleration of the masks; a model trained at another one runs with a warning. [default: 4]"),
-            click.option("--batch-size", type=int, default=None, help="Slices per batch. [default: 2]"),
+            click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Slices per batch. [default: 2]"),
             click.option("--reports-dir", type=click.Path(), default="reports", show_default=True,
                          help="Where run folders go (never overwritten)."),
             click.option("--resume", "resume", type=click.Path(), default=None, metavar="RUN_DIR",
@@ -132,14 +135,14 @@ def _report(run_dir: Path) -> None:
               help="Relative perturbation size ‖γ‖ ≤ ε‖b‖ (repeatable). [default: 0.01 0.02 0.05]")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(["adversarial", "gaussian"]),
               help="Attack kind (repeatable). [default: both]")
-@click.option("--steps", type=int, default=None, help="PGD steps per restart. [default: 10]")
-@click.option("--restarts", type=int, default=None, help="Random restarts; the per-slice worst is kept. [default: 1]")
-@click.option("--step-size", type=float, default=None, help="Step α relative to ε‖b‖. [default: 2.5/steps]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="PGD steps per restart. [default: 10]")
+@click.option("--restarts", type=click.IntRange(min=1), default=None, help="Random restarts; the per-slice worst is kept. [default: 1]")
+@click.option("--step-size", type=POSITIVE, default=None, help="Step α relative to ε‖b‖. [default: 2.5/steps]")
 @click.option("--optimizer", type=click.Choice(["pgd", "adam"]), default=None, help="PGD-ℓ2 or projected Adam. [default: pgd]")
 @click.option("--target", type=click.Choice(["clean", "ground_truth"]), default=None,
               help="Push the reconstruction away from the clean one or from the ground truth. [default: clean]")
 @click.option("--roi", type=click.Choice(["none", "support"]), default=None, help="Region of interest of the attack loss. [default: none]")
-@click.option("--draws", type=int, default=None, help="Gaussian draws averaged per slice. [default: 4]")
+@click.option("--draws", type=click.IntRange(min=1), default=None, help="Gaussian draws averaged per slice. [default: 4]")
 @common_options("modl mol mnmmol")
 @click.pass_obj
 def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, draws,
@@ -161,11 +164,11 @@ def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, 
 
 
 @click.command("sweep-delta")
-@click.option("--deltas", "deltas", multiple=True, type=float, metavar="δ",
+@click.option("--deltas", "deltas", multiple=True, type=POSITIVE, metavar="δ",
               help="Compare only MnM-MOL models trained with these δ (repeatable). [default: every MnM-MOL in the zoo]")
 @click.option("--train", is_flag=True, help="Train the MnM-MOL models missing from the zoo for --deltas first (slow).")
-@click.option("--common-delta", type=float, default=None, help="δ at which every model's L is also measured. [default: 0.3]")
-@click.option("--eps", "adv_eps", type=float, default=None, help="ε of the adversarial attack. [default: 0.05]")
+@click.option("--common-delta", type=POSITIVE, default=None, help="δ at which every model's L is also measured. [default: 0.3]")
+@click.option("--eps", "adv_eps", type=click.FloatRange(min=0), default=None, help="ε of the adversarial attack. [default: 0.05]")
 @common_options("every MnM-MOL in the zoo")
 @click.pass_obj
 def sweep_delta(obj, deltas, train, common_delta, adv_eps, models, samples, split, data, accel, batch_size,
@@ -183,9 +186,9 @@ def sweep_delta(obj, deltas, train, common_delta, adv_eps, models, samples, spli
 @click.command("init-test")
 @click.option("--start", "starts", multiple=True,
               type=click.Choice(["sense", "zero_filled", "zeros", "ball", "noise"]), help="Starts to try (repeatable). [default: all]")
-@click.option("--radius", "radii", multiple=True, type=float, help="Ball-start radius in units of δ‖x*‖ (repeatable). [default: 0.1 0.5 1]")
-@click.option("--delta", type=float, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
-@click.option("--cap-factor", type=float, default=None, help="Iteration cap as a multiple of the training cap. [default: 3]")
+@click.option("--radius", "radii", multiple=True, type=click.FloatRange(min=0), help="Ball-start radius in units of δ‖x*‖ (repeatable). [default: 0.1 0.5 1]")
+@click.option("--delta", type=POSITIVE, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
+@click.option("--cap-factor", type=POSITIVE, default=None, help="Iteration cap as a multiple of the training cap. [default: 3]")
 @common_options("mol mnmmol")
 @click.pass_obj
 def init_test(obj, starts, radii, delta, cap_factor, models, samples, split, data, accel, batch_size,
@@ -201,10 +204,10 @@ def init_test(obj, starts, radii, delta, cap_factor, models, samples, split, dat
 
 
 @click.command()
-@click.option("--delta", type=float, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
-@click.option("--steps", type=int, default=None, help="Ascent steps per restart. [default: 20]")
-@click.option("--restarts", type=int, default=None, help="Ascent restarts. [default: 2]")
-@click.option("--power-iters", type=int, default=None, help="Cap of the power iteration for ‖J_H‖₂ (it stops earlier only once the estimate has plateaued). [default: 100]")
+@click.option("--delta", type=POSITIVE, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Ascent steps per restart. [default: 20]")
+@click.option("--restarts", type=click.IntRange(min=1), default=None, help="Ascent restarts. [default: 2]")
+@click.option("--power-iters", type=click.IntRange(min=1), default=None, help="Cap of the power iteration for ‖J_H‖₂ (it stops earlier only once the estimate has plateaued). [default: 100]")
 @common_options("modl mol mnmmol")
 @click.pass_obj
 def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data, accel, batch_size,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,10 +42,13 @@ def write_prepared(
         raise RobustkitError(f"{path} already exists; choose another output path or pass --overwrite")
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    from robustkit.io import atomic_path, os_error
+
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, path.parent, "create the folder") from None
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["version"] = VERSION
@@ -55,6 +57,7 @@ def write_prepared(
             n = 0
             for i, s in enumerate(samples):
                 s.validate()
+                check_free_space(path, s)
                 g = group.create_group(f"{i:06d}")
                 g.attrs["meta"] = json.dumps(s.meta, sort_keys=True)
                 g.create_dataset("kspace", data=s.kspace.astype(np.complex64))
@@ -66,11 +69,32 @@ def write_prepared(
                 n += 1
             if n == 0:
                 raise RobustkitError(f"no samples to write to {path}; check the input file and slice selection")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+#: free space kept in reserve beyond a sample's own bytes (HDF5 metadata, other writers).
+SPACE_MARGIN = 16 << 20
+
+
+def sample_bytes(sample: Sample) -> int:
+    """Bytes ``sample`` takes in a prepared file: complex64 k-space and maps, target, float32 mask."""
+    n = 8 * (sample.kspace.size + sample.maps.size)
+    n += 8 * sample.target.size if sample.target is not None else 0
+    return n + (4 * sample.mask.size if sample.mask is not None else 0)
+
+
+def check_free_space(path: Path, sample: Sample) -> None:
+    """Refuse to write ``sample`` next to ``path`` when the disk lacks room for it (a full disk
+    would otherwise fail inside HDF5, which can crash the process)."""
+    import shutil
+
+    need = sample_bytes(sample) + SPACE_MARGIN
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise RobustkitError(
+            f"not enough free space in {path.parent} to write {path.name} ({free / 2**20:.0f} MiB free, the next "
+            f"sample needs {need / 2**20:.0f} MiB); free some space or choose another --out"
+        )
 
 
 def _open(path: str | os.PathLike):
@@ -91,18 +115,53 @@ def _open(path: str | os.PathLike):
     return f
 
 
+_REDO = "re-create it with `robustkit data prepare` or `robustkit data build`"
+
+
+def _json_attr(obj, name: str, path: str | os.PathLike, where: str) -> Any:
+    """The JSON attribute ``name`` of an HDF5 object; missing or invalid JSON is a one-line error."""
+    if name not in obj.attrs:
+        raise RobustkitError(f"{path}: {where} has no {name!r} attribute; the file is damaged, {_REDO}")
+    raw = obj.attrs[name]
+    try:
+        value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RobustkitError(
+            f"{path}: the {name} of {where} is not valid JSON ({str(exc).splitlines()[0]}); the file is damaged, {_REDO}"
+        ) from None
+    if not isinstance(value, dict):
+        raise RobustkitError(f"{path}: the {name} of {where} is not a JSON object; the file is damaged, {_REDO}")
+    return value
+
+
+def _sample_groups(f, path: str | os.PathLike) -> list[tuple[str, Any]]:
+    """``(key, group)`` of every sample, each checked to hold ``kspace`` and ``maps``."""
+    import h5py
+
+    group = f.get("samples")
+    if not isinstance(group, h5py.Group):
+        raise RobustkitError(f"{path} has no 'samples' group; the file is damaged, {_REDO}")
+    out = []
+    for key in sorted(group):
+        g = group[key]
+        missing = [n for n in ("kspace", "maps") if not isinstance(g, h5py.Group) or n not in g]
+        if missing:
+            raise RobustkitError(f"{path}: sample {key} lacks {missing[0]!r}; the file is damaged, {_REDO}")
+        out.append((key, g))
+    return out
+
+
 def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
     with _open(path) as f:
-        return json.loads(f.attrs["provenance"])
+        return _json_attr(f, "provenance", path, "the file")
 
 
 def read_samples(path: str | os.PathLike, split: str | None = None) -> list[Sample]:
     """All samples of ``path`` (optionally only those whose ``meta["split"] == split``)."""
     out = []
     with _open(path) as f:
-        for key in sorted(f["samples"]):
-            g = f["samples"][key]
-            meta = json.loads(g.attrs["meta"])
+        for key, g in _sample_groups(f, path):
+            meta = _json_attr(g, "meta", path, f"sample {key}")
             if split is not None and meta.get("split") != split:
                 continue
             try:
@@ -239,9 +298,10 @@ def summarize(path: str | os.PathLike) -> str:
     from collections import Counter
 
     with _open(path) as f:
-        provenance = json.loads(f.attrs["provenance"])
-        groups = [f["samples"][key] for key in sorted(f["samples"])]
-        metas = [json.loads(g.attrs["meta"]) for g in groups]
+        provenance = _json_attr(f, "provenance", path, "the file")
+        pairs = _sample_groups(f, path)
+        groups = [g for _, g in pairs]
+        metas = [_json_attr(g, "meta", path, f"sample {key}") for key, g in pairs]
         shapes = Counter(g["kspace"].shape for g in groups)
         targets = sum("target" in g for g in groups)
         masks = sum("mask" in g for g in groups)

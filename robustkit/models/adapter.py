@@ -180,8 +180,11 @@ class ModelAdapter(nn.Module):
         """What a run records about the model (meta.json): name, kind, source and weights' sha256."""
         out: dict[str, Any] = {"name": self.name, "model": self.card.get("model") or model_name(self.model),
                                "source": self.source, "is_deq": self.is_deq}
-        if self.source == "zoo":
+        if self.source == "zoo":  # --resume refuses a change in either digest
+            from robustkit.hashing import sha256_json
+
             out["weights_sha256"] = self.card.get("weights_sha256")
+            out["config_sha256"] = sha256_json(self.card.get("config", {}))
         else:
             out["weights_sha256"] = out["state_dict_sha256"] = state_dict_sha256(self.model)
             out["class"] = f"{type(self.model).__module__}.{type(self.model).__qualname__}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,13 @@ from typing import Any
 from robustkit.choices import MODEL_NAMES
 from robustkit.errors import RobustkitError
 from robustkit.locations import refuse_package_write, shipped_zoo, user_zoo
+from robustkit.io import write_bytes
 
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
 
 #: the user zoo (kept under this name for existing callers; see :func:`robustkit.locations.user_zoo`).
 zoo_dir = user_zoo
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; zoo files are shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(folder: str | os.PathLike, model, card: dict[str, Any]) -> Path:
@@ -51,9 +39,9 @@ def save_model(folder: str | os.PathLike, model, card: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
-    _atomic_write_bytes(folder / WEIGHTS, blob)
+    write_bytes(folder / WEIGHTS, blob)
     card = {**card, "model": model.name, "config": model.config.to_dict(), "weights_sha256": hashlib.sha256(blob).hexdigest()}
-    _atomic_write_bytes(folder / CARD, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(folder / CARD, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
     return folder
 
 

@@ -31,16 +31,20 @@ class ReportIncomplete(RobustkitError):
 
 
 def _write_text(path: Path, text: str) -> None:
-    from robustkit.studies.rundir import _atomic_write_text
+    from robustkit.io import write_text
 
-    _atomic_write_text(path, text)
-    os.chmod(path, 0o644)  # pages are for sharing (the temporary file was 0600)
+    write_text(path, text)  # permissions from the umask, like any file the user writes
 
 
 def _write_tables(tables, page_dir: Path) -> None:
     """Each table's frame to ``<page_dir>/tables/<name>.csv`` (full precision; the page links it)."""
     folder = page_dir / TABLES
-    folder.mkdir(exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        from robustkit.io import os_error
+
+        raise os_error(exc, folder, "create") from None
     for t in tables:
         t.csv = folder / f"{t.name}.csv"
         _write_text(t.csv, t.frame.to_csv(index=False))

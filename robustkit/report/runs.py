@@ -107,6 +107,29 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
+def _committed(path: Path, results_path: Path, results: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """``results`` without rows the run never committed: a last line cut mid-row (the file was
+    truncated) and the rows of a cell whose commit record is missing (a kill between the writes;
+    see :mod:`robustkit.studies.rundir`). Each drop is noted on the page."""
+    with open(results_path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 1))
+        cut = size > 0 and fh.read(1) != b"\n"
+    if cut and len(results):
+        notes.append(f"{results_path.name} ends mid-row (the file was cut); its last row is left out")
+        results = results.iloc[:-1]
+    try:
+        commits = json.loads((path / "cells.json").read_text())
+        committed = commits[-1].get("results_rows") if commits and isinstance(commits[-1], dict) else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        committed = None
+    if isinstance(committed, int) and committed < len(results):
+        notes.append(f"{len(results) - committed} row(s) of {results_path.name} belong to no completed cell; left out")
+        results = results.iloc[:committed]
+    return results
+
+
 def load_run(path: str | Path) -> Run:
     """Read and check a run folder; raises :class:`RobustkitError` naming it when unusable."""
     from robustkit.studies import STUDIES
@@ -139,6 +162,7 @@ def load_run(path: str | Path) -> Run:
             results = _read_csv(results_path)
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise RobustkitError(f"{results_path} cannot be read ({exc}); the run {path} is damaged, rerun the study") from None
+        results = _committed(path, results_path, results, notes)
     elif status == "complete":
         raise RobustkitError(f"{path} is incomplete (status complete but no results.csv); rerun the {study} study")
     else:
@@ -150,8 +174,10 @@ def load_run(path: str | Path) -> Run:
                 f"{results_path} lacks the {study} column(s) {', '.join(missing)}; "
                 f"it was not written by this version's {study} study, rerun it"
             )
-    if status not in ("complete", "running", "interrupted"):
-        notes.append(f"meta.json has status {status!r}; expected complete, running or interrupted")
+    if status == "failed":
+        notes.append(f"the run failed ({meta.get('error', 'no reason recorded')}); continue it with --resume {path}")
+    elif status not in ("complete", "running", "interrupted"):
+        notes.append(f"meta.json has status {status!r}; expected complete, running, interrupted or failed")
     notes += mismatch_notes(meta)
     traces = None
     if (path / "traces.csv").is_file():

@@ -78,7 +78,7 @@ def run(
         module.check_models(models)
     settings = config.to_dict()
     if resume is not None:
-        rd = RunDir.resume(resume, name, settings)
+        rd = RunDir.resume(resume, name, settings, [m.meta() for m in models])
     else:
         meta = base_meta(config.seed, str(dev), [m.meta() for m in models])
         rd = RunDir.create(reports_dir, name, settings, {**meta, "data": data.to_dict()})

@@ -218,11 +218,11 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
     for k, v in settings.items():
         rows[k] = v
     if saved["sample"]:
-        np.savez_compressed(
-            examples_dir / f"{lm.name}__{kind}__eps{eps:g}.npz",
-            sample=np.asarray(saved["sample"]),
-            **{k: np.concatenate(v) for k, v in saved.items() if k != "sample"},
-        )
+        from robustkit.io import atomic_path
+
+        with atomic_path(examples_dir / f"{lm.name}__{kind}__eps{eps:g}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, sample=np.asarray(saved["sample"]),
+                                **{k: np.concatenate(v) for k, v in saved.items() if k != "sample"})
     return rows, (pd.DataFrame(traces) if traces else None)
 
 

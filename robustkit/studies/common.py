@@ -4,9 +4,13 @@ that writes a :class:`~robustkit.studies.rundir.RunDir` and survives Ctrl-C."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
 
 import pandas as pd
 import torch
@@ -32,9 +36,17 @@ class StudyConfig:
     records the split it read); accel: acceleration of the masks
     (fixed per slice by ``seed``); samples: the first N slices of the split (``None`` = all);
     batch_size: slices per batch; seed: every random draw of the study.
+
+    :meth:`from_mapping` (study files, CLI options) converts each value strictly by the field's
+    annotation: ``int`` takes integers only (not ``1.5``, ``"2"`` or ``true``), ``float`` takes
+    integers and floats, ``bool`` only ``true``/``false``, ``list[T]`` a list of T or a single T.
     """
 
-    models: list[Any] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    #: a study that may run without models (it searches the zoo) sets this to False.
+    models_required: ClassVar[bool] = True
+
+    # list[str] in study files and on the command line; Python callers may also pass nn.Module objects
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     data: str = "builtin"
     split: str | None = None
     accel: float = 4.0
@@ -43,14 +55,16 @@ class StudyConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if not self.models:
+        if self.models_required and not self.models:
             raise RobustkitError("no models given; name at least one, e.g. --model mnmmol")
         if self.samples is not None and self.samples < 1:
             raise RobustkitError(f"samples must be >= 1, got {self.samples}")
         if self.batch_size < 1:
             raise RobustkitError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (isinstance(self.accel, (int, float)) and self.accel >= 1):
-            raise RobustkitError(f"accel must be a number >= 1, got {self.accel!r}")
+        if not (isinstance(self.accel, (int, float)) and math.isfinite(self.accel) and self.accel >= 1):
+            raise RobustkitError(f"accel must be a finite number >= 1, got {self.accel!r}")
+        if self.seed < 0:
+            raise RobustkitError(f"seed must be >= 0, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every key, JSON-ready: a network object in ``models`` becomes ``name@sha256:…``."""
@@ -62,24 +76,89 @@ class StudyConfig:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any], where: str = "config") -> "StudyConfig":
-        """Build from a mapping (a TOML table or CLI options); unknown keys are an error naming them."""
+        """Build from a mapping (a TOML table or CLI options), each value checked against its
+        field's type; an unknown key or a wrong type is an error naming ``where``, the key, the
+        expected type and the value."""
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(mapping) - set(known))
         if unknown:
             raise RobustkitError(
                 f"unknown key {unknown[0]!r} in {where}; known keys: {', '.join(sorted(known))}"
             )
-        values = {}
-        for key, value in mapping.items():
-            default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING else known[key].default  # type: ignore[misc]
-            if isinstance(default, list) and not isinstance(value, list):
-                value = [value]
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            values[key] = value
+        hints = typing.get_type_hints(cls)
+        values = {key: convert(value, hints[key], key, where, objects=key in _OBJECT_FIELDS)
+                  for key, value in mapping.items()}
         config = cls(**values)
         config.validate()
         return config
+
+
+#: list fields whose items may also be Python objects (models built in Python, not zoo names).
+_OBJECT_FIELDS = ("models",)
+#: what a study file or the command line can hold that is not a Python object.
+_PLAIN = (bool, int, float, str, list, tuple, dict, type(None), datetime.date, datetime.time)
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})"
+
+
+def convert(value: Any, annotation: Any, key: str, where: str, objects: bool = False) -> Any:
+    """``value`` as the type ``annotation`` (``int``, ``float``, ``str``, ``bool``, ``T | None``,
+    ``list[T]``), strictly: no bool for a number, no float for an int, no string for a number.
+    ``objects``: list items may also be non-plain Python objects (kept as they are)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if value is None and len(inner) < len(args):
+            return None
+        for option in inner:  # the first type that takes the value
+            try:
+                return convert(value, option, key, where, objects)
+            except RobustkitError:
+                continue
+        expected = " or ".join(_expected(a) for a in inner) + (" or left out" if len(inner) < len(args) else "")
+        raise RobustkitError(f"{where}: {key} must be {expected}, got {_describe(value)}; fix the value")
+    if origin is list:
+        (item,) = args
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        out = []
+        for v in items:
+            if objects and not isinstance(v, _PLAIN):
+                out.append(v)
+                continue
+            try:
+                out.append(convert(v, item, key, where))
+            except RobustkitError:
+                raise RobustkitError(
+                    f"{where}: {key} must be {_expected(annotation)}, got {_describe(value)}; fix the value"
+                ) from None
+        return out
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(annotation)
+    if ok is None:  # pragma: no cover - a field type this converter does not know
+        raise TypeError(f"no conversion for {key}: {annotation!r}")
+    if not ok:
+        raise RobustkitError(f"{where}: {key} must be {_expected(annotation)}, got {_describe(value)}; fix the value")
+    return float(value) if annotation is float else value
+
+
+def _expected(annotation: Any) -> str:
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return f"a list of {_NAMES[item].removeprefix('an ').removeprefix('a ')}s" if item is not bool else "a list of true/false"
+    return _NAMES.get(annotation, str(annotation))
 
 
 def check_eps(values: Iterable[Any]) -> list[float]:
@@ -189,25 +268,39 @@ class Cell:
 
 
 def run_cells(run, cells: list[Cell], progress: bool = True) -> pd.DataFrame:
-    """Run the cells not yet completed in ``run``, saving each as it finishes. Ctrl-C keeps the
-    finished cells and raises :class:`StudyInterrupted` naming the ``--resume`` path."""
+    """Run the cells not yet completed in ``run``, saving each as it finishes.
+
+    Ctrl-C keeps the finished cells, marks the run ``interrupted`` and raises
+    :class:`StudyInterrupted`; any other exception (a full disk, a bad model, a bug) keeps them,
+    marks the run ``failed`` with the reason in ``meta.json`` and raises a one-line
+    :class:`RobustkitError` (chained to the cause); both name the ``--resume`` path."""
     from tqdm.auto import tqdm
 
     done = run.completed()
     todo = [c for c in cells if c.key not in done]
     bar = tqdm(todo, desc=run.study, disable=not progress, leave=False)
+    label = ""
     try:
         for cell in bar:
+            label = cell.label
             bar.set_postfix_str(cell.label)
             rows, traces = cell.work()
             run.add_cell(cell.key, rows, traces)
     except KeyboardInterrupt:
-        run.finish("interrupted")
-        kept = len(run.completed())
+        kept = _stop(run, "interrupted")
         raise StudyInterrupted(
             f"interrupted; {kept} of {len(cells)} cells are kept in {run.path}; "
             f"continue with --resume {run.path}"
         ) from None
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, RobustkitError):
+            reason = f"{type(exc).__name__}: {reason}"
+        kept = _stop(run, "failed", f"{label}: {reason}")
+        raise RobustkitError(
+            f"the {run.study} run failed in cell {label!r} ({reason}); {kept} of {len(cells)} cells are kept "
+            f"in {run.path}; fix the cause and continue with --resume {run.path}"
+        ) from exc
     run.finish("complete")
     return run.results()
 
@@ -220,6 +313,15 @@ RESIDUAL_COLUMNS = ("residual", "backward_residual", "probe_residual", "adv_resi
 #: the solve-convergence flags a summary warns about, with the words for the solve.
 CONVERGENCE_FLAGS = {"converged": "solve", "probe_converged": "probe's perturbed solve",
                      "adv_converged": "attacked solve"}
+
+
+def _stop(run, status: str, error: str | None = None) -> int:
+    """Record that the run stopped (best effort: the disk may be full) and count the kept cells."""
+    try:
+        run.finish(status, error)
+        return len(run.completed())
+    except (OSError, RobustkitError):
+        return len(run.completed()) if (run.path / "cells.json").exists() else 0
 
 
 def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:

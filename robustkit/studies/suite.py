@@ -10,13 +10,13 @@ its parsed contents and each study's run folder (a sibling in ``<reports>``).
 
 from __future__ import annotations
 
-import json
 import time
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
 from robustkit.errors import RobustkitError, StudyInterrupted
+from robustkit.io import os_error, read_json
 from robustkit.studies import STUDIES, make_config, run
 
 SUITE = "suite.json"
@@ -48,7 +48,13 @@ def read_study_file(path: str | Path, overrides: dict[str, Any] | None = None) -
     ``path`` is a TOML file or a shipped suite's name (:func:`study_file`)."""
     path = study_file(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RobustkitError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        from robustkit.io import os_error
+
+        raise os_error(exc, path, "read") from None
     except tomllib.TOMLDecodeError as exc:
         raise RobustkitError(f"{path} is not valid TOML ({exc}); fix the line it names") from None
     defaults = data.pop("defaults", {})
@@ -82,29 +88,52 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
         suite_dir = Path(resume)
         if not (suite_dir / SUITE).exists():
             raise RobustkitError(f"{suite_dir} is not a suite folder (no {SUITE}); check the --resume path")
-        record = json.loads((suite_dir / SUITE).read_text())
+        record = read_json(suite_dir / SUITE, "the suite record", "the suite folder is damaged: start a new run without --resume")
+        if not isinstance(record, dict) or not isinstance(record.get("studies"), dict):
+            raise RobustkitError(f"{suite_dir / SUITE} is not a suite record; start a new run without --resume")
         if record.get("config") != studies:
             raise RobustkitError(f"{path} differs from the file the suite in {suite_dir} ran; start a new run without --resume")
         reports_dir = suite_dir.parent
     else:
-        reports_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        n = 1
-        while True:
-            suite_dir = reports_dir / (f"{Path(path).stem}-{stamp}" if n == 1 else f"{Path(path).stem}-{stamp}-{n}")
-            try:
-                suite_dir.mkdir()
-                break
-            except FileExistsError:
-                n += 1
+        n, new_root = 1, not reports_dir.exists()
+        try:
+            reports_dir.mkdir(parents=True, exist_ok=True)
+            while True:
+                suite_dir = reports_dir / (f"{Path(path).stem}-{stamp}" if n == 1 else f"{Path(path).stem}-{stamp}-{n}")
+                try:
+                    suite_dir.mkdir()
+                    break
+                except FileExistsError:
+                    n += 1
+        except OSError as exc:
+            raise os_error(exc, reports_dir, "create a suite folder in") from None
         record = {"file": str(path), "config": studies, "studies": {}}
-        _write(suite_dir, record)
+        try:
+            _write(suite_dir, record)
+        except RobustkitError:
+            suite_dir.rmdir()
+            raise
+    try:
+        _run_studies(given, path, studies, record, suite_dir, reports_dir, seed, device, on_study, progress)
+    except BaseException:
+        if resume is None and not record["studies"]:  # nothing ran: leave no empty suite folder
+            (suite_dir / SUITE).unlink(missing_ok=True)
+            suite_dir.rmdir()
+            if new_root and not any(reports_dir.iterdir()):
+                reports_dir.rmdir()
+        raise
+    return suite_dir
 
+
+def _run_studies(given, path, studies, record, suite_dir: Path, reports_dir: Path, seed, device, on_study, progress) -> None:
+    """Run the file's studies in order, skipping those complete in ``record``; ``given`` is what the
+    user named (a suite name or a path), repeated in the resume hint."""
     for name, mapping in studies.items():
         mapping = {"seed": seed, **mapping}
         config = make_config(name, dict(mapping), where=f"[{name}] of {path}")
         previous = record["studies"].get(name)
-        if previous and json.loads((reports_dir / previous / "meta.json").read_text()).get("status") == "complete":
+        if previous and _status(reports_dir / previous) == "complete":
             continue
 
         def started(run_dir: Path, name: str = name) -> None:
@@ -121,10 +150,14 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
             ) from None
         if on_study is not None:
             on_study(reports_dir / record["studies"][name])
-    return suite_dir
+
+
+def _status(run_dir: Path) -> str | None:
+    meta = read_json(run_dir / "meta.json", "the run's meta", "the run folder is damaged: start a new run without --resume")
+    return meta.get("status") if isinstance(meta, dict) else None
 
 
 def _write(suite_dir: Path, record: dict[str, Any]) -> None:
-    from robustkit.studies.rundir import _write_json
+    from robustkit.io import write_json
 
-    _write_json(suite_dir / SUITE, record)
+    write_json(suite_dir / SUITE, record)

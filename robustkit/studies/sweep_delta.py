@@ -34,8 +34,9 @@ seed                   the study seed
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -86,14 +87,21 @@ class SweepDeltaConfig(StudyConfig):
     train_epochs: int = 5
     train_minutes: float = 15.0
 
+    #: models may be empty: the zoo is searched
+    models_required: ClassVar[bool] = False
+
     def validate(self) -> None:
-        # models may be empty here: the zoo is searched
-        if self.samples is not None and self.samples < 1:
-            raise RobustkitError(f"samples must be >= 1, got {self.samples}")
-        if any(not d > 0 for d in self.deltas) or not self.common_delta > 0:
-            raise RobustkitError("deltas and common_delta must be > 0")
-        if not self.adv_eps >= 0 or self.adv_steps < 1:
-            raise RobustkitError("adv_eps must be >= 0 and adv_steps >= 1")
+        super().validate()
+        if any(not (0 < d < math.inf) for d in self.deltas) or not 0 < self.common_delta < math.inf:
+            raise RobustkitError("deltas and common_delta must be finite numbers > 0")
+        if not 0 <= self.adv_eps < math.inf or self.adv_steps < 1:
+            raise RobustkitError(f"adv_eps must be a finite number >= 0 and adv_steps >= 1, got {self.adv_eps!r} and {self.adv_steps}")
+        if self.steps < 1 or self.restarts < 1:
+            raise RobustkitError("steps and restarts must be >= 1")
+        if self.train_epochs < 1 or not 0 < self.train_minutes < math.inf:
+            raise RobustkitError("train_epochs must be >= 1 and train_minutes a finite number > 0")
+        if any(not 0 <= r < math.inf for r in self.init_radii):
+            raise RobustkitError("init_radii must be finite numbers >= 0")
         from robustkit.studies.init_test import STARTS
 
         for s in self.init_starts:

@@ -137,6 +137,11 @@ def detect_format(path: str | os.PathLike) -> str:
         keys = hdf5_keys(path)
         if keys is None:
             raise RobustkitError(f"{path} is a truncated or corrupt HDF5 file; download or write it again")
+        from robustkit.data.loaders.fastmri import real_kspace_problem
+
+        problem = real_kspace_problem(path)
+        if problem:
+            raise RobustkitError(problem)
         raise RobustkitError(
             f"{path} is HDF5 but matches no known format (datasets: {', '.join(keys) or 'none'}); "
             "expected fastMRI 'kspace', Calgary-Campinas 'kspace' or MoDL 'trnOrg'/'tstOrg', or pass --format"

@@ -21,6 +21,7 @@ as fully sampled).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -131,7 +132,7 @@ def read_cfl(path: Path) -> np.ndarray:
     cfl = _file(path, ".cfl")
     if not cfl.is_file():
         raise RobustkitError(f"{cfl} does not exist; a BART array needs both NAME.hdr and NAME.cfl")
-    expected = int(np.prod(dims)) * 8
+    expected = math.prod(dims) * 8  # Python ints: huge header dims cannot overflow
     size = cfl.stat().st_size
     if size != expected:
         raise RobustkitError(

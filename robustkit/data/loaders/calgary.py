@@ -46,15 +46,19 @@ MIN_FULL_FRACTION = 0.5
 
 
 def detect(path: Path) -> bool:
-    """An HDF5 file whose ``kspace`` is real with an even last axis (interleaved channels)."""
+    """An HDF5 file whose ``kspace`` is real with an even last axis (interleaved channels) and
+    nothing of a fastMRI file (a fastMRI file with real k-space is not Calgary-Campinas data)."""
     if not is_hdf5(path):
         return False
     import h5py
 
+    from robustkit.data.loaders.fastmri import markers
+
     try:
         with h5py.File(path, "r") as f:
             ds = f.get("kspace")
-            return ds is not None and ds.dtype.kind == "f" and ds.ndim == 4 and ds.shape[-1] % 2 == 0
+            return (ds is not None and ds.dtype.kind == "f" and ds.ndim == 4 and ds.shape[-1] % 2 == 0
+                    and not markers(f))
     except OSError:
         return False
 

@@ -37,6 +37,33 @@ from robustkit.errors import RobustkitError
 NAME = "fastMRI"
 
 
+#: what only fastMRI files hold (datasets and attributes besides ``kspace``).
+MARKERS = ("ismrmrd_header", "reconstruction_rss", "reconstruction_esc", "acquisition", "patient_id", "norm", "max")
+
+
+def markers(f) -> list[str]:
+    """The fastMRI-only datasets and attributes of an open HDF5 file."""
+    return [m for m in MARKERS if m in f or m in f.attrs]
+
+
+def real_kspace_problem(path: Path) -> str | None:
+    """Why ``path`` is a fastMRI file that cannot be read (its ``kspace`` is real), else None."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            ds, found = f.get("kspace"), markers(f)
+            if not found or not isinstance(ds, h5py.Dataset) or ds.dtype.kind == "c":
+                return None
+            return (
+                f"{path} looks like a fastMRI file ({', '.join(found)}) but its 'kspace' is real ({ds.dtype}, shape "
+                f"{ds.shape}); fastMRI k-space must be complex: store it as complex64, or pass --format calgary "
+                "if it is Calgary-Campinas data"
+            )
+    except OSError:
+        return None
+
+
 def detect(path: Path) -> bool:
     """An HDF5 file whose ``kspace`` dataset is complex."""
     if not is_hdf5(path):
