@@ -36,7 +36,7 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
                    "close pairs along the iteration's slowest mode, or the larger of the two.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Model config override, e.g. --set K=5 --set width=32.")
 @click.option("--max-minutes", type=float, default=None, help="Stop after the epoch that passes this wall-clock budget.")
-@click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (SPEC §1).")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (docs/maths.md §1).")
 @click.option("--augment", is_flag=True,
               help="Each epoch, give every training slice a new smooth phase and a random left-right flip "
                    "(k-space re-simulated from target and maps; needs fully sampled targets).")

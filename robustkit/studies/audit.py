@@ -1,7 +1,7 @@
-"""Audit (SPEC §5): per slice, how contractive is each model where it is used?
+"""Audit (docs/maths.md §6): per slice, how contractive is each model where it is used?
 
 DEQ models, at the fixed point ``x*`` from the SENSE start: ``L[H_θ](x*; δ)`` by the two-point
-ascent in ``B(x*, δ‖x*‖)`` (random starts, restarts) and by the slow-mode seeded ascent (SPEC §4),
+ascent in ``B(x*, δ‖x*‖)`` (random starts, restarts) and by the slow-mode seeded ascent (docs/maths.md §6),
 each with its last relative change; the spectral norm of the Jacobian ``‖J_{H_θ}(x*)‖₂`` by power
 iteration with its convergence; pass/fail of ``max(L, L_slow) ≤ 1 − m``. Every model (MoDL too):
 the end-to-end amplification ``‖f(b+γ) − f(b)‖/‖γ‖`` found by a small adversarial probe
