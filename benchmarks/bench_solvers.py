@@ -1,5 +1,5 @@
 """Evaluations of ``f`` to a relative fixed-point residual of 1e-3 on a contractive toy with one
-slow mode (spectral radius 0.98, SPEC §4): damped γ = 0.1 (the MnM-MOL reference), γ = 1, Anderson.
+slow mode (spectral radius 0.98, docs/maths.md §6): damped γ = 0.1 (the MnM-MOL reference), γ = 1, Anderson.
 
 ``f(x) = W x + c`` per sample, complex ``(B, N)``, ``W = U diag(λ) Uᴴ`` with λ spread in
 [−0.3, 0.6] and one eigenvalue 0.98. Run: ``python benchmarks/bench_solvers.py``.

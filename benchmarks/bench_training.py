@@ -155,7 +155,7 @@ def cnn_evals(ref: str | None) -> list[dict]:
     for label, gamma, method in [("damped γ=0.1 (reference)", 0.1, "damped"), ("damped γ=0.5", 0.5, "damped"),
                                  ("damped γ=1", 1.0, "damped"), ("Anderson γ=1", 1.0, "anderson")]:
         # The model's own map is the γ = 1 map x ↦ H_θ(x) + Aᴴb; the solver damps it by γ. The residual
-        # is always that of the γ = 1 map, so a small damped step cannot pass for convergence (SPEC §4).
+        # is always that of the γ = 1 map, so a small damped step cannot pass for convergence (docs/maths.md §5).
         model = _model("mnmmol", {"gamma": 1.0}, ref, device).eval()
         with torch.no_grad():
             x0 = sense_init(op, batch["kspace"])

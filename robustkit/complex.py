@@ -1,4 +1,4 @@
-"""The one helper pair between native complex images and the CNN's 2-channel real view (SPEC §1)."""
+"""The one helper pair between native complex images and the CNN's 2-channel real view (docs/maths.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Image-quality metrics on magnitude images, per slice, with fastMRI conventions (SPEC §8).
+"""Image-quality metrics on magnitude images, per slice, with fastMRI conventions (docs/maths.md §9).
 
 All functions take ``pred`` and ``target`` of shape ``(B, H, W)`` (complex or real; magnitudes are
 used) and return a float64 tensor of shape ``(B,)``. ``data_range = max|target|`` per slice.

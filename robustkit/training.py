@@ -5,7 +5,7 @@ constraint term:
 
 - MnM-MOL: ``w · relu(L − T)²`` with ``L`` an estimate of ``L[H_θ](x*; δ)`` (two-point ascent in
   ``B(x*, δ‖x*‖)`` from random pairs, seeded on the iteration's slow mode, or the larger of the
-  two, SPEC §4–§5), ``T = penalty_threshold``; or, with ``slow_threshold`` set, each of the two
+  two, docs/maths.md §4, §6), ``T = penalty_threshold``; or, with ``slow_threshold`` set, each of the two
   estimates against its own threshold, ``w · (P(L_ball − T) + P(L_slow − T_slow))``;
 - MOL: the log barrier ``w · (−log(T − L))`` on ``L[F_θ]`` (linear within 1e-3 of T), ``T = 1 − m``;
 - ``penalty_kind`` swaps either model's penalty for the other's (quadratic or barrier);
@@ -142,7 +142,7 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
     H = model.H_map(op)
     with torch.no_grad():
         # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close
-        # pairs, SPEC §4) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes
+        # pairs, docs/maths.md §6) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes
         # the constraint depend on δ. By default the penalty acts on the larger, per sample.
         slow = ball = None
         if config.lipschitz_estimate in ("both", "slow"):

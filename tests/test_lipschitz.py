@@ -1,4 +1,4 @@
-"""Lipschitz estimators (SPEC §5): lower bounds that reach known norms, stay in their ball, and
+"""Lipschitz estimators (docs/maths.md §6): lower bounds that reach known norms, stay in their ball, and
 train (differentiable penalty) without touching parameters' gradients during the ascent."""
 
 import math

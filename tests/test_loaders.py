@@ -3,7 +3,7 @@
 Each test writes a file the way the format's own tools do (fastMRI: centred FFT; Calgary-Campinas:
 uncentred FFT with interleaved real/imag channels; MoDL: images, maps and uncentred masks; BART:
 column-major .cfl with a text header) and checks shape, scaling (max|target| = 1), that the target
-is the coil combination ``Σ_c conj(S_c) Fᴴ k_c`` (SPEC §8) and the split.
+is the coil combination ``Σ_c conj(S_c) Fᴴ k_c`` (docs/maths.md §1) and the split.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def test_every_model_reconstructs_with_one_call(name):
 
 
 def test_mnmmol_fixed_point_solves_the_model_equation():
-    """x* = H_θ(x*) + Aᴴb  ⇔  AᴴA x* + F_θ(x*)/λ = Aᴴb (SPEC §4)."""
+    """x* = H_θ(x*) + Aᴴb  ⇔  AᴴA x* + F_θ(x*)/λ = Aᴴb (docs/maths.md §4)."""
     torch.manual_seed(0)
     model = build_model("mnmmol", {**SMALL, "lam": 10.0}).eval()
     for p in model.cnn.parameters():  # a small F_θ keeps the iteration contractive

@@ -12,7 +12,7 @@ N = 24
 
 
 def contraction(n: int, rho: float, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
-    """``W = U diag(λ) Uᴴ``: λ spread in [−0.3, 0.6] plus one slow mode λ = ρ (as in SPEC §4)."""
+    """``W = U diag(λ) Uᴴ``: λ spread in [−0.3, 0.6] plus one slow mode λ = ρ (as in docs/maths.md §6)."""
     g = torch.Generator().manual_seed(seed)
     real = torch.float64
     a = torch.randn(n, n, generator=g, dtype=real)
@@ -93,7 +93,7 @@ def test_non_convergence_is_flagged(method):
 
 
 def test_small_step_is_not_convergence():
-    """SPEC §4: with γ = 0.01 the step test fires while the residual is still large."""
+    """docs/maths.md §5: with γ = 0.01 the step test fires while the residual is still large."""
     f, c, _ = linear_toy(0.95, torch.float64)
     _, stats = solve(f, c.clone(), method="damped", damping=0.01, stop="step", tol=1e-2, max_iter=500)
     assert (stats.iterations < 5).all()

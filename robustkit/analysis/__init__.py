@@ -1,5 +1,5 @@
 """Analysis of trained models: Lipschitz estimates (:mod:`robustkit.analysis.lipschitz`), and the
-attacks and convergence measurements built on them (SPEC §5–§7)."""
+attacks and convergence measurements built on them (docs/maths.md §6–§8)."""
 
 from robustkit.analysis.contraction import ContractionRate, observed_contraction_rate
 from robustkit.analysis.lipschitz import (

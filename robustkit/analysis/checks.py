@@ -10,7 +10,7 @@ a direction), and whether a start inside the ball, ``x* + ρ δ‖x*‖ r`` for 
 
 Whether two starts reach the same fixed point is judged on solves much tighter than the distance
 threshold: with contraction rate ``q`` along the slowest mode, an iterate with residual ``r`` can
-lie ``≈ r / (1 − q)`` from the fixed point (SPEC §4), so two solves stopped at the evaluation
+lie ``≈ r / (1 − q)`` from the fixed point (docs/maths.md §5), so two solves stopped at the evaluation
 tolerance 1e-5 with ``q ≈ 0.99`` can differ by ``≈ 2e-3`` while converging to one point.
 """
 
@@ -36,9 +36,9 @@ def rel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def lipschitz_at(model, x_star: torch.Tensor, b: torch.Tensor, op, delta: float, steps: int, restarts: int,
                  slow_steps: int, generator: torch.Generator | None = None):
     """``(ball, slow)`` :class:`~robustkit.analysis.lipschitz.LipschitzResult` of ``L[H_θ](x*; δ)``:
-    the two-point ascent from random pairs in ``B(x*, δ‖x*‖)`` (``steps``, ``restarts``, SPEC §5)
+    the two-point ascent from random pairs in ``B(x*, δ‖x*‖)`` (``steps``, ``restarts``, docs/maths.md §6)
     and the ascent seeded along the slowest mode of the model's update map (``slow_steps``, one
-    restart, SPEC §4; ``slow_steps = 0`` skips it and returns ``None`` in its place); both draw from
+    restart, docs/maths.md §6; ``slow_steps = 0`` skips it and returns ``None`` in its place); both draw from
     ``generator``, ball first."""
     H = model.H_map(op)
     ball = local_lipschitz(H, x_star, delta, steps=steps, restarts=restarts, generator=generator)

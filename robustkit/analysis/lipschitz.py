@@ -1,4 +1,4 @@
-"""Lipschitz estimates of an operator ``H`` (SPEC §2, §4, §5).
+"""Lipschitz estimates of an operator ``H`` (docs/maths.md §2, §4, §6).
 
 In robustkit ``H`` is usually ``H_θ(x) = x − AᴴA x − F_θ(x)/λ``; ``L[H_θ] ≤ T = 1 − m`` makes
 ``Q_θ = I − H_θ`` m-monotone. Every estimator here takes any callable ``H: (B, ...) → (B, ...)``
@@ -6,8 +6,8 @@ on complex or real tensors, treats samples independently (``H`` must not mix the
 holds for ``H_θ`` and ``F_θ``) and returns per-sample numbers with its own convergence record:
 
 - :func:`local_lipschitz` — two-point projected gradient ascent in the ball ``B(x, δ‖x‖)``
-  (SPEC §5), a LOWER bound of the local constant ``L[H](x; δ)``; differentiable in θ for training.
-- :func:`slow_direction` — the slow mode of a fixed-point map, to seed the ascent (SPEC §4).
+  (docs/maths.md §6), a LOWER bound of the local constant ``L[H](x; δ)``; differentiable in θ for training.
+- :func:`slow_direction` — the slow mode of a fixed-point map, to seed the ascent (docs/maths.md §6).
 - :func:`jacobian_spectral_norm` — ``‖J_H(x)‖₂`` by power iteration on ``JᵀJ``.
 - :func:`jacobian_spectral_radius` — ``|λ_max(J_H(x))|`` by power iteration on ``J``.
 - :func:`penalty` — the training penalty on an estimate, quadratic or log barrier.
@@ -123,7 +123,7 @@ class LipschitzResult:
 
 
 def slow_direction(f: Operator, x: torch.Tensor, iters: int = 5) -> torch.Tensor:
-    """The slow mode of the fixed-point iteration ``x_{k+1} = f(x_k)`` near ``x`` (SPEC §4).
+    """The slow mode of the fixed-point iteration ``x_{k+1} = f(x_k)`` near ``x`` (docs/maths.md §6).
 
     Runs ``iters`` plain iterations from ``x_0 = x`` without graph and returns the residual
     ``r = f(x_n) − x_n`` (shape of ``x``, not normalised): fast components decay as ``ρ_fast^n``,
@@ -191,7 +191,7 @@ def _ascent(
     for k in range(steps):
         gnorm = torch.sqrt(_norm(gu) ** 2 + _norm(gv) ** 2)
         # Step length relative to the pair's separation: the ratio is scale-free in u − v, so a
-        # pair seeded 0.01‖x‖ apart is refined as gently as a far pair (SPEC §4 slow mode).
+        # pair seeded 0.01‖x‖ apart is refined as gently as a far pair (docs/maths.md §6, slow mode).
         length = eta * _norm(u - v) / gnorm.clamp_min(torch.finfo(gnorm.dtype).tiny)
         u_new = _project_ball(u + _per_sample(length, u) * gu)
         v_new = _project_ball(v + _per_sample(length, v) * gv)
@@ -227,7 +227,7 @@ def local_lipschitz(
     differentiable: bool = False,
     callback: AscentCallback | None = None,
 ) -> LipschitzResult:
-    """Local Lipschitz constant ``L[H](x; δ)`` by two-point projected gradient ascent (SPEC §5).
+    """Local Lipschitz constant ``L[H](x; δ)`` by two-point projected gradient ascent (docs/maths.md §6).
 
     ``z₁ = x + ε u``, ``z₂ = x + ε v``, ``ε = δ‖x‖`` per sample, ``‖u‖, ‖v‖ ≤ 1``; maximise
     ``R(u, v) = ‖H(z₁) − H(z₂)‖ / ‖z₁ − z₂‖``. Every ratio found is a LOWER bound of the local
@@ -550,7 +550,7 @@ def penalty(
     barrier_eps: float = 1e-3,
 ) -> torch.Tensor:
     """Elementwise penalty on a Lipschitz estimate ``L`` against the threshold ``T``; the caller
-    applies the weight β (SPEC §4).
+    applies the weight β (docs/maths.md §4).
 
     - ``"quadratic"`` (MnM-MOL): ``relu(L − T)²`` — zero below ``T``.
     - ``"barrier"`` (MOL): ``−log(T − L)`` for ``L ≤ T − e``, continued linearly (value and slope

@@ -1,4 +1,4 @@
-"""k-space perturbation attacks on reconstruction models (SPEC §6), as torchattacks ``Attack``s."""
+"""k-space perturbation attacks on reconstruction models (docs/maths.md §7), as torchattacks ``Attack``s."""
 
 from robustkit.attacks.gaussian import KSpaceGaussian
 from robustkit.attacks.pgd import AttackTrace, KSpacePGD, relative_error

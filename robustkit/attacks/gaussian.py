@@ -1,4 +1,4 @@
-"""Random k-space perturbation of the same size as the adversarial one (SPEC §6): complex Gaussian
+"""Random k-space perturbation of the same size as the adversarial one (docs/maths.md §7): complex Gaussian
 noise on the sampled locations scaled to ``‖γ_i‖ = ε‖b_i‖`` exactly."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Adversarial k-space perturbation by projected gradient ascent (SPEC §6).
+"""Adversarial k-space perturbation by projected gradient ascent (docs/maths.md §7).
 
 Maximises the relative reconstruction error
 

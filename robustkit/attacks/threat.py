@@ -1,4 +1,4 @@
-"""The k-space threat model of SPEC §6: ``b̃ = b + γ`` with ``γ`` on the sampled locations only and
+"""The k-space threat model of docs/maths.md §7: ``b̃ = b + γ`` with ``γ`` on the sampled locations only and
 ``‖γ‖₂ ≤ ε‖b‖₂`` per sample.
 
 Shapes: k-space ``b`` and perturbation ``γ`` complex ``(B, C, H, W)``; mask real, broadcastable to

@@ -147,7 +147,7 @@ def _report(run_dir: Path) -> None:
 @click.pass_obj
 def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, draws,
            models, samples, split, data, accel, batch_size, reports_dir, resume, no_report) -> None:
-    """Attack the measured k-space of each model (SPEC §6) and report the damage.
+    """Attack the measured k-space of each model (docs/maths.md §7) and report the damage.
 
     Adversarial: projected gradient ascent on ‖f(b+γ) − f(b)‖² within ‖γ‖ ≤ ε‖b‖ on the sampled
     locations; DEQ models are differentiated through their fixed point. Gaussian: random γ of the
@@ -193,7 +193,7 @@ def sweep_delta(obj, deltas, train, common_delta, adv_eps, models, samples, spli
 @click.pass_obj
 def init_test(obj, starts, radii, delta, cap_factor, models, samples, split, data, accel, batch_size,
               reports_dir, resume, no_report) -> None:
-    """Iterate each DEQ model from several starts (SPEC §7) and check they reach the fixed point
+    """Iterate each DEQ model from several starts (docs/maths.md §8) and check they reach the fixed point
     of the SENSE start: iterations, residual, distance, residual traces. Example:
 
         robustkit init-test --model mnmmol

@@ -41,7 +41,7 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--val-samples", type=int, default=None,
               help="Validate, and gate, on the first N validation slices only (faster; the gate still needs ≥ 95 % of "
                    "them). [default: all]")
-@click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (SPEC §1).")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (docs/maths.md §1).")
 @click.option("--augment", is_flag=True,
               help="Each epoch, give every training slice a new smooth phase and a random left-right flip "
                    "(k-space re-simulated from target and maps; needs fully sampled targets).")

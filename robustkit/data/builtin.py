@@ -235,7 +235,7 @@ def sense_report(
     split: str = "test",
     seed: int = 0,
 ):
-    """SENSE init (SPEC §1: 50 CG its, λ₀ = 100) scored per slice on ``split``, for 1-D random
+    """SENSE init (docs/maths.md §1: 50 CG its, λ₀ = 100) scored per slice on ``split``, for 1-D random
     masks (fastMRI centre fraction) at each acceleration and relative noise level.
 
     Returns a tidy ``pandas.DataFrame``: one row per slice × accel × noise, with ``psnr``,

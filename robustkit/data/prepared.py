@@ -234,7 +234,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         seed: base seed; sample ``i`` uses ``seed + i`` (plus ``1000003 · epoch`` when ``vary``).
         vary: draw a new mask (and noise) every epoch (training); fixed otherwise (evaluation).
         noise: complex Gaussian noise of standard deviation ``noise · ‖M k‖ / √|M|`` (relative to the
-            RMS of the measured samples, SPEC §1); 0 disables it.
+            RMS of the measured samples, docs/maths.md §1); 0 disables it.
         augment: with ``vary``, a new smooth phase and a random left-right flip per sample and epoch
             (:mod:`robustkit.data.augment`); needs targets.
     """

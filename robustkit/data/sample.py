@@ -19,7 +19,7 @@ class Sample:
             samples (zero where ``mask`` is 0).
         maps: coil sensitivities ``S``, complex64 ``(C, H, W)``.
         target: ground truth, complex64 ``(H, W)``: the coil-combined fully sampled image
-            ``Σ_c conj(S_c) Fᴴ k_c`` (SPEC §8); None when the data has no fully sampled reference.
+            ``Σ_c conj(S_c) Fᴴ k_c`` (docs/maths.md §1); None when the data has no fully sampled reference.
         mask: the acquisition mask, float32 0/1 ``(H, W)``, or None for fully sampled k-space.
         meta: provenance: ``source``, ``file``, ``slice``, ``scale``, ``split``, … (JSON-serialisable).
     """

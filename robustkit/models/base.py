@@ -78,7 +78,7 @@ class ReconModel(nn.Module):
     """Base class: holds the score network ``F_θ`` and the learnable λ.
 
     ``forward(kspace (B, C, H, W), op, x0=None) -> image (B, H, W)``; ``x0`` defaults to the SENSE
-    init (SPEC §1). ``iteration(x, kspace, op)`` is one application of the model's update map ``f``;
+    init (docs/maths.md §1). ``iteration(x, kspace, op)`` is one application of the model's update map ``f``;
     DEQ models solve ``x = f(x)`` and leave per-sample statistics in ``last_stats``.
     """
 
@@ -110,12 +110,12 @@ class ReconModel(nn.Module):
         return lambda x: self.iteration(x, kspace, op)
 
     def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
-        """``H_θ(x) = x − AᴴA x − F_θ(x)/λ`` (SPEC §2), complex ``(B, H, W)``."""
+        """``H_θ(x) = x − AᴴA x − F_θ(x)/λ`` (docs/maths.md §2), complex ``(B, H, W)``."""
         return x - op.normal(x) - self.cnn(x) / self.lam_value
 
     def H_map(self, op: SenseOperator) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: N802
         """``x ↦ H_θ(x)`` for this operator: the map whose local Lipschitz constant is constrained
-        in training and audited (SPEC §2, §5)."""
+        in training and audited (docs/maths.md §2, §6)."""
         return lambda x: self.H(x, op)
 
     def forward(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The score network ``F_θ`` shared by MoDL, MOL and MnM-MOL (SPEC §3)."""
+"""The score network ``F_θ`` shared by MoDL, MOL and MnM-MOL (docs/maths.md §3)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from robustkit.solvers import deq_fixed_point
 @dataclass
 class DEQConfig(ModelConfig):
     """Solver settings. Training solves to ``tol`` within ``max_iter``; evaluation (``model.eval()``)
-    solves tighter, to ``eval_tol`` within ``eval_max_iter`` (SPEC §4: judge a model at ≈ 1e-5)."""
+    solves tighter, to ``eval_tol`` within ``eval_max_iter`` (docs/maths.md §5: judge a model at ≈ 1e-5)."""
 
     solver: str = "anderson"
     tol: float = 2e-4

@@ -19,7 +19,7 @@ class MnMMOLConfig(DEQConfig):
 
 
 class MnMMOL(DEQModel):
-    """``x⁺ = x − γ [AᴴA x − Aᴴb + F_θ(x)/λ] = (1 − γ) x + γ (H_θ(x) + Aᴴb)`` (SPEC §4).
+    """``x⁺ = x − γ [AᴴA x − Aᴴb + F_θ(x)/λ] = (1 − γ) x + γ (H_θ(x) + Aᴴb)`` (docs/maths.md §4).
 
     Its fixed point solves ``Q_θ(x) = AᴴA x + F_θ(x)/λ = Aᴴb``; the iteration contracts where
     ``L[H_θ] < 1``, which training enforces locally in ``B(x*, δ‖x*‖)``.

@@ -21,7 +21,7 @@ class MoDLConfig(ModelConfig):
 
 class MoDL(ReconModel):
     """``z = x − F_θ(x)``; ``x ← CG_{cg_iters}[(λAᴴA + μI) x = z + λAᴴb]`` warm-started at x, K times,
-    from the SENSE init; trained end to end by autograd through all K iterations (SPEC §4)."""
+    from the SENSE init; trained end to end by autograd through all K iterations (docs/maths.md §4)."""
 
     name = "modl"
     is_deq = False

@@ -27,7 +27,7 @@ class MOLConfig(DEQConfig):
 class MOL(DEQModel):
     """Forward-backward step ``x⁺ = (μI + αλAᴴA)⁻¹ [(1−α) x + α F_θ(x) + αλ Aᴴb]`` (CG, warm start),
     with ``F_θ`` the CNN output itself; ``I − F_θ`` is monotone when ``L[F_θ] ≤ T = 1 − m``, which
-    training enforces with a log barrier on an estimate of ``L[F_θ]`` (SPEC §4)."""
+    training enforces with a log barrier on an estimate of ``L[F_θ]`` (docs/maths.md §4)."""
 
     name = "mol"
     config_class = MOLConfig

@@ -82,7 +82,7 @@ def _loop_map(
 
 def normalise_maps(maps: np.ndarray, support: np.ndarray | None = None) -> np.ndarray:
     """Scale maps ``(C, H, W)`` so that ``Σ_c |S_c|² = 1`` on ``support`` (bool ``(H, W)``; all
-    pixels if None) and 0 outside it, hence ``Σ_c |S_c|² ≤ 1`` and ``‖A‖ ≤ 1`` (SPEC §1), like
+    pixels if None) and 0 outside it, hence ``Σ_c |S_c|² ≤ 1`` and ``‖A‖ ≤ 1`` (docs/maths.md §1), like
     ESPIRiT maps cropped to the object. Pixels where every map is 0 stay 0."""
     rss = np.sqrt((np.abs(maps) ** 2).sum(axis=0))
     keep = rss > 0 if support is None else (rss > 0) & support

@@ -1,6 +1,6 @@
 """ESPIRiT coil sensitivities from a fully sampled k-space centre (Uecker et al., MRM 2014).
 
-For k-space ``y`` complex ``(C, H, W)`` on robustkit's centred grid (SPEC §1, ``y_c = F(S_c x)``):
+For k-space ``y`` complex ``(C, H, W)`` on robustkit's centred grid (docs/maths.md §1, ``y_c = F(S_c x)``):
 
 1. Calibration: the central block ``y_cal`` ``(C, h, w)`` (default 24 × 24), shrunk to the fully
    sampled part of the centre when a sampling ``mask`` is given.

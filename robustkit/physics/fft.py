@@ -1,4 +1,4 @@
-"""Centred orthonormal 2-D FFT over the last two dimensions (SPEC §1)."""
+"""Centred orthonormal 2-D FFT over the last two dimensions (docs/maths.md §1)."""
 
 from __future__ import annotations
 

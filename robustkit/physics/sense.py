@@ -1,4 +1,4 @@
-"""Multi-coil Cartesian SENSE: ``A x = M ⊙ F(S ⊙ x)``, ``Aᴴ y = Σ_c conj(S_c) ⊙ Fᴴ(M ⊙ y_c)`` (SPEC §1).
+"""Multi-coil Cartesian SENSE: ``A x = M ⊙ F(S ⊙ x)``, ``Aᴴ y = Σ_c conj(S_c) ⊙ Fᴴ(M ⊙ y_c)`` (docs/maths.md §1).
 
 Shapes: image ``x`` complex ``(B, H, W)``; coil maps ``S`` complex ``(B, C, H, W)``; mask ``M``
 real 0/1 broadcastable to ``(B, 1, H, W)``; k-space ``y`` complex ``(B, C, H, W)``.

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports of study runs (SPEC §6–§8 results): one page per run, one per suite
+"""Self-contained HTML reports of study runs (docs/maths.md §7–§9 results): one page per run, one per suite
 (``robustkit run``), and ``reports/index.html`` linking them.
 
 ========================  ==================================================================

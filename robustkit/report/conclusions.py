@@ -10,7 +10,7 @@ import pandas as pd
 from robustkit.report import tables
 from robustkit.report.runs import Run
 
-#: the ε the attack headline quotes: the largest ε ≤ 5 % in the grid (SPEC §6 quotes 5 %).
+#: the ε the attack headline quotes: the largest ε ≤ 5 % in the grid (docs/maths.md §7: --eps 0.05 means 5 %).
 HEADLINE_EPS = 0.05
 
 

@@ -2,7 +2,7 @@
 
 Every solver has one signature, ``solver(f, x0, *, tol, max_iter, stop, <its options>) -> (x, SolverStats)``,
 and runs the same loop: evaluate ``f`` at the current iterate, measure the relative fixed-point
-residual ``‖f(x) − x‖ / ‖f(x)‖`` (SPEC §4: the honest convergence measure), freeze the samples
+residual ``‖f(x) − x‖ / ‖f(x)‖`` (docs/maths.md §5: the honest convergence measure), freeze the samples
 whose stopping criterion is met, propose the next iterate for the others. The solvers differ only
 in the proposal:
 
@@ -286,7 +286,7 @@ def solve(
     """Solve ``x = f(x)`` per sample from ``x0`` without building a graph (runs under ``no_grad``).
 
     A sample is frozen (no further updates) once its criterion is ≤ ``tol``:
-    ``stop="residual"``: ``‖f(x) − x‖ / ‖f(x)‖`` (default, SPEC §4);
+    ``stop="residual"``: ``‖f(x) − x‖ / ‖f(x)‖`` (default, docs/maths.md §5);
     ``stop="step"``: ``‖x_{n+1} − x_n‖ / ‖x_n‖`` (the reference's; a small step is not convergence,
     so ``SolverStats.converged`` still tests the residual). At most ``max_iter`` updates per sample;
     a sample that hits the cap reports ``converged=False`` with its residual.

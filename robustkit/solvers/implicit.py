@@ -5,7 +5,7 @@ number of iterations), then ONE differentiable evaluation ``z = f(x*)`` with ``x
 gradients reach everything ``f`` closes over: parameters θ, λ, and input tensors such as the
 measured k-space ``b`` (attacks need ``∂x*/∂b``; nothing here looks at ``module.training``).
 
-Backward (SPEC §4):
+Backward (docs/maths.md §5):
 - ``"implicit"``: a hook on ``z`` replaces the incoming ``∂ℓ/∂x*`` by the solution of
   ``g = J_f(x*)ᴴ g + ∂ℓ/∂x*``, solved by the same fixed-point solvers with vector-Jacobian products
   ``u ↦ J_fᴴ u`` (``torch.autograd.grad`` through the graph of ``z``); then ``g`` flows on to θ and

@@ -1,4 +1,4 @@
-"""Attack study (SPEC §6): models × ε grid × {adversarial, gaussian} on the measured k-space.
+"""Attack study (docs/maths.md §7): models × ε grid × {adversarial, gaussian} on the measured k-space.
 
 Schema of ``results.csv`` (one row per model × kind × ε × slice):
 

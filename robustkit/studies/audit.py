@@ -1,4 +1,4 @@
-"""Audit (SPEC §5): per slice, how contractive is each model where it is used?
+"""Audit (docs/maths.md §6): per slice, how contractive is each model where it is used?
 
 DEQ models, at the fixed point ``x*`` from the SENSE start, LOWER bounds of ``L[H_θ](x*; δ)``
 (:func:`robustkit.analysis.lower_bound.lipschitz_lower_bound`, docs/certificates.md): the two-point

@@ -1,4 +1,4 @@
-"""Initialisation test (SPEC §7): does a DEQ model reach the same fixed point from every start?
+"""Initialisation test (docs/maths.md §8): does a DEQ model reach the same fixed point from every start?
 
 For each slice the reference is ``x*``, the fixed point solved from the SENSE start. The model's
 update map ``f`` is then iterated (its own solver, to residual ``tol``, cap ``cap_factor`` ×
@@ -76,7 +76,7 @@ class InitTestConfig(StudyConfig):
 
 
 def model_delta(lm: LoadedModel, delta: float | None) -> float:
-    """δ of a study: the given one, else the model's own (MnM-MOL), else 0.3 (SPEC §5)."""
+    """δ of a study: the given one, else the model's own (MnM-MOL), else 0.3 (docs/studies.md, init-test)."""
     if delta is not None:
         return float(delta)
     return lm.delta if lm.delta is not None else 0.3

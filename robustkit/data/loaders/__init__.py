@@ -1,7 +1,7 @@
 """Real-format loaders: fastMRI, Calgary-Campinas, MoDL and BART files → canonical :class:`Sample` s.
 
 ``load(path)`` detects the format (by extension and content), reads every selected slice and
-returns samples on robustkit's conventions (SPEC §1, §8):
+returns samples on robustkit's conventions (docs/maths.md §1):
 
 * k-space ``k`` complex64 ``(C, H, W)`` on the centred orthonormal grid, ``Fᴴ k_c`` is coil
   image ``c`` (files in an uncentred layout are converted, see each format's module);
