@@ -115,15 +115,15 @@ def test_training_and_saving_refuse_the_installed_package(tmp_path, capsys):
 
 
 def test_train_writes_to_the_user_zoo_by_default(tmp_path, monkeypatch):
-    import robustkit.training
+    import robustkit.recipes
 
     seen: dict[str, Any] = {}
 
-    def fake_train(config, out, device, resume=False):
+    def fake_run(config, out, device, resume=False, recipe="default"):  # the CLI's training entry point
         seen["out"] = Path(out)
         return {"epochs_done": 0, "validation": {}}
 
-    monkeypatch.setattr(robustkit.training, "train", fake_train)
+    monkeypatch.setattr(robustkit.recipes, "run", fake_run)
     monkeypatch.delenv("ROBUSTKIT_ZOO", raising=False)
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(cli, ["train", "--model", "mol", "--accel", "8"]).exit_code == 0
