@@ -57,13 +57,9 @@ def show(name: str) -> None:
 
 def _warn_mismatch(name: str, card: dict, info) -> dict:
     """Warn (one line) when ``info``'s data differs from the card's training data; returns the difference."""
-    from robustkit.errors import warn
-    from robustkit.models.mismatch import card_mismatch, mismatch_text
+    from robustkit.models.mismatch import warn_mismatch
 
-    mismatch = card_mismatch(card, info.name, info.shape, info.accel)
-    if mismatch:
-        warn(mismatch_text(name, mismatch))
-    return mismatch
+    return warn_mismatch(name, card, info.name, info.shape, info.accel)
 
 
 DATA_HELP = "'builtin' or a prepared HDF5 file (`robustkit data prepare`), read at its own image size."

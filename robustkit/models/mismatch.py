@@ -45,3 +45,15 @@ def mismatch_text(name: str, mismatch: dict[str, Any]) -> str:
     trained = ", ".join(words[k](mismatch[k]["trained"]) for k in words if k in mismatch)
     here = ", ".join(words[k](mismatch[k]["data"]) for k in words if k in mismatch)
     return f"model {name!r} was trained {trained}; here it runs {here} (not refused: the numbers include this shift)"
+
+
+def warn_mismatch(name: str, card: dict[str, Any], data: str, shape: tuple[int, int] | list[int],
+                  accel: float) -> dict[str, Any]:
+    """:func:`card_mismatch`, issued as one :class:`~robustkit.errors.RobustkitWarning` line when
+    not empty; returns it (studies record it in meta.json)."""
+    from robustkit.errors import warn
+
+    mismatch = card_mismatch(card, data, shape, accel)
+    if mismatch:
+        warn(mismatch_text(name, mismatch))
+    return mismatch

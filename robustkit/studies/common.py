@@ -207,9 +207,8 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     are made unique (``-2``, ``-3``, … appended). A zoo model trained at another size, acceleration
     or on other data than ``data`` still runs (F_θ is fully convolutional, the operator comes from
     the data): the difference is kept in ``mismatch`` and issued as a one-line warning."""
-    from robustkit.errors import warn
     from robustkit.models.adapter import as_model
-    from robustkit.models.mismatch import card_mismatch, mismatch_text
+    from robustkit.models.mismatch import warn_mismatch
     from robustkit.models.plugins import is_plugin_ref
     from robustkit.models.zoo import load_model, resolve
 
@@ -225,11 +224,8 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
             continue
         seen.add(name)
         model, card = load_model(ref, map_location=str(device))
-        mismatch = card_mismatch(card, data, shape, accel)
-        if mismatch:
-            warn(mismatch_text(name, mismatch))
         adapter = ModelAdapter(name, model, card)
-        adapter.mismatch = mismatch
+        adapter.mismatch = warn_mismatch(name, card, data, shape, accel)
         out.append(adapter)
     return unique_names(out)
 
