@@ -41,6 +41,27 @@ class MOL(DEQModel):
         )
         return x_new
 
+    @property
+    def c(self) -> float:
+        """``c = 1 + (μ − 1)/α``: the weight of ``x`` in MOL's fixed-point equation (:meth:`H`)."""
+        return 1.0 + (self.config.mu - 1.0) / self.config.alpha
+
+    def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
+        """MOL's own ``H_θ(x) = x − AᴴA x − (c x − F_θ(x))/λ``, complex ``(B, H, W)``.
+
+        A fixed point of MOL's step satisfies ``AᴴA x + (c x − F_θ(x))/λ = Aᴴb``, i.e.
+        ``x = H_θ(x) + Aᴴb`` with this ``H_θ`` (docs/maths.md §4): the audit, the observed
+        contraction rate and the monotone bound then measure the map whose fixed point MOL
+        computes, not the MnM-MOL operator built from MOL's network."""
+        return x - op.normal(x) - (self.c * x - self.cnn(x)) / self.lam_value
+
+    @property
+    def m(self) -> float:
+        """Monotonicity margin of ``Q_θ = I − H_θ`` implied by MOL's constraint ``L[F_θ] ≤ 1 − m_F``
+        (``m_F = config.m``): ``m = (c − 1 + m_F)/λ``, so that ``L[H_θ] ≤ 1 − m`` wherever the
+        constraint holds and ``‖AᴴA‖ ≤ 1``, ``c/λ ≤ 1/2`` (docs/maths.md §4)."""
+        return float((self.c - 1.0 + self.config.m) / float(self.lam_value.detach()))
+
 
 class MOLSN(MOL):
     """MOL with per-layer spectral normalisation of ``F_θ``: each conv is rescaled so its true
