@@ -168,3 +168,27 @@ def test_a_slice_without_anatomy_is_refused():
         draw_candidates(torch.zeros(8, 8, dtype=torch.complex64), ["disc"], 2, 0.5, 1, np.random.default_rng(0))
     with pytest.raises(RobustkitError, match="unknown feature"):
         insert(torch.ones(8, 8, dtype=torch.complex64), Candidate("blob", 2, 0.5, 4, 4))
+
+
+def test_report_page_quotes_the_false_negatives_of_the_results(toy_data, tmp_path):
+    from robustkit.report import build_run_page, tables
+    from tests.test_report import csv_links, read_page
+
+    frame = run("features", _config(toy_data, [Adjoint(), LowPass()], features=["disc"]), reports_dir=tmp_path,
+                progress=False)
+    run_dir = tmp_path / frame.attrs["run_dir"].split("/")[-1]
+    page_path = build_run_page(run_dir)
+    page = read_page(page_path)
+    assert any(src.startswith("data:image/png;base64,") for src in page.imgs) and "could not be drawn" not in "".join(page.text)
+    results = pd.read_csv(run_dir / "results.csv")
+    (csv,) = [p for p in csv_links(page, page_path) if p.name == "features_summary.csv"]
+    pd.testing.assert_frame_equal(pd.read_csv(csv), tables.features_summary(results), check_dtype=False)
+    conclusion = " ".join("".join(page.conclusion).split())
+    for model in ("Adjoint", "LowPass"):
+        for search in ("random", "adversarial"):
+            for size in (2, 4):
+                rows = results[(results["model"] == model) & (results["search"] == search) & (results["size"] == size)]
+                k, n = int(rows["false_negative"].sum()), len(rows)
+                assert f"{size:g} px {k}/{n} ({100 * k / n:.0f} %)" in conclusion.split(f"{model} misses")[1].split(".")[0]
+    worst = results[results["search"] == "adversarial"]["contrast_recovered"].min()
+    assert f"{worst:.3f} of its contrast recovered" in conclusion

@@ -52,6 +52,7 @@ STUDY_SETTINGS = {
     "init-test": {"radii": [0.5], "cap_factor": 2},
     "audit": {"steps": 3, "restarts": 1, "slow_steps": 2, "power_iters": 3, "probe_steps": 1},
     "sweep-delta": {"steps": 2, "restarts": 1, "adv_steps": 1},
+    "features": {"features": ["disc"], "sizes": [2], "contrasts": [0.5], "positions": 1, "budget": 1},
 }
 
 
