@@ -192,3 +192,19 @@ def test_report_page_quotes_the_false_negatives_of_the_results(toy_data, tmp_pat
                 assert f"{size:g} px {k}/{n} ({100 * k / n:.0f} %)" in conclusion.split(f"{model} misses")[1].split(".")[0]
     worst = results[results["search"] == "adversarial"]["contrast_recovered"].min()
     assert f"{worst:.3f} of its contrast recovered" in conclusion
+
+
+def test_an_unconverged_deq_is_flagged_in_rows_and_conclusion(toy_data, tmp_path):
+    from robustkit.report import build_run_page
+    from tests.test_report import read_page
+    from tests.user_nets import MapOnlyDEQ
+
+    class Stopped(MapOnlyDEQ):
+        solver_settings = {"tol": 1e-12, "max_iter": 2}  # f(x) = x/2 + Aᴴb needs ~40 steps to 1e-12
+
+    frame = run("features", _config(toy_data, [Stopped()], features=["disc"], sizes=[2]), reports_dir=tmp_path,
+                progress=False)
+    assert not frame["converged"].any() and (frame["iterations"] == 2).all() and (frame["residual"] > 1e-12).all()
+    page = read_page(build_run_page(tmp_path / frame.attrs["run_dir"].split("/")[-1]))
+    conclusion = " ".join("".join(page.conclusion).split())
+    assert f"Stopped: solve with or without the feature converged on 0 of {len(frame)} slices" in conclusion
