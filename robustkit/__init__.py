@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     # studies
     "AttackConfig": "robustkit.studies.attack",
     "AuditConfig": "robustkit.studies.audit",
+    "FeaturesConfig": "robustkit.studies.features",
     "InitTestConfig": "robustkit.studies.init_test",
     "SweepDeltaConfig": "robustkit.studies.sweep_delta",
     "make_config": "robustkit.studies",

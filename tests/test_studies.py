@@ -52,6 +52,7 @@ STUDY_SETTINGS = {
     "init-test": {"radii": [0.5], "cap_factor": 2},
     "audit": {"steps": 3, "restarts": 1, "slow_steps": 2, "power_iters": 3, "probe_steps": 1},
     "sweep-delta": {"steps": 2, "restarts": 1, "adv_steps": 1},
+    "features": {"features": ["disc"], "sizes": [2], "contrasts": [0.5], "positions": 1, "budget": 1},
 }
 
 
@@ -300,7 +301,7 @@ def test_shipped_study_files_are_valid(name):
     from robustkit.studies.suite import read_study_file
 
     studies = read_study_file(name)
-    assert list(studies) == ["attack", "init-test", "audit", "sweep-delta"]
+    assert list(studies) == ["attack", "init-test", "audit", "sweep-delta", "features"]
     assert read_study_file(shipped_suites()[name]) == studies
 
 

@@ -1,4 +1,4 @@
-"""``robustkit attack | sweep-delta | init-test | audit | run``: the studies from the command line.
+"""``robustkit attack | sweep-delta | init-test | audit | features | run``: the studies from the command line.
 
 Each command builds the study's config from the options given (the rest keep the study's
 defaults), runs it on zoo models or plug-ins (``--model FILE.py:FACTORY``, docs/api.md) and the
@@ -224,6 +224,39 @@ def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data
     execute(obj, "audit", mapping, reports_dir, resume, not no_report)
 
 
+@click.command()
+@click.option("--feature", "features", multiple=True, type=click.Choice(["disc", "gaussian", "cross"]),
+              help="Feature kind to insert (repeatable). [default: all three]")
+@click.option("--size", "sizes", multiple=True, type=click.IntRange(min=1), metavar="PX",
+              help="Feature size in pixels: disc diameter, Gaussian FWHM, cross span (repeatable). [default: 2 4 8]")
+@click.option("--contrast", "contrasts", multiple=True, type=POSITIVE,
+              help="Feature amplitude relative to the local intensity (repeatable). [default: 0.2 0.5]")
+@click.option("--positions", type=click.IntRange(min=1), default=None,
+              help="Random centres inside the anatomy per feature, size and contrast. [default: 2]")
+@click.option("--search", "searches", multiple=True, type=click.Choice(["random", "adversarial"]),
+              help="random: the random positions; adversarial (FNAF): the worst of them and --budget more. [default: both]")
+@click.option("--budget", type=click.IntRange(min=0), default=None,
+              help="Extra random candidates (kind and centre) of the adversarial search per size and contrast. [default: 8]")
+@click.option("--threshold", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Detector threshold on the recovered contrast and the correlation with the template. [default: 0.5]")
+@common_options("modl mol mnmmol")
+@click.pass_obj
+def features(obj, features, sizes, contrasts, positions, searches, budget, threshold,
+             models, samples, split, data, accel, batch_size, reports_dir, resume, no_report) -> None:
+    """Insert small features (discs, Gaussian blobs, crosses) into the ground truth inside the
+    anatomy, measure them through the same coils and mask (b + A x_f), and check whether each model
+    recovers them (docs/maths.md §11): error in the feature region, contrast recovered, and a
+    matched-filter detection; a feature not detected is a false negative. The adversarial search
+    (FNAF) keeps, per size and contrast, the candidate the model loses most. Example:
+
+        robustkit features --model mnmmol --size 2 --size 4 --contrast 0.5
+    """
+    mapping = {**_common(models, samples, split, data, accel, batch_size),
+               **_mapping(features=features, sizes=sizes, contrasts=contrasts, positions=positions,
+                          searches=searches, budget=budget, threshold=threshold)}
+    execute(obj, "features", mapping, reports_dir, resume, not no_report)
+
+
 @click.command("run")
 @click.argument("study_file", metavar="SUITE_OR_FILE")
 @click.option("--reports-dir", type=click.Path(), default="reports", show_default=True, help="Where run folders go.")
@@ -237,7 +270,7 @@ def run_file(obj, study_file, reports_dir, resume, no_report, data, split) -> No
     at every shipped model), `robustkit run paper` (the full-size run) or
     `robustkit run my.toml`. An existing file wins over a shipped suite of the same name.
 
-    The file has one table per study ([attack], [init-test], [audit], [sweep-delta]) with that
+    The file has one table per study ([attack], [init-test], [audit], [sweep-delta], [features]) with that
     study's keys, and an optional [defaults] table applied to all of them; --data and --split
     replace the file's data and split in every study, e.g.
     `robustkit run quick --data knees.h5`. Writes one run folder per study and a

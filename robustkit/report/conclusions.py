@@ -157,7 +157,35 @@ def sweep_delta(run: Run) -> list[str]:
     return out
 
 
-CONCLUDE = {"attack": attack, "audit": audit, "init-test": init_test, "sweep-delta": sweep_delta}
+def features(run: Run) -> list[str]:
+    r = run.results
+    summary = tables.model_order(tables.features_summary(r), run.model_names())
+    out = convergence(run, what="solve with or without the feature",
+                      consequence="its false-negative rate below is not measured at fixed points")
+    for model, rows in summary.groupby("model", sort=False):
+        parts = []
+        for search, part in rows.groupby("search", sort=False):
+            sizes = ", ".join(f"{s:g} px {int(k)}/{int(n)} ({100 * k / n:.0f} %)"
+                              for s, k, n in zip(part["size"], part["false_negative"], part["n"]))
+            parts.append(f"{search} {sizes}")
+        mine = r[(r["model"] == model) & (r["search"] == "random")]
+        sentence = f"{run.label(model)} misses (false negatives by search and feature size): " + "; ".join(parts)
+        if len(mine):
+            sentence += (f"; at random positions it recovers {_pm(mine['contrast_recovered'].mean(), mine['contrast_recovered'].std(), '{:.3f}')} "
+                         "of the inserted contrast")
+        out.append(sentence + ".")
+    adv = r[r["search"] == "adversarial"]
+    if len(adv):
+        budget = int(adv["candidates"].max())
+        worst = adv.loc[adv["contrast_recovered"].idxmin()]
+        out.append(f"The adversarial search (FNAF, up to {budget} candidates per slice, size and contrast) found the "
+                   f"least-recovered feature for {run.label(worst['model'])}: a {worst['size']:g}-px {worst['feature']} of "
+                   f"contrast {worst['contrast']:g} at ({int(worst['row'])}, {int(worst['col'])}) on slice {int(worst['sample'])}, "
+                   f"{worst['contrast_recovered']:.3f} of its contrast recovered.")
+    return out
+
+
+CONCLUDE = {"attack": attack, "audit": audit, "init-test": init_test, "sweep-delta": sweep_delta, "features": features}
 
 
 def conclude(run: Run) -> list[str]:

@@ -260,6 +260,26 @@ def sweep_tradeoff(results: pd.DataFrame) -> str:
     return to_png(fig)
 
 
+def false_negatives(results: pd.DataFrame, labels: dict[str, str], colours: dict[str, Any]) -> str:
+    """False-negative rate and contrast recovered (mean ± std) vs feature size per model; solid lines
+    for random positions, dashed for the adversarial search."""
+    r = results.assign(label=results["model"].map(lambda m: labels.get(m, m)),
+                       false_negative=results["false_negative"].astype(str).str.lower().eq("true").astype(float))
+    fig, axes, sns = _figure(1, 2, 4.6, 3.2)
+    for ax, (col, name, bars) in zip(axes[0], (("false_negative", "false-negative rate", None),
+                                               ("contrast_recovered", "contrast recovered â/a", "sd"))):
+        sns.lineplot(data=r, x="size", y=col, hue="label", style="search", palette=colours, errorbar=bars,
+                     marker="o", ax=ax)
+        ax.set_title(f"{name} vs feature size")
+        ax.set_xlabel("feature size (px)")
+        ax.set_xticks(sorted(r["size"].unique()))
+        ax.set_ylabel(name)
+    axes[0, 0].set_ylim(-0.05, 1.05)
+    axes[0, 1].axhline(1.0, ls=":", color="0.4", lw=1)
+    _legend_once(axes)
+    return to_png(fig)
+
+
 def training_curves(histories: dict[str, list[dict]], colours: dict[str, Any]) -> str:
     """Per epoch: training loss (log), validation PSNR and SSIM and, for DEQ models, the training L[H_θ]."""
     frames = [pd.DataFrame(h).assign(label=label) for label, h in histories.items() if h]

@@ -26,6 +26,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "init-test": ("model", "sample", "start", "radius", "iterations", "residual", "converged", "same_fixed_point"),
     "audit": ("model", "sample", "threshold", "L", "L_slow", "passes", "amplification"),
     "sweep-delta": ("model", "sample", "delta", "psnr", "ssim", "within", "init_success"),
+    "features": ("model", "sample", "feature", "size", "contrast", "search", "contrast_recovered", "error_feature",
+                 "detected", "false_negative"),
 }
 
 #: registry name (card's ``"model"``) → name used in the papers.

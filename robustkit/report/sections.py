@@ -17,6 +17,7 @@ STUDY_TITLES = {
     "init-test": "Initialisation test",
     "audit": "Audit",
     "sweep-delta": "δ sweep",
+    "features": "Small-feature study",
 }
 
 #: config keys that a caption quotes, per study (the full config is on the page too).
@@ -25,6 +26,7 @@ CAPTION_KEYS = {
     "init-test": ("starts", "radii", "delta", "cap_factor", "same_tol"),
     "audit": ("delta", "steps", "restarts", "slow_steps", "power_iters", "probe_eps"),
     "sweep-delta": ("common_delta", "steps", "restarts", "init_starts", "init_radii", "adv_eps", "adv_steps"),
+    "features": ("features", "sizes", "contrasts", "positions", "searches", "budget", "threshold"),
 }
 
 
@@ -184,6 +186,20 @@ def sweep_delta(run: Run, colours: dict) -> list[Section]:
     ])]
 
 
+def features(run: Run, colours: dict) -> list[Section]:
+    r = run.results
+    return [Section("False negatives vs feature size", [
+        _draw("False-negative rate and contrast recovered", figures.false_negatives, r, run.labels(), colours,
+              caption=caption(run, "Per model and feature size: the fraction of inserted features the matched filter does not "
+                                   "detect in f(b + A x_f) − f(b), and the contrast recovered â/a (mean ± std); solid: random "
+                                   "positions, dashed: the worst candidate of the adversarial search (FNAF)")),
+        _table(run, "features_summary", "Per model, search and size", tables.features_summary(r),
+               "Per model, search and feature size: features missed (false negatives), their rate, mean ± std contrast "
+               "recovered and relative error in the feature region, and the solves that converged (both solves of a row)",
+               counts=("false_negative", "converged"), percent=("fn_rate",)),
+    ])]
+
+
 def model_entries(run: Run) -> list[tuple[str, str, str | None]]:
     """``(zoo folder, display label, weights sha256 recorded by the run)`` of each zoo model of the run
     (a plug-in or network object has no card, hence no training curves)."""
@@ -226,7 +242,7 @@ def training(entries: list[tuple[str, str, str | None]], used_by: str, colours: 
     return Section("Models: training curves", blocks)
 
 
-SECTIONS = {"attack": attack, "init-test": init_test, "audit": audit, "sweep-delta": sweep_delta}
+SECTIONS = {"attack": attack, "init-test": init_test, "audit": audit, "sweep-delta": sweep_delta, "features": features}
 
 
 def assemble(run: Run) -> RunReport:

@@ -49,6 +49,8 @@ HEADERS = {
     "adv_psnr_drop": "adv. ΔPSNR (dB)", "attack_loss": "attack loss", "epochs": "epochs",
     "train_loss": "final train loss", "val_psnr": "final val. PSNR (dB)", "val_psnr_best": "best val. PSNR (dB)",
     "val_ssim": "final val. SSIM", "train_L": "final train L[H_θ]",
+    "search": "search", "size": "size (px)", "false_negative": "false negatives", "fn_rate": "false-negative rate",
+    "contrast_recovered": "contrast recovered", "error_feature": "error in feature region",
 }
 
 #: column stem → format of one number.
@@ -60,6 +62,7 @@ FORMATS = {
     "perturbation": "{:.3g}", "eps": "{:g}", "delta": "{:g}", "radius": "{:g}", "adv_eps": "{:g}",
     "common_delta": "{:g}", "train_loss": "{:.3e}", "val_psnr": "{:.2f}", "val_psnr_best": "{:.2f}",
     "val_ssim": "{:.4f}", "train_L": "{:.4f}", "init_success": "{:.2f}",
+    "contrast_recovered": "{:.3f}", "error_feature": "{:.3f}",
 }
 
 
@@ -209,6 +212,20 @@ def sweep_summary(results: pd.DataFrame) -> pd.DataFrame:
         axis=1,
     ).reset_index()
     return out.sort_values("delta", kind="stable").reset_index(drop=True)
+
+
+def features_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model × search × size: ``n`` features, ``false_negative`` (count) and ``fn_rate`` (fraction),
+    ``contrast_recovered`` and ``error_feature`` (mean and std over features), mean ``iterations``,
+    count ``converged`` (NaN for unrolled models)."""
+    r = results.copy()
+    r["false_negative"] = as_bool(r["false_negative"]).astype(float)
+    r["converged"] = as_bool(r["converged"])
+    g = r.groupby(["model", "search", "size"], sort=False)
+    out = pd.concat([_n(g), g["false_negative"].sum(), g["false_negative"].mean().rename("fn_rate"),
+                     _mean_std(g, ["contrast_recovered", "error_feature"]), g["iterations"].mean(),
+                     g["converged"].sum(min_count=1)], axis=1).reset_index()
+    return out
 
 
 def training_summary(histories: dict[str, list[dict]]) -> pd.DataFrame:
