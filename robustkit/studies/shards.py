@@ -2,10 +2,11 @@
 
 Layout inside the run folder (a :class:`~robustkit.studies.rundir.RunDir`)::
 
-    shards/rank-K/cells.json, results.csv, traces.csv   rank K's committed cells (RunDir format)
-    shards/rank-K/heartbeat                             rewritten every few seconds while K works
-    shards/rank-K/outcome.json                          how K's part of this attempt ended
-    shards/main/                                        the folder's own cells, copied before a merge
+    shards/rank-K/cells.json            rank K's commit record: per cell its key, files and dtypes
+    shards/rank-K/cell-NNNNN.*.csv      each committed cell's results and traces, on their own
+    shards/rank-K/heartbeat             rewritten every few seconds while K works
+    shards/rank-K/outcome.json          how K's part of this attempt ended
+    shards/merged/                      the merge under way (RunDir format)
 
 1. Rank 0 opens the run folder (:func:`on_main`; the others wait and get its path), lists the
    cells not completed in the folder or any shard, in the study's order, and shares that list:
@@ -15,9 +16,11 @@ Layout inside the run folder (a :class:`~robustkit.studies.rundir.RunDir`)::
 3. Each rank writes its outcome and waits for the others' (polling, so a slow rank is no error);
    a rank that neither finishes nor beats its heartbeat within the timeout
    (``$ROBUSTKIT_DIST_TIMEOUT``) counts as dead and every rank stops with a one-line error.
-4. When every cell is complete, rank 0 merges the shards into ``results.csv`` and ``traces.csv``
-   in the study's cell order (the rows a single process writes, value for value), commits them
-   in ``cells.json`` and removes ``shards/``. Otherwise the run is marked ``failed`` or
+4. When every cell is complete, rank 0 merges: it adds the cells, in the study's order, to
+   ``shards/merged/`` with :meth:`RunDir.add_cell` -- the very writes one process makes, so
+   ``results.csv`` and ``traces.csv`` come out byte for byte as a single-process run writes them
+   (each shard keeps a cell's frames on their own with their dtypes, so nothing is lost between)
+   -- then copies them into the run folder (``cells.json`` last) and removes ``shards/``. Otherwise the run is marked ``failed`` or
    ``interrupted`` and ``--resume`` (with any number of processes) finishes it.
 
 The shards live in the run folder, so every rank must see the same folder (one machine, or a
@@ -41,6 +44,7 @@ from robustkit.studies.common import Cell, CellFailed, reason, work
 from robustkit.studies.rundir import RunDir
 
 SHARDS = "shards"
+MERGED = "merged"
 HEARTBEAT = "heartbeat"
 OUTCOME = "outcome.json"
 #: seconds between the polls of a rank waiting for the others.
@@ -57,31 +61,85 @@ def is_sharded(run: RunDir) -> bool:
     return (run.path / SHARDS).is_dir()
 
 
-def shard(run: RunDir, name: str) -> RunDir:
-    """The shard ``shards/<name>/`` of ``run`` (``rank-K`` or ``main``), created empty if missing."""
-    path = run.path / SHARDS / name
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from robustkit.io import os_error
+class Shard:
+    """One rank's committed cells: each cell's results and traces in files of their own
+    (``cell-NNNNN.results.csv``, ``cell-NNNNN.traces.csv``), committed by its entry in
+    ``cells.json`` -- ``{"key", "results": {"file", "dtypes"}, "traces": ...}`` -- written last,
+    atomically, as :class:`RunDir` does. The dtypes bring each frame back as the cell made it."""
 
-        raise os_error(exc, path, "create the shard") from None
-    if not (path / "cells.json").exists():
-        write_json(path / "cells.json", [])
-    return RunDir(path, run.study)
+    def __init__(self, path: Path, study: str):
+        self.path, self.study = Path(path), study
+
+    @classmethod
+    def open(cls, run: RunDir, name: str) -> "Shard":
+        """``shards/<name>/`` of ``run``, created empty if missing."""
+        path = run.path / SHARDS / name
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from robustkit.io import os_error
+
+            raise os_error(exc, path, "create the shard") from None
+        if not (path / "cells.json").exists():
+            write_json(path / "cells.json", [])
+        return cls(path, run.study)
+
+    def commits(self) -> list[dict[str, Any]]:
+        p = self.path / "cells.json"
+        record = read_json(p, "a shard's cell record", "the run folder is damaged: start a new run without --resume")
+        if not (isinstance(record, list) and all(isinstance(e, dict) and isinstance(e.get("key"), str) for e in record)):
+            raise RobustkitError(f"the shard record {p} is not a list of cells; start a new run without --resume")
+        return record
+
+    def completed(self) -> set[str]:
+        return {e["key"] for e in self.commits()}
+
+    def add_cell(self, key: str, rows: pd.DataFrame, traces: pd.DataFrame | None = None) -> None:
+        commits = self.commits()
+        entry: dict[str, Any] = {"key": key}
+        for kind, frame in (("results", rows), ("traces", traces)):
+            if frame is not None and len(frame):
+                name = f"cell-{len(commits):05d}.{kind}.csv"
+                write_text(self.path / name, frame.to_csv(index=False))
+                entry[kind] = {"file": name, "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()}}
+        write_json(self.path / "cells.json", commits + [entry])
+
+    def _load(self, spec: dict[str, Any] | None) -> pd.DataFrame | None:
+        if not spec:
+            return None
+        frame = pd.read_csv(self.path / spec["file"])
+        for column, dtype in spec["dtypes"].items():
+            if column in frame and str(frame[column].dtype) != dtype:
+                try:
+                    frame[column] = frame[column].astype(dtype)
+                except (TypeError, ValueError):
+                    pass  # e.g. an object column of empty strings: read as NaN, written the same
+        return frame
+
+    def frames(self) -> dict[str, tuple[pd.DataFrame | None, pd.DataFrame | None]]:
+        """Each committed cell's ``(results, traces)`` as the cell returned them."""
+        return {e["key"]: (self._load(e.get("results")), self._load(e.get("traces"))) for e in self.commits()}
 
 
-def shards_of(run: RunDir) -> list[RunDir]:
-    """The run's shards holding a commit record, by name."""
+def shards_of(run: RunDir) -> list[Shard]:
+    """The ranks' shards of the run that hold a commit record, by name."""
     if not is_sharded(run):
         return []
-    return [RunDir(p, run.study) for p in sorted((run.path / SHARDS).iterdir())
-            if p.is_dir() and (p / "cells.json").exists()]
+    return [Shard(p, run.study) for p in sorted((run.path / SHARDS).iterdir())
+            if p.is_dir() and p.name != MERGED and (p / "cells.json").exists()]
+
+
+def _merged(run: RunDir) -> RunDir | None:
+    path = run.path / SHARDS / MERGED
+    return RunDir(path, run.study) if (path / "cells.json").exists() else None
 
 
 def completed_keys(run: RunDir) -> set[str]:
-    """Cells committed in the run folder or in any of its shards."""
+    """Cells committed in the run folder, in a shard or in the merge under way."""
     done = run.completed()
+    merged = _merged(run)
+    if merged is not None:
+        done |= merged.completed()
     for part in shards_of(run):
         done |= part.completed()
     return done
@@ -202,7 +260,7 @@ def run_sharded(run: RunDir, cells: list[Cell], ctx, progress: bool = True, seed
     keys = [c.key for c in cells]
     plan = on_main(ctx, lambda: _plan(run, keys))
     mine = set(assign(plan["todo"], world, rank))
-    part = shard(run, f"rank-{rank}")
+    part = Shard.open(run, f"rank-{rank}")
     limit_s = distributed.timeout().total_seconds()
     outcome: dict[str, Any] = {"attempt": plan["attempt"], "rank": rank, "status": "complete", "cell": None, "error": None}
     with Heartbeat(part.path / HEARTBEAT, plan["attempt"], interval=min(5.0, limit_s / 5)):
@@ -257,58 +315,37 @@ def _stop(run: RunDir, status: str, error: str | None = None) -> None:
 # ----------------------------------------------------------------------------- merging
 
 
-def _keep_main(run: RunDir) -> None:
-    """Copy the folder's own committed cells into ``shards/main`` (once) so that rewriting the
-    folder's files in the merge can never lose them."""
-    if not run.completed() or (run.path / SHARDS / "main" / "cells.json").exists():
-        return
-    dest = run.path / SHARDS / "main"
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("results.csv", "traces.csv"):
-        if (run.path / name).exists():
-            write_bytes(dest / name, (run.path / name).read_bytes())
-    write_json(dest / "cells.json", run._commits())
-
-
-def _slices(part: RunDir) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Each committed cell of ``part`` with its rows of results.csv and traces.csv."""
-    results, traces = part.results(), part._read("traces.csv")
-    out, r0, t0 = {}, 0, 0
-    for entry in part._commits():
-        r1, t1 = entry.get("results_rows"), entry.get("traces_rows")
-        if r1 is None or t1 is None:
-            raise RobustkitError(f"{part.path / 'cells.json'} has no row counts (written by an older robustkit); "
-                                 "resume this run with a single process, without torchrun")
-        out[entry["key"]] = (results.iloc[r0:r1], traces.iloc[t0:t1])
-        r0, t0 = r1, t1
-    return out
-
-
 def merge(run: RunDir, order: list[str]) -> None:
-    """Write the shards' cells into the run folder in the study's cell ``order``: ``results.csv``
-    and ``traces.csv`` as one process would have written them, then ``cells.json`` (the commit,
-    last; it is emptied first so that a kill mid-merge commits nothing half written)."""
-    _keep_main(run)
-    slices: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    """Write the shards' cells into the run folder in the study's cell ``order``.
+
+    The cells are added, in order, to ``shards/merged/`` by :meth:`RunDir.add_cell` (the writes a
+    single process makes), starting from the run folder's own committed cells (a prefix of
+    ``order``: what a single-process run did before it stopped). A merge stopped half-way goes on
+    from where it stood. Then ``results.csv`` and ``traces.csv`` are copied into the run folder
+    and ``cells.json`` last (emptied first, so that a kill between the copies commits nothing)."""
+    staging = run.path / SHARDS / MERGED
+    if _merged(run) is None:  # start from the folder's own cells, kept here before they are rewritten
+        staging.mkdir(parents=True, exist_ok=True)
+        for name in ("results.csv", "traces.csv"):
+            if (run.path / name).exists():
+                write_bytes(staging / name, (run.path / name).read_bytes())
+        write_json(staging / "cells.json", run._commits())
+    merged = RunDir(staging, run.study)
+    have = [e["key"] for e in merged._commits()]
+    if have != order[:len(have)]:
+        raise RobustkitError(f"the cells committed in {run.path} are not the first cells of the study; "
+                             f"resume it with one process (without torchrun): --resume {run.path}")
+    frames: dict[str, tuple[pd.DataFrame | None, pd.DataFrame | None]] = {}
     for part in shards_of(run):
-        for key, pair in _slices(part).items():
-            slices.setdefault(key, pair)
-    missing = [k for k in order if k not in slices]
-    if missing:
-        raise RobustkitError(f"cell {missing[0]!r} is in no shard of {run.path}; continue with --resume {run.path}")
+        frames.update(part.frames())
+    for key in order[len(have):]:
+        if key not in frames:
+            raise RobustkitError(f"cell {key!r} is in no shard of {run.path}; continue with --resume {run.path}")
+        merged.add_cell(key, *frames[key])
     write_json(run.path / "cells.json", [])
-    commits, counts = [], {"results": 0, "traces": 0}
-    frames: dict[str, list[pd.DataFrame]] = {"results": [], "traces": []}
-    for key in order:
-        for name, frame in zip(("results", "traces"), slices[key]):
-            if len(frame):
-                frames[name].append(frame)
-                counts[name] += len(frame)
-        commits.append({"key": key, "results_rows": counts["results"], "traces_rows": counts["traces"]})
-    for name in ("results", "traces"):
-        path = run.path / f"{name}.csv"
-        if frames[name]:
-            write_text(path, pd.concat(frames[name], ignore_index=True).to_csv(index=False))
+    for name in ("results.csv", "traces.csv"):
+        if (staging / name).exists():
+            write_bytes(run.path / name, (staging / name).read_bytes())
         else:
-            path.unlink(missing_ok=True)
-    write_json(run.path / "cells.json", commits)
+            (run.path / name).unlink(missing_ok=True)
+    write_json(run.path / "cells.json", merged._commits())
