@@ -2,7 +2,8 @@
 
 In-process: the round-robin assignment, the per-cell seed, the merge (byte for byte what one process
 writes, whatever the split) and the single-process resume of a half-done sharded run. Out of
-process: 2 gloo ranks under torchrun give the same results.csv/traces.csv as one process; a rank
+process: 2 gloo ranks under torchrun (``robustkit run`` on a study file) give the same
+results.csv/traces.csv as one process; a rank
 whose cell fails, and a rank that is killed, leave the other ranks' cells, and a single-process
 ``--resume`` finishes the run with the same files.
 """
@@ -186,15 +187,32 @@ def one_process(toy_data, tmp_path, flaky) -> Path:
     return run_dir
 
 
-def test_two_gloo_ranks_write_what_one_process_writes(toy_data, tmp_path, flaky, one_process):
-    done = _torchrun(_study_args(toy_data, tmp_path / "two", flaky), tmp_path)
+def test_two_gloo_ranks_write_what_one_process_writes(toy_data, tmp_path, flaky):
+    """A study file (``robustkit run``) with the 4-cell attack and a 2-cell init-test (random
+    noise starts: each rank draws them for its own model)."""
+    study_file = tmp_path / "two-studies.toml"
+    study_file.write_text(f'''[defaults]
+data = "{toy_data}"
+[attack]
+models = ["{NETS}:tiny_net", "{flaky}:flaky"]
+kinds = ["adversarial"]
+eps = [0.05]
+steps = 2
+[init-test]
+models = ["tests.user_nets:tiny_deq", "{NETS}:tiny_deq"]
+starts = ["zeros", "noise"]
+''')
+    args = ["--device", "cpu", "run", str(study_file), "--no-report", "--reports-dir"]
+    main([*args, str(tmp_path / "one")])
+    done = _torchrun([*args, str(tmp_path / "two")], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run_dir,) = (tmp_path / "two").iterdir()
-    _same_files(one_process, run_dir)
-    assert not (run_dir / "shards").exists()
-    meta = json.loads((run_dir / "meta.json").read_text())
-    assert meta["status"] == "complete" and meta["world_size"] == 2
-    assert done.stdout.count("results: ") == 1  # rank 0 alone prints the summary
+    for study in ("attack", "init-test"):
+        (one,), (two,) = (list((tmp_path / where).glob(f"{study}-*")) for where in ("one", "two"))
+        _same_files(one, two)
+        assert not (two / "shards").exists()
+        meta = json.loads((two / "meta.json").read_text())
+        assert meta["status"] == "complete" and meta["world_size"] == 2
+    assert done.stdout.count("suite: ") == 1 and done.stdout.count("results: ") == 2  # rank 0 alone prints
 
 
 def _resume_alone(run_dir: Path, toy_data: str, flaky: Path, one_process: Path) -> None:
