@@ -11,8 +11,8 @@ Layout inside the run folder (a :class:`~robustkit.studies.rundir.RunDir`)::
 1. Rank 0 opens the run folder (:func:`on_main`; the others wait and get its path), lists the
    cells not completed in the folder or any shard, in the study's order, and shares that list:
    the ``j``-th of them goes to rank ``j mod world`` (deterministic, the same on every rank).
-2. Each rank runs its cells into its own shard, committed cell by cell as
-   :meth:`RunDir.add_cell` does, so a rank that fails or is killed keeps what it finished.
+2. Each rank runs its cells into its own shard (:class:`Shard`), committed cell by cell, so a
+   rank that fails or is killed keeps what it finished.
 3. Each rank writes its outcome and waits for the others' (polling, so a slow rank is no error);
    a rank that neither finishes nor beats its heartbeat within the timeout
    (``$ROBUSTKIT_DIST_TIMEOUT``) counts as dead and every rank stops with a one-line error.
@@ -20,8 +20,9 @@ Layout inside the run folder (a :class:`~robustkit.studies.rundir.RunDir`)::
    ``shards/merged/`` with :meth:`RunDir.add_cell` -- the very writes one process makes, so
    ``results.csv`` and ``traces.csv`` come out byte for byte as a single-process run writes them
    (each shard keeps a cell's frames on their own with their dtypes, so nothing is lost between)
-   -- then copies them into the run folder (``cells.json`` last) and removes ``shards/``. Otherwise the run is marked ``failed`` or
-   ``interrupted`` and ``--resume`` (with any number of processes) finishes it.
+   -- then copies them into the run folder (``cells.json`` last) and removes ``shards/``.
+   Otherwise the run is marked ``failed`` or ``interrupted`` and ``--resume`` (with any number of
+   processes) finishes it.
 
 The shards live in the run folder, so every rank must see the same folder (one machine, or a
 shared file system across machines).
