@@ -79,12 +79,15 @@ def _common(models, samples, split, data, accel, batch_size) -> dict[str, Any]:
 def execute(obj: dict, name: str, mapping: dict[str, Any], reports_dir: str, resume: str | None,
             report: bool = True, where: str = "the options"):
     """Build the config, run the study, print its summary; returns the frame."""
+    from robustkit.distributed import is_main
     from robustkit.studies import make_config, run
 
     obj = obj or {}
     mapping.setdefault("seed", obj.get("seed", 0))
     config = make_config(name, mapping, where)
     frame = run(name, config, device=obj.get("device", "auto"), reports_dir=reports_dir, resume=resume)
+    if not is_main():  # under torchrun rank 0 alone prints and builds the report
+        return frame
     run_dir = Path(frame.attrs["run_dir"])
     _summarize(name, frame, run_dir)
     if report:
@@ -276,10 +279,13 @@ def run_file(obj, study_file, reports_dir, resume, no_report, data, split) -> No
     `robustkit run quick --data knees.h5`. Writes one run folder per study and a
     suite folder reports/<file>-<timestamp>/ with suite.json.
     """
+    from robustkit.distributed import is_main
     from robustkit.studies.suite import run_suite
 
     suite_dir = run_suite(study_file, obj or {}, reports_dir, resume, overrides=_mapping(data=data, split=split),
                           on_study=lambda run_dir: _after_suite_study(run_dir, not no_report))
+    if not is_main():  # under torchrun rank 0 alone prints and builds the report
+        return
     if not no_report:
         from robustkit.report import build_index, build_suite_page
 

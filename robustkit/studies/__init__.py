@@ -62,16 +62,27 @@ def run(
 
     Writes ``<reports_dir>/<name>-<timestamp>/`` (see :mod:`robustkit.studies.rundir`); with
     ``resume`` continues that folder, skipping its completed cells. ``on_start(run_dir)`` is
-    called once the folder exists (before any cell runs).
+    called once the folder exists (before any cell runs; on rank 0 only).
+
+    Under ``torchrun`` (docs/distributed.md) every rank calls this: rank 0 opens the folder, the
+    cells are split across the ranks (each on its own device) and merged by rank 0
+    (:mod:`robustkit.studies.shards`); every rank returns the merged frame. More ranks than
+    cells is an error before anything is written.
     """
     import torch
 
-    from robustkit.device import resolve_device
+    from robustkit.distributed import dist_context
+    from robustkit.errors import RobustkitError
     from robustkit.studies.common import load_models, run_cells, study_data
     from robustkit.studies.rundir import RunDir, base_meta
+    from robustkit.studies.shards import on_main
 
     module = study_module(name)
-    dev = resolve_device(device) if isinstance(device, str) else device
+    ctx = dist_context(device if isinstance(device, str) else device.type)
+    dev = ctx.device if ctx.distributed or isinstance(device, str) else device
+    if ctx.distributed and getattr(config, "train", False):
+        raise RobustkitError(f"{name} with train = true would train the same models on every rank; train them first "
+                             "in one process (without torchrun), then run the study under torchrun")
     torch.manual_seed(config.seed)
     dataset, data = study_data(config)
     models = load_models(module.model_refs(config, str(dev)) if hasattr(module, "model_refs") else config.models,
@@ -79,13 +90,21 @@ def run(
     if hasattr(module, "check_models"):
         module.check_models(models)
     settings = config.to_dict()
-    if resume is not None:
-        rd = RunDir.resume(resume, name, settings, [m.meta() for m in models])
-    else:
-        meta = base_meta(config.seed, str(dev), [m.meta() for m in models])
-        rd = RunDir.create(reports_dir, name, settings, {**meta, "data": data.to_dict()})
-    if on_start is not None:
+    rd = RunDir(Path(reports_dir), name)  # the cells' run folder: its path is set once it is open
+    cells = module.cells(config, models, dataset, dev, rd)
+    if ctx.world_size > len(cells):
+        raise RobustkitError(f"{ctx.world_size} processes but the {name} study has only {len(cells)} cell(s) to share; "
+                             f"start at most {len(cells)} (torchrun --nproc_per_node {len(cells)}) or add models/conditions")
+
+    def open_folder() -> Path:
+        if resume is not None:
+            return RunDir.resume(resume, name, settings, [m.meta() for m in models]).path
+        meta = {**base_meta(config.seed, str(dev), [m.meta() for m in models]), "world_size": ctx.world_size}
+        return RunDir.create(reports_dir, name, settings, {**meta, "data": data.to_dict()}).path
+
+    rd.path = on_main(ctx, open_folder)
+    if on_start is not None and ctx.is_main:
         on_start(rd.path)
-    frame = run_cells(rd, module.cells(config, models, dataset, dev, rd), progress=progress)
+    frame = run_cells(rd, cells, progress=progress and ctx.is_main, ctx=ctx, seed=config.seed)
     frame.attrs["run_dir"] = str(rd.path)
     return frame

@@ -263,38 +263,78 @@ class Cell:
     work: Callable[[], tuple[pd.DataFrame, pd.DataFrame | None]]
 
 
-def run_cells(run, cells: list[Cell], progress: bool = True) -> pd.DataFrame:
+class CellFailed(Exception):
+    """A cell's work raised: ``label`` names the cell, ``__cause__`` is what it raised."""
+
+    def __init__(self, label: str):
+        super().__init__(label)
+        self.label = label
+
+
+def cell_seed(seed: int, key: str) -> int:
+    """The seed of the global torch generator while cell ``key`` runs: a hash of the study's
+    ``seed`` and the key, so a cell draws the same numbers whichever process runs it and whatever
+    ran before it (docs/distributed.md)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:8], "little") % 2**63
+
+
+def work(target, todo: list[Cell], desc: str, progress: bool = True, seed: int | None = None) -> None:
+    """Run ``todo`` in order, committing each cell to ``target`` (a RunDir) as it finishes; with
+    ``seed`` the global torch generator is seeded by :func:`cell_seed` before each cell. A cell that
+    raises is re-raised as :class:`CellFailed` (Ctrl-C passes through)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(todo, desc=desc, disable=not progress, leave=False)
+    for cell in bar:
+        bar.set_postfix_str(cell.label)
+        if seed is not None:
+            torch.manual_seed(cell_seed(seed, cell.key))
+        try:
+            rows, traces = cell.work()
+            target.add_cell(cell.key, rows, traces)
+        except Exception as exc:
+            raise CellFailed(cell.label) from exc
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why ``exc`` happened (its type too unless it is a RobustkitError)."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if isinstance(exc, RobustkitError) else f"{type(exc).__name__}: {text}"
+
+
+def run_cells(run, cells: list[Cell], progress: bool = True, ctx=None, seed: int | None = None) -> pd.DataFrame:
     """Run the cells not yet completed in ``run``, saving each as it finishes.
 
     Ctrl-C keeps the finished cells, marks the run ``interrupted`` and raises
     :class:`StudyInterrupted`; any other exception (a full disk, a bad model, a bug) keeps them,
     marks the run ``failed`` with the reason in ``meta.json`` and raises a one-line
-    :class:`RobustkitError` (chained to the cause); both name the ``--resume`` path."""
-    from tqdm.auto import tqdm
+    :class:`RobustkitError` (chained to the cause); both name the ``--resume`` path.
 
+    ``ctx`` (a :class:`~robustkit.distributed.DistContext`): under several ranks, or in a run
+    folder that holds shards, the cells are split across the ranks and merged by
+    :func:`robustkit.studies.shards.run_sharded`. ``seed``: see :func:`work`."""
+    from robustkit.studies import shards
+
+    if (ctx is not None and ctx.distributed) or shards.is_sharded(run):
+        return shards.run_sharded(run, cells, ctx, progress, seed)
     done = run.completed()
     todo = [c for c in cells if c.key not in done]
-    bar = tqdm(todo, desc=run.study, disable=not progress, leave=False)
-    label = ""
     try:
-        for cell in bar:
-            label = cell.label
-            bar.set_postfix_str(cell.label)
-            rows, traces = cell.work()
-            run.add_cell(cell.key, rows, traces)
+        work(run, todo, run.study, progress, seed)
     except KeyboardInterrupt:
         kept = _stop(run, "interrupted")
         raise StudyInterrupted(
             f"interrupted; {kept} of {len(cells)} cells are kept in {run.path}; "
             f"continue with --resume {run.path}"
         ) from None
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, RobustkitError):
-            reason = f"{type(exc).__name__}: {reason}"
-        kept = _stop(run, "failed", f"{label}: {reason}")
+    except CellFailed as failed:
+        exc = failed.__cause__
+        why = reason(exc)
+        kept = _stop(run, "failed", f"{failed.label}: {why}")
         raise RobustkitError(
-            f"the {run.study} run failed in cell {label!r} ({reason}); {kept} of {len(cells)} cells are kept "
+            f"the {run.study} run failed in cell {failed.label!r} ({why}); {kept} of {len(cells)} cells are kept "
             f"in {run.path}; fix the cause and continue with --resume {run.path}"
         ) from exc
     run.finish("complete")

@@ -80,9 +80,13 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
               overrides: dict[str, Any] | None = None) -> Path:
     """Run every study of the file (a path or a shipped suite's name; ``overrides`` replace keys of
     every study, see :func:`read_study_file`); returns the suite folder."""
+    from robustkit.distributed import dist_context
+    from robustkit.studies.shards import on_main
+
     given, path = path, study_file(path)
     studies = read_study_file(path, overrides)
     seed, device = obj.get("seed", 0), obj.get("device", "auto")
+    ctx = dist_context(device)  # under torchrun: rank 0 writes the suite folder, every rank runs each study
     reports_dir = Path(reports_dir)
     if resume is not None:
         suite_dir = Path(resume)
@@ -95,29 +99,13 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
             raise RobustkitError(f"{path} differs from the file the suite in {suite_dir} ran; start a new run without --resume")
         reports_dir = suite_dir.parent
     else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        n, new_root = 1, not reports_dir.exists()
-        try:
-            reports_dir.mkdir(parents=True, exist_ok=True)
-            while True:
-                suite_dir = reports_dir / (f"{Path(path).stem}-{stamp}" if n == 1 else f"{Path(path).stem}-{stamp}-{n}")
-                try:
-                    suite_dir.mkdir()
-                    break
-                except FileExistsError:
-                    n += 1
-        except OSError as exc:
-            raise os_error(exc, reports_dir, "create a suite folder in") from None
         record = {"file": str(path), "config": studies, "studies": {}}
-        try:
-            _write(suite_dir, record)
-        except RobustkitError:
-            suite_dir.rmdir()
-            raise
+        new_root = not reports_dir.exists()
+        suite_dir = on_main(ctx, lambda: _create(reports_dir, path, record))
     try:
-        _run_studies(given, path, studies, record, suite_dir, reports_dir, seed, device, on_study, progress)
+        _run_studies(given, path, studies, record, suite_dir, reports_dir, seed, device, on_study, progress, ctx.is_main)
     except BaseException:
-        if resume is None and not record["studies"]:  # nothing ran: leave no empty suite folder
+        if ctx.is_main and resume is None and not record["studies"]:  # nothing ran: leave no empty suite folder
             (suite_dir / SUITE).unlink(missing_ok=True)
             suite_dir.rmdir()
             if new_root and not any(reports_dir.iterdir()):
@@ -126,9 +114,34 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
     return suite_dir
 
 
-def _run_studies(given, path, studies, record, suite_dir: Path, reports_dir: Path, seed, device, on_study, progress) -> None:
+def _create(reports_dir: Path, path: Path, record: dict[str, Any]) -> Path:
+    """A new suite folder ``<reports_dir>/<file stem>-<timestamp>[-n]/`` holding ``record``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    try:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            suite_dir = reports_dir / (f"{Path(path).stem}-{stamp}" if n == 1 else f"{Path(path).stem}-{stamp}-{n}")
+            try:
+                suite_dir.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+    except OSError as exc:
+        raise os_error(exc, reports_dir, "create a suite folder in") from None
+    try:
+        _write(suite_dir, record)
+    except RobustkitError:
+        suite_dir.rmdir()
+        raise
+    return suite_dir
+
+
+def _run_studies(given, path, studies, record, suite_dir: Path, reports_dir: Path, seed, device, on_study, progress,
+                 is_main: bool = True) -> None:
     """Run the file's studies in order, skipping those complete in ``record``; ``given`` is what the
-    user named (a suite name or a path), repeated in the resume hint."""
+    user named (a suite name or a path), repeated in the resume hint. Only rank 0 (``is_main``)
+    writes the record and calls ``on_study``."""
     for name, mapping in studies.items():
         mapping = {"seed": seed, **mapping}
         config = make_config(name, dict(mapping), where=f"[{name}] of {path}")
@@ -141,14 +154,15 @@ def _run_studies(given, path, studies, record, suite_dir: Path, reports_dir: Pat
             _write(suite_dir, record)
 
         try:
-            run(name, config, device=device, reports_dir=reports_dir,
-                resume=(reports_dir / previous) if previous else None, progress=progress, on_start=started)
+            frame = run(name, config, device=device, reports_dir=reports_dir,
+                        resume=(reports_dir / previous) if previous else None, progress=progress, on_start=started)
         except StudyInterrupted:
             raise StudyInterrupted(
                 f"interrupted in {name}; completed cells are kept; continue with "
                 f"robustkit run {given} --resume {suite_dir}"
             ) from None
-        if on_study is not None:
+        record["studies"][name] = Path(frame.attrs["run_dir"]).name
+        if on_study is not None and is_main:
             on_study(reports_dir / record["studies"][name])
 
 
