@@ -41,6 +41,13 @@ class MOL(DEQModel):
         )
         return x_new
 
+    def equation_H_map(self, op: SenseOperator):  # noqa: N802 - the paper's name
+        """``H`` of MOL's own fixed-point equation ``x = H(x) + Aᴴb`` (docs/maths.md §4, §11):
+        ``H(x) = x − AᴴA x − (c x − F_θ(x))/λ`` with ``c = 1 + (μ − 1)/α``, i.e. the fixed point of
+        :meth:`iteration` solves ``AᴴA x + (c x − F_θ(x))/λ = Aᴴb``. Complex ``(B, H, W)`` maps."""
+        c = 1.0 + (self.config.mu - 1.0) / self.config.alpha
+        return lambda x: x - op.normal(x) - (c * x - self.cnn(x)) / self.lam_value
+
 
 class MOLSN(MOL):
     """MOL with per-layer spectral normalisation of ``F_θ``: each conv is rescaled so its true

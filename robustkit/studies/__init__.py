@@ -8,6 +8,7 @@ attack         adversarial and Gaussian k-space damage      :mod:`.attack`
 sweep-delta    MnM-MOL models trained at different δ        :mod:`.sweep_delta`
 init-test      fixed points reached from different starts   :mod:`.init_test`
 audit          per-slice L[H_θ](x*; δ) and Jacobian norms   :mod:`.audit`
+bound          monotone bound 1/m vs measured attacks       :mod:`.bound`
 =============  ==========================================  =========================
 """
 
@@ -25,6 +26,7 @@ STUDIES: dict[str, tuple[str, str]] = {
     "sweep-delta": ("robustkit.studies.sweep_delta", "SweepDeltaConfig"),
     "init-test": ("robustkit.studies.init_test", "InitTestConfig"),
     "audit": ("robustkit.studies.audit", "AuditConfig"),
+    "bound": ("robustkit.studies.bound", "BoundConfig"),
 }
 
 

@@ -1,0 +1,135 @@
+"""The monotone bound study: the maths on linear and piecewise-linear toys, the study on a tiny zoo."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustkit.analysis.monotone_bound import check_bound, equation_H, measure_shift
+from robustkit.studies import make_config, run, study_module
+from tests.test_studies import common, invoke, cli_common, zoo  # noqa: F401 - the tiny-zoo fixture
+
+
+def _rotation_with_fixed_axis(n: int, seed: int = 0) -> torch.Tensor:
+    """A real orthogonal n×n matrix with eigenvalue 1 along e₁ (a random rotation of the rest)."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n - 1, n - 1, generator=g, dtype=torch.float64))
+    U = torch.eye(n, dtype=torch.float64)
+    U[1:, 1:] = q
+    return U
+
+
+@pytest.mark.parametrize("m", [0.05, 0.3])
+def test_the_bound_holds_for_a_linear_monotone_toy_and_is_tight_along_the_fixed_axis(m):
+    """H = (1 − m)U, U orthogonal: Q = I − H is m-monotone, so ‖Δx‖/‖Δrhs‖ ≤ 1/m for every Δrhs,
+    with equality for Δrhs along U's eigenvalue-1 axis (there Q = m·I)."""
+    n = 6
+    U = _rotation_with_fixed_axis(n)
+    H = lambda x: (1 - m) * x @ U.T  # noqa: E731 - rows are samples
+    Q = torch.eye(n, dtype=torch.float64) - (1 - m) * U
+    g = torch.Generator().manual_seed(1)
+    rhs1 = torch.randn(3, n, generator=g, dtype=torch.float64)
+    d = torch.randn(3, n, generator=g, dtype=torch.float64)
+    d[0] = torch.zeros(n, dtype=torch.float64)
+    d[0, 0] = 0.7  # the tight direction
+    rhs2 = rhs1 + d
+    x1, x2 = torch.linalg.solve(Q, rhs1.T).T, torch.linalg.solve(Q, rhs2.T).T
+    shift = measure_shift(H, x1, x2, rhs1, rhs2)
+    L = torch.full((3,), 1 - m, dtype=torch.float64)  # ‖H‖₂ exactly
+    check = check_bound(L, shift.measured, shift.slack)
+    assert check.status == ["holds"] * 3
+    assert torch.allclose(check.bound, torch.full((3,), 1 / m, dtype=torch.float64))
+    assert (shift.measured <= check.bound * (1 + 1e-12)).all()
+    assert shift.measured[0].item() == pytest.approx(1 / m, rel=1e-10)  # tight
+    assert (shift.measured[1:] < 1 / m).all() and (shift.slack < 1e-10).all()
+
+
+def _kinked(x: torch.Tensor) -> torch.Tensor:
+    """H(x) = x/2 for x ≤ 1, slope 0.95 beyond: contractive near 0.5, nearly not monotone past 1."""
+    return torch.where(x <= 1, 0.5 * x, 0.5 + 0.95 * (x - 1))
+
+
+def _solve_kinked(rhs: torch.Tensor) -> torch.Tensor:
+    """The solution of x = H(x) + rhs (Q(x) = x/2 below 1, 0.05x + 0.45 above)."""
+    return torch.where(rhs <= 0.5, 2 * rhs, (rhs - 0.45) / 0.05)
+
+
+def test_a_toy_built_to_violate_the_bound_is_reported_violated():
+    """At x* = 0.5 every local estimate is L = 0.5 (bound 2), but a perturbation of the right-hand
+    side by 1 lands in the region of slope 0.95: the measured ratio 15.5 exceeds the bound."""
+    rhs1, rhs2 = torch.tensor([[0.25]], dtype=torch.float64), torch.tensor([[1.25]], dtype=torch.float64)
+    x1, x2 = _solve_kinked(rhs1), _solve_kinked(rhs2)
+    shift = measure_shift(_kinked, x1, x2, rhs1, rhs2)
+    assert shift.measured.item() == pytest.approx(15.5) and shift.slack.item() < 1e-12
+    check = check_bound(torch.tensor([0.5]), shift.measured, shift.slack)
+    assert check.status == ["violated"] and check.bound.item() == pytest.approx(2.0)
+    # a small perturbation stays in the linear piece: the bound holds there, with equality
+    x3 = _solve_kinked(rhs1 + 0.1)
+    assert check_bound(torch.tensor([0.5]), measure_shift(_kinked, x1, x3, rhs1, rhs1 + 0.1).measured).status == ["holds"]
+
+
+def test_vacuous_and_solve_slack():
+    check = check_bound(torch.tensor([1.0, 1.2, float("nan"), 0.9]), torch.tensor([5.0, 5.0, 5.0, 10.5]),
+                        torch.tensor([0.0, 0.0, 0.0, 0.1]))
+    assert check.status == ["vacuous", "vacuous", "vacuous", "holds"]  # 10.5 ≤ 10·(1 + 0.1)
+    assert math.isinf(check.bound[0]) and check.m_eff[1].item() == pytest.approx(-0.2)
+    assert check_bound(torch.tensor([0.9]), torch.tensor([11.5]), torch.tensor([0.1])).status == ["violated"]
+
+
+def test_mol_is_checked_on_its_own_equation(zoo):
+    """MOL's fixed point solves x = H(x) + Aᴴb for its own H (not the generic H_θ)."""
+    from robustkit.batch import operator_of
+    from robustkit.models.adapter import ModelAdapter
+    from robustkit.models.zoo import load_model
+    from robustkit.studies.common import study_dataset
+
+    model, card = load_model("mol")
+    lm = ModelAdapter("mol", model.eval(), card)
+    ds = study_dataset(make_config("bound", common(zoo, samples=1)))
+    batch = {k: v[None] for k, v in ds[0].items()}
+    op, b = operator_of(batch), batch["kspace"]
+    with torch.no_grad():
+        x, stats = lm.solve(b, op)
+        own = torch.linalg.vector_norm(x - equation_H(lm, op)(x) - op.adjoint(b))
+        generic = torch.linalg.vector_norm(x - lm.H_map(op)(x) - op.adjoint(b))
+    assert bool(stats.converged[0])
+    assert own < 1e-3 * torch.linalg.vector_norm(x) and generic > 10 * own
+
+
+def test_bound_study_schema_and_rows(zoo):
+    config = make_config("bound", common(zoo, eps=[0.05], adv_steps=2, steps=3, restarts=1, slow_steps=2,
+                                         power_iters=3))
+    frame = run("bound", config, reports_dir=zoo["reports"], progress=False)
+    module = study_module("bound")
+    assert list(frame.columns) == list(module.COLUMNS)
+    for column in module.COLUMNS:
+        assert column in module.__doc__
+    assert set(frame["model"]) == {"mol-2x", "mnmmol-2x"}
+    assert set(frame["estimator"]) == set(module.ESTIMATOR_ROWS) and set(frame["status"]) <= {"holds", "vacuous", "violated"}
+    for (model, sample), rows in frame.groupby(["model", "sample"]):
+        by = rows.set_index("estimator")
+        assert by.loc["max", "L"] == pytest.approx(by.loc[["ball", "slow", "top", "power"], "L"].max())
+        assert rows["measured"].nunique() == 1
+    finite = frame[frame["m_eff"] > 0]
+    assert np.allclose(finite["bound"], 1 / finite["m_eff"])
+    assert (frame.loc[frame["m_eff"] <= 0, "status"] == "vacuous").all()
+    assert (frame["perturbation"] <= 0.05 + 1e-6).all()
+    saved = pd.read_csv(zoo["reports"] / frame.attrs["run_dir"].split("/")[-1] / "results.csv")
+    pd.testing.assert_frame_equal(saved, frame)
+
+
+def test_bound_cli_and_bad_input(zoo, capsys):
+    from robustkit.cli import main
+
+    result = invoke(["bound", "--model", "mnmmol", "--eps", "0.05", "--adv-steps", "1", "--steps", "2",
+                     "--restarts", "1", "--power-iters", "2", "--samples", "1"] + cli_common(zoo))
+    assert result.exit_code == 0, result.output
+    assert "results:" in result.output
+    for args, message in [(["bound", "--model", "modl"], "unrolled"), (["bound", "--eps", "0"], "--eps must be > 0")]:
+        with pytest.raises(SystemExit) as info:
+            main(args + cli_common(zoo) + ["--reports-dir", str(zoo["reports"] / "bad")])
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (zoo["reports"] / "bad").exists()
