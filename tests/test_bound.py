@@ -133,3 +133,48 @@ def test_bound_cli_and_bad_input(zoo, capsys):
         assert info.value.code == 2
         assert message in capsys.readouterr().err
     assert not (zoo["reports"] / "bad").exists()
+
+
+def _hand_run(tmp_path, rows):
+    """A bound run folder written by hand (config, meta, results)."""
+    import json
+
+    run_dir = tmp_path / "bound-hand"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"study": "bound", "models": ["mnmmol-4x"], "eps": [0.05]}))
+    (run_dir / "meta.json").write_text(json.dumps({"status": "complete", "models": [{"name": "mnmmol-4x", "source": "plug-in"}]}))
+    pd.DataFrame(rows).to_csv(run_dir / "results.csv", index=False)
+    return run_dir
+
+
+def _row(sample, estimator, L, measured, converged=True, adv_converged=True):
+    check = check_bound(torch.tensor([L]), torch.tensor([measured]))
+    return {"study": "bound", "model": "mnmmol-4x", "sample": sample, "eps": 0.05, "estimator": estimator, "L": L,
+            "m_eff": 1 - L, "measured": measured, "bound": float(check.bound[0]), "status": check.status[0],
+            "slack": 0.0, "shift": 0.01, "in_ball": True, "delta": 0.3, "perturbation": 0.05, "iterations": 10,
+            "residual": 1e-6, "converged": converged, "adv_iterations": 12, "adv_residual": 1e-6,
+            "adv_converged": adv_converged, "adv_steps": 2, "seed": 0}
+
+
+def test_bound_conclusion_calls_a_converged_violation_a_proof_and_an_unconverged_one_not(tmp_path):
+    from robustkit.report.conclusions import conclude
+    from robustkit.report.runs import load_run
+
+    rows = [_row(0, "ball", 0.9, 20.0), _row(0, "max", 0.99, 20.0),
+            _row(1, "ball", 0.9, 30.0, adv_converged=False), _row(1, "max", 1.01, 30.0, adv_converged=False)]
+    text = " ".join(conclude(load_run(_hand_run(tmp_path, rows))))
+    assert "attacked solve converged on 1 of 2 slices" in text
+    assert "holds on 1, is vacuous (m_eff ≤ 0) on 1 and is violated on 0 of 2 slices" in text
+    assert "exceeds the ball bound on 2 of 2 slices; with both solves converged on 1 of them, this proves" in text
+    assert "on 1 a solve did not converge, so those violations are flagged, not proofs" in text
+
+
+def test_bound_report_page_has_the_figure(zoo):
+    from robustkit.report import build_run_page
+
+    config = make_config("bound", common(zoo, models=["mnmmol"], eps=[0.05], samples=1, adv_steps=1, steps=2, restarts=1,
+                                         slow_steps=1, power_iters=2))
+    frame = run("bound", config, reports_dir=zoo["reports"], progress=False)
+    html = build_run_page(frame.attrs["run_dir"]).read_text()
+    assert "Bound 1/(1 − L) per estimator vs measured amplification" in html and "data:image/png;base64" in html
+    assert "could not be drawn" not in html

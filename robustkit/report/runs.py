@@ -26,6 +26,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "init-test": ("model", "sample", "start", "radius", "iterations", "residual", "converged", "same_fixed_point"),
     "audit": ("model", "sample", "threshold", "L", "L_slow", "passes", "amplification"),
     "sweep-delta": ("model", "sample", "delta", "psnr", "ssim", "within", "init_success"),
+    "bound": ("model", "sample", "eps", "estimator", "L", "m_eff", "measured", "bound", "status", "converged",
+              "adv_converged"),
 }
 
 #: registry name (card's ``"model"``) → name used in the papers.
