@@ -57,6 +57,8 @@ _EXPORTS: dict[str, str] = {
     "AuditConfig": "robustkit.studies.audit",
     "InitTestConfig": "robustkit.studies.init_test",
     "SweepDeltaConfig": "robustkit.studies.sweep_delta",
+    "BoundConfig": "robustkit.studies.bound",
+    "build_leaderboard": "robustkit.report.leaderboard",
     "make_config": "robustkit.studies",
     "RobustkitError": "robustkit.errors",
 }
