@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "FeaturesConfig": "robustkit.studies.features",
     "InitTestConfig": "robustkit.studies.init_test",
     "SweepDeltaConfig": "robustkit.studies.sweep_delta",
+    "BoundConfig": "robustkit.studies.bound",
+    "build_leaderboard": "robustkit.report.leaderboard",
     "make_config": "robustkit.studies",
     "RobustkitError": "robustkit.errors",
 }

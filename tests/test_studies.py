@@ -301,7 +301,9 @@ def test_shipped_study_files_are_valid(name):
     from robustkit.studies.suite import read_study_file
 
     studies = read_study_file(name)
-    assert list(studies) == ["attack", "init-test", "audit", "sweep-delta", "features"]
+    assert list(studies)[:4] == ["attack", "init-test", "audit", "sweep-delta"]
+    assert "features" in studies
+    assert ("bound" in studies) == (name == "paper")  # too slow for quick on 2 cores (README)
     assert read_study_file(shipped_suites()[name]) == studies
 
 

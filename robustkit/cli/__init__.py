@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init-test": ("robustkit.cli.studies:init_test", "Do DEQ models reach the same fixed point from SENSE, zero, ball and noise starts?"),
     "audit": ("robustkit.cli.studies:audit", "Per-slice L[H_θ](x*; δ), Jacobian norm and end-to-end amplification."),
     "features": ("robustkit.cli.studies:features", "Small features (discs, blobs, crosses) and false negatives; FNAF search."),
+    "bound": ("robustkit.cli.studies:bound", "The monotone bound ‖Δx*‖ ≤ ‖Aᴴγ‖/m per L estimate beside the measured attack."),
+    "leaderboard": ("robustkit.cli.report:leaderboard", "One row per model from stored runs: reports/leaderboard.html and .csv."),
     "run": ("robustkit.cli.studies:run_file", "Run every study of a shipped suite (quick, paper) or a TOML study file."),
     "report": ("robustkit.cli.report:report", "Build the HTML report of study runs (reports/index.html)."),
 }

@@ -1,4 +1,4 @@
-"""``robustkit attack | sweep-delta | init-test | audit | features | run``: the studies from the command line.
+"""``robustkit attack | sweep-delta | init-test | audit | features | bound | run``: the studies from the command line.
 
 Each command builds the study's config from the options given (the rest keep the study's
 defaults), runs it on zoo models or plug-ins (``--model FILE.py:FACTORY``, docs/api.md) and the
@@ -260,6 +260,36 @@ def features(obj, features, sizes, contrasts, positions, searches, budget, thres
     execute(obj, "features", mapping, reports_dir, resume, not no_report)
 
 
+@click.command()
+@click.option("--eps", "eps", multiple=True, callback=_eps_value, metavar="ε",
+              help="Relative attack radius ‖γ‖ ≤ ε‖b‖ (repeatable). [default: 0.01 0.05]")
+@click.option("--adv-steps", type=click.IntRange(min=1), default=None, help="PGD steps of the attack. [default: 10]")
+@click.option("--adv-restarts", type=click.IntRange(min=1), default=None, help="Random restarts of the attack. [default: 1]")
+@click.option("--delta", type=POSITIVE, default=None, help="Ball radius δ of the L estimates. [default: each model's own, else 0.3]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Ball-ascent steps per restart. [default: 20]")
+@click.option("--restarts", type=click.IntRange(min=1), default=None, help="Ball-ascent restarts. [default: 2]")
+@click.option("--power-iters", type=click.IntRange(min=1), default=None, help="Cap of the power iteration for ‖J_H‖₂. [default: 100]")
+@common_options("mol mnmmol")
+@click.pass_obj
+def bound(obj, eps, adv_steps, adv_restarts, delta, steps, restarts, power_iters, models, samples, split, data, accel,
+          batch_size, reports_dir, resume, no_report) -> None:
+    """The monotone bound against the measured attack (docs/maths.md §12): per DEQ model, slice and
+    L estimator (ball, slow, top, power, max) at the clean fixed point, m_eff = 1 − L and the bound
+    ‖x*(b+γ) − x*(b)‖/‖Aᴴγ‖ ≤ 1/m_eff beside the ratio a PGD attack measures. Status: holds,
+    vacuous (m_eff ≤ 0) or violated (the measured ratio exceeds the bound beyond the solves' slack:
+    proof that the local constraint fails there, when both solves converged). MOL is checked on
+    its own fixed-point equation. Example:
+
+        robustkit bound --model mnmmol --eps 0.05
+    """
+    if any(e <= 0 for e in eps):
+        raise RobustkitError(f"--eps must be > 0, got {min(eps)}")
+    mapping = {**_common(models, samples, split, data, accel, batch_size),
+               **_mapping(eps=eps, adv_steps=adv_steps, adv_restarts=adv_restarts, delta=delta, steps=steps,
+                          restarts=restarts, power_iters=power_iters)}
+    execute(obj, "bound", mapping, reports_dir, resume, not no_report)
+
+
 @click.command("run")
 @click.argument("study_file", metavar="SUITE_OR_FILE")
 @click.option("--reports-dir", type=click.Path(), default="reports", show_default=True, help="Where run folders go.")
@@ -273,7 +303,7 @@ def run_file(obj, study_file, reports_dir, resume, no_report, data, split) -> No
     at every shipped model), `robustkit run paper` (the full-size run) or
     `robustkit run my.toml`. An existing file wins over a shipped suite of the same name.
 
-    The file has one table per study ([attack], [init-test], [audit], [sweep-delta], [features]) with that
+    The file has one table per study ([attack], [init-test], [audit], [sweep-delta], [features], [bound]) with that
     study's keys, and an optional [defaults] table applied to all of them; --data and --split
     replace the file's data and split in every study, e.g.
     `robustkit run quick --data knees.h5`. Writes one run folder per study and a

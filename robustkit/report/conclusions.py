@@ -185,7 +185,40 @@ def features(run: Run) -> list[str]:
     return out
 
 
-CONCLUDE = {"attack": attack, "audit": audit, "init-test": init_test, "sweep-delta": sweep_delta, "features": features}
+def bound(run: Run) -> list[str]:
+    """The monotone bound: per model and ε the measured amplification beside the bound of the largest
+    L estimate; per estimator the violations, as proofs only where both solves converged."""
+    r = run.results
+    per_slice = r["estimator"] == "max"
+    out = convergence(run, what="clean solve", where=per_slice & (r["eps"] == r["eps"].min()),
+                      consequence="its L estimates and bounds are not at a fixed point")
+    out += convergence(run, column="adv_converged", what="attacked solve", where=per_slice,
+                       consequence="its measured amplification is not between fixed points")
+    summary = tables.model_order(tables.bound_summary(r), run.model_names())
+    for _, row in summary[summary["estimator"] == "max"].iterrows():
+        n, label = int(row["n"]), run.label(row["model"])
+        out.append(f"{label} at ε = {pct(row['eps'])}: measured ‖x*(b+γ) − x*(b)‖/‖Aᴴγ‖ = "
+                   f"{_pm(row['measured_mean'], row['measured_std'], '{:.3f}')}; under the largest L estimate "
+                   f"({_pm(row['L_mean'], row['L_std'], '{:.4f}')}, δ = {row['delta']:g}) the bound 1/m_eff "
+                   f"(median {row['bound_median']:.3g}) holds on {int(row['holds'])}, is vacuous (m_eff ≤ 0) on "
+                   f"{int(row['vacuous'])} and is violated on {int(row['violated'])} of {n} slices.")
+    for _, row in summary[summary["violated"] > 0].iterrows():
+        k, proved, label = int(row["violated"]), int(row["violated_converged"]), run.label(row["model"])
+        s = (f"{label} at ε = {pct(row['eps'])}: the measured ratio exceeds the {row['estimator']} bound on {k} of "
+             f"{int(row['n'])} slices")
+        if proved:
+            s += (f"; with both solves converged on {proved} of them, this proves that L[H] ≤ L_{row['estimator']} "
+                  "(the local constraint at that m_eff) does not hold on any set containing x*(b) and x*(b+γ)")
+        if proved < k:
+            s += f"; on {k - proved} a solve did not converge, so those violations are flagged, not proofs"
+        out.append(s + ".")
+    out.append("A bound that holds is not a certificate: each L is a lower bound of L[H](x*; δ), so the true "
+               "bound 1/(1 − L[H]) may be larger, and it applies only while x*(b+γ) stays where L was measured.")
+    return out
+
+
+CONCLUDE = {"attack": attack, "audit": audit, "init-test": init_test, "sweep-delta": sweep_delta, "features": features,
+            "bound": bound}
 
 
 def conclude(run: Run) -> list[str]:

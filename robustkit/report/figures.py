@@ -226,6 +226,39 @@ def audit_distributions(results: pd.DataFrame, labels: dict[str, str], colours: 
     return to_png(fig)
 
 
+def bound_vs_measured(results: pd.DataFrame, labels: dict[str, str]) -> str:
+    """Bound study: one panel per model × ε; per slice (x) the measured ``‖Δx*‖/‖Aᴴγ‖`` (black
+    crosses) beside the bound ``1/(1 − L)`` of each L estimator (coloured dots; a triangle at the
+    top where the bound is vacuous), log scale. A cross above a dot is a violation of that bound."""
+    r = results.copy()
+    groups = list(r.groupby(["model", "eps"], sort=False))
+    fig, axes, panels, sns = _wrapped(len(groups), 4.2, 3.2)
+    estimators = list(dict.fromkeys(r["estimator"]))
+    colours = dict(zip(estimators, sns.color_palette("colorblind", len(estimators))))
+    for ax, ((model, eps), d) in zip(panels, groups):
+        samples = sorted(d["sample"].unique())
+        pos = {s: i for i, s in enumerate(samples)}
+        finite = d["bound"].replace(np.inf, np.nan)
+        top = float(np.nanmax([finite.max(), d["measured"].max()]) * 3) if len(d) else 1.0
+        for k, est in enumerate(estimators):
+            e = d[d["estimator"] == est]
+            x = e["sample"].map(pos).to_numpy() + (k - (len(estimators) - 1) / 2) * 0.08
+            b = e["bound"].to_numpy(dtype=float)
+            ok = np.isfinite(b)
+            ax.scatter(x[ok], b[ok], color=colours[est], s=22, label=f"1/(1 − L_{est})", zorder=2)
+            ax.scatter(x[~ok], np.full((~ok).sum(), top), color=colours[est], marker="^", s=26, zorder=2)
+        m = d.drop_duplicates("sample")
+        ax.scatter(m["sample"].map(pos), m["measured"], color="black", marker="x", s=40, label="measured", zorder=3)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(samples)), [str(s) for s in samples])
+        ax.set_xlabel("slice")
+        ax.set_ylabel("‖Δx*‖ / ‖Aᴴγ‖")
+        ax.set_title(f"{labels.get(model, model)}, ε = {eps:g} (▲ vacuous)", fontsize=10)
+    if panels:
+        panels[0].legend(fontsize=7, loc="best")
+    return to_png(fig)
+
+
 def audit_traces(traces: pd.DataFrame, labels: dict[str, str], colours: dict[str, Any]) -> str:
     """The estimates after each ascent / power step, one panel per estimator, one line per model × slice."""
     t = traces.assign(label=traces["model"].map(lambda m: labels.get(m, m)))

@@ -28,6 +28,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "sweep-delta": ("model", "sample", "delta", "psnr", "ssim", "within", "init_success"),
     "features": ("model", "sample", "feature", "size", "contrast", "search", "contrast_recovered", "error_feature",
                  "detected", "false_negative"),
+    "bound": ("model", "sample", "eps", "estimator", "L", "m_eff", "measured", "bound", "status", "converged",
+              "adv_converged"),
 }
 
 #: registry name (card's ``"model"``) → name used in the papers.

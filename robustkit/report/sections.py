@@ -18,6 +18,7 @@ STUDY_TITLES = {
     "audit": "Audit",
     "sweep-delta": "δ sweep",
     "features": "Small-feature study",
+    "bound": "Monotone bound",
 }
 
 #: config keys that a caption quotes, per study (the full config is on the page too).
@@ -27,6 +28,7 @@ CAPTION_KEYS = {
     "audit": ("delta", "steps", "restarts", "slow_steps", "power_iters", "probe_eps"),
     "sweep-delta": ("common_delta", "steps", "restarts", "init_starts", "init_radii", "adv_eps", "adv_steps"),
     "features": ("features", "sizes", "contrasts", "positions", "searches", "budget", "threshold"),
+    "bound": ("eps", "adv_steps", "adv_restarts", "delta", "steps", "restarts", "slow_steps", "power_iters"),
 }
 
 
@@ -200,6 +202,22 @@ def features(run: Run, colours: dict) -> list[Section]:
     ])]
 
 
+def bound(run: Run, colours: dict) -> list[Section]:
+    r, labels = run.results, run.labels()
+    return [Section("The monotone bound beside the measured attack", [
+        _draw("Bound 1/(1 − L) per estimator vs measured amplification", figures.bound_vs_measured, r, labels,
+              caption=caption(run, "Per model and ε, per slice: the measured ‖x*(b+γ) − x*(b)‖/‖Aᴴγ‖ of the PGD attack "
+                                   "(crosses) and the bound 1/m_eff = 1/(1 − L) of each lower bound L of L[H](x*; δ) "
+                                   "(dots; triangles: vacuous, L ≥ 1), log scale")),
+        _table(run, "bound_summary", "Per model, ε and estimator", tables.bound_summary(r),
+               "Per model, ε and L estimator: mean ± std of L, m_eff and the measured ratio, the median bound, and the "
+               "slices where the bound holds, is vacuous or is violated (beyond the solves' slack), violated with both "
+               "solves converged (a proof that L[H] ≤ L fails there), with x*(b+γ) inside B(x*, δ‖x*‖), and with "
+               "converged clean and attacked solves",
+               counts=("holds", "vacuous", "violated", "violated_converged", "in_ball", "converged", "adv_converged")),
+    ])]
+
+
 def model_entries(run: Run) -> list[tuple[str, str, str | None]]:
     """``(zoo folder, display label, weights sha256 recorded by the run)`` of each zoo model of the run
     (a plug-in or network object has no card, hence no training curves)."""
@@ -242,7 +260,8 @@ def training(entries: list[tuple[str, str, str | None]], used_by: str, colours: 
     return Section("Models: training curves", blocks)
 
 
-SECTIONS = {"attack": attack, "init-test": init_test, "audit": audit, "sweep-delta": sweep_delta, "features": features}
+SECTIONS = {"attack": attack, "init-test": init_test, "audit": audit, "sweep-delta": sweep_delta, "features": features,
+            "bound": bound}
 
 
 def assemble(run: Run) -> RunReport:

@@ -51,6 +51,10 @@ HEADERS = {
     "val_ssim": "final val. SSIM", "train_L": "final train L[H_θ]",
     "search": "search", "size": "size (px)", "false_negative": "false negatives", "fn_rate": "false-negative rate",
     "contrast_recovered": "contrast recovered", "error_feature": "error in feature region",
+    "estimator": "L estimator", "m_eff": "m_eff = 1 − L", "measured": "measured ‖Δx*‖/‖Aᴴγ‖",
+    "bound_median": "bound 1/m_eff (median)", "holds": "holds", "vacuous": "vacuous", "violated": "violated",
+    "violated_converged": "violated, both solves converged", "in_ball": "x*(b+γ) in the ball",
+    "adv_converged": "attacked solve converged",
 }
 
 #: column stem → format of one number.
@@ -63,6 +67,7 @@ FORMATS = {
     "common_delta": "{:g}", "train_loss": "{:.3e}", "val_psnr": "{:.2f}", "val_psnr_best": "{:.2f}",
     "val_ssim": "{:.4f}", "train_L": "{:.4f}", "init_success": "{:.2f}",
     "contrast_recovered": "{:.3f}", "error_feature": "{:.3f}",
+    "m_eff": "{:.4f}", "measured": "{:.3f}", "bound_median": "{:.3g}",
 }
 
 
@@ -246,3 +251,24 @@ def training_summary(histories: dict[str, list[dict]]) -> pd.DataFrame:
             "train_L": float(last.get("train_L", np.nan)),
         })
     return pd.DataFrame(rows)
+
+
+def bound_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model × ε × estimator (bound study): ``n``, δ, mean ± std ``L``, ``m_eff`` and
+    ``measured``, the median ``bound`` (``inf`` where vacuous), counts ``holds``, ``vacuous``,
+    ``violated``, ``violated_converged`` (violated with both solves converged: a proof), ``in_ball``,
+    ``converged`` and ``adv_converged``."""
+    r = results.copy()
+    for c in ("in_ball", "converged", "adv_converged"):
+        r[c] = as_bool(r[c]) if c in r else np.nan
+    for status in ("holds", "vacuous", "violated"):
+        r[status] = r["status"] == status
+    r["violated_converged"] = r["violated"] & (r["converged"] == True) & (r["adv_converged"] == True)  # noqa: E712 - NaN-safe
+    g = r.groupby(["model", "eps", "estimator"], sort=False)
+    out = pd.concat(
+        [_n(g), g["delta"].first(), _mean_std(g, ["L", "m_eff", "measured"]), g["bound"].median().rename("bound_median"),
+         g[["holds", "vacuous", "violated", "violated_converged", "in_ball"]].sum(),
+         g["converged"].sum(min_count=1), g["adv_converged"].sum(min_count=1)],
+        axis=1,
+    ).reset_index()
+    return out

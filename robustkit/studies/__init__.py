@@ -9,6 +9,7 @@ sweep-delta    MnM-MOL models trained at different δ        :mod:`.sweep_delta`
 init-test      fixed points reached from different starts   :mod:`.init_test`
 audit          per-slice L[H_θ](x*; δ) and Jacobian norms   :mod:`.audit`
 features       small features recovered, false negatives     :mod:`.features`
+bound          monotone bound 1/m vs measured attacks       :mod:`.bound`
 =============  ==========================================  =========================
 """
 
@@ -27,6 +28,7 @@ STUDIES: dict[str, tuple[str, str]] = {
     "init-test": ("robustkit.studies.init_test", "InitTestConfig"),
     "audit": ("robustkit.studies.audit", "AuditConfig"),
     "features": ("robustkit.studies.features", "FeaturesConfig"),
+    "bound": ("robustkit.studies.bound", "BoundConfig"),
 }
 
 

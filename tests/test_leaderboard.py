@@ -1,0 +1,116 @@
+"""The leaderboard: built from stored runs only (hand-made result frames), reloads equal to them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from robustkit.cli import cli, main
+from robustkit.report.leaderboard import build_leaderboard
+
+
+def _write_run(root, name, study, rows, models, status="complete"):
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"study": study, "models": [m for m, _ in models]}))
+    (run_dir / "meta.json").write_text(json.dumps({"status": status, "models": [{"name": m, "source": s} for m, s in models]}))
+    pd.DataFrame(rows).to_csv(run_dir / "results.csv", index=False)
+    return run_dir
+
+
+def _attack_rows(model, psnr, ssim, adv, gauss, converged):
+    rows = []
+    for sample, (p, s, c) in enumerate(zip(psnr, ssim, converged)):
+        rows.append({"model": model, "sample": sample, "kind": "clean", "eps": 0.0, "psnr": p, "ssim": s,
+                     "psnr_drop": 0.0, "converged": c})
+        for kind, drops in (("adversarial", adv), ("gaussian", gauss)):
+            for eps, scale in ((0.02, 0.5), (0.05, 1.0), (0.1, 3.0)):  # headline ε: 0.05
+                rows.append({"model": model, "sample": sample, "kind": kind, "eps": eps, "psnr": p - scale * drops[sample],
+                             "ssim": s, "psnr_drop": scale * drops[sample], "converged": c})
+    return rows
+
+
+@pytest.fixture
+def reports(tmp_path):
+    root = tmp_path / "reports"
+    # an OLDER attack run of mnmmol whose numbers must be ignored (the newer one wins)
+    _write_run(root, "attack-20260101-000000", "attack", _attack_rows("mnmmol-4x", [1.0, 1.0], [0.1, 0.1], [9, 9], [9, 9],
+                                                                       [True, True]), [("mnmmol-4x", "zoo")])
+    _write_run(root, "attack-20260102-000000", "attack",
+               _attack_rows("mnmmol-4x", [30.0, 32.0], [0.80, 0.84], [2.0, 4.0], [0.5, 0.7], [True, False])
+               + _attack_rows("sense", [28.0, 29.0], [0.7, 0.72], [1.0, 1.5], [0.2, 0.4], [np.nan, np.nan]),
+               [("mnmmol-4x", "zoo"), ("sense", "baseline")], status="interrupted")
+    shift = [{"model": "mnmmol-4x", "sample": s, "axis": axis, "condition": cond, "nominal": nominal, "psnr_drop": drop}
+             for s in (0, 1) for axis, cond, nominal, drop in (
+                 ("acceleration", "4x", True, 0.0), ("acceleration", "6x", False, 2.0 + s), ("acceleration", "8x", False, 5.0 + s),
+                 ("noise", "0.01", False, 1.0))]
+    _write_run(root, "shift-20260103-000000", "shift", shift, [("mnmmol-4x", "zoo")])
+    features = [{"model": "mnmmol-4x", "sample": s, "feature": "disc", "size": 2, "contrast": 0.5, "search": "random",
+                 "contrast_recovered": 0.2 if fn else 0.9, "error_feature": 0.1, "detected": not fn, "false_negative": fn,
+                 "row": 5, "col": 6, "candidates": 1, "iterations": 10, "residual": 1e-6, "converged": True}
+                for s, fn in enumerate([True, False, False, False])]
+    _write_run(root, "features-20260103-000000", "features", features, [("mnmmol-4x", "zoo")])
+    audit = [{"model": "mnmmol-4x", "sample": s, "threshold": 0.98, "L": 0.9, "L_slow": 0.95, "L_max": lm,
+              "passes": lm <= 0.98, "amplification": 1.0, "converged": True} for s, lm in enumerate([0.97, 0.991])]
+    _write_run(root, "audit-20260104-000000", "audit", audit, [("mnmmol-4x", "zoo")])
+    return root
+
+
+def test_leaderboard_reloads_equal_to_the_runs_it_was_built_from(reports):
+    csv_path, html_path, frame = build_leaderboard(reports)
+    board = pd.read_csv(csv_path).set_index("model")
+    assert list(board.index) == ["mnmmol-4x", "sense"]
+    m, s = board.loc["mnmmol-4x"], board.loc["sense"]
+    assert m["psnr"] == pytest.approx(31.0) and m["ssim"] == pytest.approx(0.82)
+    assert m["eps"] == 0.05 and m["adv_psnr_drop"] == pytest.approx(3.0) and m["gauss_psnr_drop"] == pytest.approx(0.6)
+    assert m["converged_clean"] == pytest.approx(0.5) and m["converged_attacked"] == pytest.approx(0.5)
+    assert m["shift_acceleration_drop"] == pytest.approx(5.5) and m["shift_noise_drop"] == pytest.approx(1.0)
+    assert m["false_negative_rate"] == pytest.approx(0.25) and m["L"] == pytest.approx(0.991)
+    assert m["attack_run"] == "attack-20260102-000000" and m["L_run"] == "audit-20260104-000000"
+    assert m["shift_run"] == "shift-20260103-000000" and m["features_run"] == "features-20260103-000000"
+    assert m["source"] == "zoo" and s["source"] == "baseline"
+    assert s["psnr"] == pytest.approx(28.5) and s["adv_psnr_drop"] == pytest.approx(1.25)
+    for column in ("shift_acceleration_drop", "false_negative_rate", "L", "converged_clean"):  # no run holds these: empty
+        assert np.isnan(s[column])
+    reloaded = pd.read_csv(csv_path)
+    pd.testing.assert_frame_equal(reloaded, frame, check_dtype=False)
+
+
+def test_leaderboard_html_is_a_sortable_table_without_network(reports):
+    _, html_path, _ = build_leaderboard(reports)
+    html = html_path.read_text()
+    assert '<table class="sortable">' in html and "addEventListener('click'" in html
+    assert "script-src 'sha256-" in html and "default-src 'none'" in html and "http" not in html.split("<body>")[1].replace(
+        "leaderboard.csv", "")
+    assert 'data-value="31.0"' in html and "5 %" in html and "attack-20260102-000000" in html
+
+
+def test_leaderboard_cli_and_bad_reports_dir(reports, tmp_path, capsys):
+    result = CliRunner().invoke(cli, ["leaderboard", str(reports)], catch_exceptions=False)
+    assert result.exit_code == 0 and "2 models" in result.output
+    for bad in (tmp_path / "nope", reports / "attack-20260102-000000" / "results.csv"):
+        with pytest.raises(SystemExit) as info:
+            main(["leaderboard", str(bad)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "robustkit: error:" in err and "Traceback" not in err
+    assert not (tmp_path / "nope").exists()
+
+
+def test_report_command_builds_the_leaderboard_too(reports, tmp_path):
+    """Even when some folders have no page (here: studies this report does not know), the
+    leaderboard of the folder is still written from the runs it can read."""
+    import shutil
+
+    from robustkit.report.leaderboard import CSV, HTML
+
+    root = tmp_path / "few"
+    root.mkdir()
+    for name in ("shift-20260103-000000", "features-20260103-000000"):
+        shutil.copytree(reports / name, root / name)
+    CliRunner().invoke(cli, ["report", "--reports-dir", str(root)])
+    board = pd.read_csv(root / CSV)
+    assert (root / HTML).is_file() and list(board["model"]) == ["mnmmol-4x"]
+    assert board.loc[0, "false_negative_rate"] == pytest.approx(0.25) and np.isnan(board.loc[0, "psnr"])
