@@ -186,10 +186,11 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
     certificate L[H_θ] ≤ 1 − m and is flagged). A model trained on another size,
     acceleration or data runs with a warning.
 
-    NAMES are zoo models or your own networks (FILE.py:FACTORY or package.module:FACTORY; docs/api.md).
-    Example:
+    NAMES are zoo models, the classical baselines sense and l1-wavelet (settings as
+    l1-wavelet:lam=0.001,iters=200; docs/maths.md §11) or your own networks (FILE.py:FACTORY or
+    package.module:FACTORY; docs/api.md). Example:
 
-        robustkit models evaluate modl mol mnmmol --data knees.h5 --samples 4
+        robustkit models evaluate modl mol mnmmol sense l1-wavelet --data knees.h5 --samples 4
     """
     import pandas as pd
 

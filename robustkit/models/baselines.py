@@ -30,7 +30,7 @@ from robustkit.physics.sense import SenseOperator, sense_solve
 #: ``python scripts/choose_l1_lambda.py`` on the built-in validation split at 4×).
 DEFAULTS: dict[str, dict[str, float]] = {
     "sense": {"lam": 100.0, "mu": 1.001, "iters": 50},
-    "l1-wavelet": {"lam": 0.001, "iters": 100, "levels": 4},
+    "l1-wavelet": {"lam": 0.00003, "iters": 100, "levels": 4},
 }
 _INTEGER = ("iters", "levels")
 
@@ -200,7 +200,7 @@ class L1Wavelet(_Baseline):
 
     kind = "l1-wavelet"
 
-    def __init__(self, lam: float = 0.001, iters: int = 100, levels: int = 4):
+    def __init__(self, lam: float = 0.00003, iters: int = 100, levels: int = 4):
         super().__init__(lam=lam, iters=iters, levels=levels)
 
     def forward(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None = None) -> torch.Tensor:
