@@ -169,7 +169,8 @@ def test_attack_on_both_baselines_runs_end_to_end_within_the_ball(toy_data, tmp_
     assert frame[["iterations", "residual", "converged"]].isna().all().all()
 
 
-def test_studies_take_baselines_or_refuse_them_in_one_line(toy_data, tmp_path):
+def test_studies_take_baselines_or_refuse_them_in_one_line(toy_data, tmp_path, capsys):
+    from robustkit.cli import main
     from robustkit.studies import make_config, run
 
     config = make_config("audit", {"models": ["sense"], "data": toy_data, "samples": 1, "probe_steps": 1})
@@ -181,6 +182,13 @@ def test_studies_take_baselines_or_refuse_them_in_one_line(toy_data, tmp_path):
         with pytest.raises(RobustkitError, match=message):
             run(study, config, reports_dir=tmp_path / study, progress=False)
         assert not (tmp_path / study).exists()
+    for args, message in [(["init-test", "--model", "l1-wavelet"], "'l1-wavelet' is a classical baseline with no fixed point"),
+                          (["attack", "--model", "l1-wavelet:lam=-1"], "lam must be a number > 0")]:
+        with pytest.raises(SystemExit) as info:
+            main(args + ["--data", toy_data, "--reports-dir", str(tmp_path / "cli")])
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "cli").exists()
 
 
 def test_models_list_and_evaluate_show_the_baselines(toy_data):

@@ -108,7 +108,7 @@ class SenseBaseline(_Baseline):
     def __init__(self, lam: float = 100.0, mu: float = 1.001, iters: int = 50):
         super().__init__(lam=lam, mu=mu, iters=iters)
 
-    def forward(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         s = self.settings
         return sense_solve(op, kspace, lam=s["lam"], mu=s["mu"], iters=int(s["iters"]))[0]
 
@@ -203,6 +203,6 @@ class L1Wavelet(_Baseline):
     def __init__(self, lam: float = 0.00003, iters: int = 100, levels: int = 4):
         super().__init__(lam=lam, iters=iters, levels=levels)
 
-    def forward(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         s = self.settings
         return fista(kspace, op, s["lam"], int(s["iters"]), int(s["levels"]))
