@@ -9,6 +9,10 @@ from __future__ import annotations
 #: the model registry's names (:data:`robustkit.models.registry.MODELS` has one class per name).
 MODEL_NAMES: tuple[str, ...] = ("modl", "mol", "mol-sn", "mnmmol")
 
+#: the built-in classical baselines (:mod:`robustkit.models.baselines`): models without weights that
+#: every study accepts in place of a zoo name (a baseline name takes precedence over a zoo folder).
+BASELINE_NAMES: tuple[str, ...] = ("sense", "l1-wavelet")
+
 #: learning-rate schedules of ``robustkit train``: constant, or cosine-annealed to lr/100.
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 

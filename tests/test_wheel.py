@@ -57,7 +57,9 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_an_empty_directory(tmp_p
     before = sorted(p.relative_to(package) for p in package.rglob("*") if "__pycache__" not in p.parts)
 
     listing = _run([str(bin_dir / "robustkit"), "models", "list"], empty, env)
-    rows = {line.split()[0]: line.split() for line in listing.splitlines()[1:-1]}
+    zoo_lines = listing.split("\nuser zoo: ")[0].splitlines()[1:]  # the built-in baselines follow that line
+    rows = {line.split()[0]: line.split() for line in zoo_lines}
+    assert "l1-wavelet" in listing.split("\nuser zoo: ")[1]
     assert sorted(rows) == SHIPPED and all(row[-1] == "shipped" for row in rows.values()), listing
 
     _run([str(bin_dir / "robustkit"), "attack", "--model", "modl", "--samples", "1", "--eps", "0.05",

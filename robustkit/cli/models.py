@@ -16,7 +16,8 @@ def list_() -> None:
     """One line per zoo model: name, model, acceleration, δ, epochs (all training stages of its
     card's ``lineage``, when it has one), validation PSNR, default, and which zoo holds it (user or
     shipped). Each model's weights are verified; a broken entry is listed as unusable, with the
-    reason, and does not affect the others."""
+    reason, and does not affect the others. Then the built-in classical baselines (sense,
+    l1-wavelet), which every study and `models evaluate` also take as --model."""
     from robustkit.locations import shipped_zoo
     from robustkit.models.zoo import user_zoo, zoo_entries
 
@@ -24,6 +25,7 @@ def list_() -> None:
     if not entries:
         click.echo(f"no models in your zoo {user_zoo()} nor in the shipped zoo {shipped_zoo()}; "
                    "train one with `robustkit train --model NAME`")
+        _list_baselines()
         return
     click.echo(f"{'name':<22}{'model':<9}{'accel':>6}{'δ':>6}{'epochs':>8}{'val PSNR':>10}  {'default':<8}zoo")
     for e in entries:
@@ -41,6 +43,17 @@ def list_() -> None:
             f"{'' if psnr is None else f'{psnr:.2f}':>10}  {'yes' if c.get('default') else '':<8}{zoo}"
         )
     click.echo(f"user zoo: {user_zoo()}; shipped zoo (read-only): {shipped_zoo()}")
+    _list_baselines()
+
+
+def _list_baselines() -> None:
+    """The built-in baselines with their default settings (docs/maths.md §13)."""
+    from robustkit.models.baselines import DEFAULTS
+
+    click.echo("built-in baselines (no weights; settings as NAME:KEY=VALUE,..., e.g. l1-wavelet:lam=0.003):")
+    what = {"sense": "CG-SENSE, the DEQs' initialisation", "l1-wavelet": "ℓ1-wavelet (Haar) compressed sensing by FISTA"}
+    for name, settings in DEFAULTS.items():
+        click.echo(f"{name:<22}{what[name]}; " + ", ".join(f"{k}={v:g}" for k, v in settings.items()))
 
 
 @models.command("show")
@@ -173,10 +186,11 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
     certificate L[H_θ] ≤ 1 − m and is flagged). A model trained on another size,
     acceleration or data runs with a warning.
 
-    NAMES are zoo models or your own networks (FILE.py:FACTORY or package.module:FACTORY; docs/api.md).
-    Example:
+    NAMES are zoo models, the classical baselines sense and l1-wavelet (settings as
+    l1-wavelet:lam=0.001,iters=200; docs/maths.md §13) or your own networks (FILE.py:FACTORY or
+    package.module:FACTORY; docs/api.md). Example:
 
-        robustkit models evaluate modl mol mnmmol --data knees.h5 --samples 4
+        robustkit models evaluate modl mol mnmmol sense l1-wavelet --data knees.h5 --samples 4
     """
     import pandas as pd
 

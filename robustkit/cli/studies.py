@@ -40,7 +40,8 @@ def common_options(default_models: str) -> Callable:
     def decorate(fn: Callable) -> Callable:
         options = [
             click.option("--model", "models", multiple=True, metavar="NAME|FILE.py:FACTORY",
-                         help="Model (repeatable): a registry name (its default zoo entry), a zoo folder, or your own "
+                         help="Model (repeatable): a registry name (its default zoo entry), a zoo folder, a classical "
+                              "baseline (sense, l1-wavelet, l1-wavelet:lam=0.001; docs/maths.md §13), or your own "
                               "network as FILE.py:FACTORY or package.module:FACTORY (a callable returning an nn.Module "
                               f"with forward(kspace, op); see docs/api.md). [default: {default_models}]"),
             click.option("--samples", type=click.IntRange(min=1), default=None, help="Use the first N slices of the split. [default: all]"),

@@ -54,7 +54,8 @@ class ModelAdapter(nn.Module):
             class name).
         model: the wrapped network.
         card: the zoo card (``{}`` for a network that is not from the zoo).
-        source: ``"zoo"``, the plug-in spec, or ``"python object"``.
+        source: ``"zoo"``, ``"baseline"`` (``sense``, ``l1-wavelet``), the plug-in spec, or
+            ``"python object"``.
         settings: the :class:`SolverSettings` of a fixed-point model (``None`` otherwise).
     """
 
@@ -99,6 +100,8 @@ class ModelAdapter(nn.Module):
 
     def missing(self, member: str) -> str:
         """Why ``member`` of the fixed-point protocol is unavailable, as a sentence fragment."""
+        if self.source == "baseline":
+            return f"{self.name!r} is a classical baseline with no fixed point"
         if getattr(self.model, "is_deq", None) is False:
             return f"{self.name!r} is unrolled and has no fixed point (it declares is_deq = False)"
         if not self.is_deq:
@@ -225,11 +228,16 @@ def object_label(ref: Any) -> str:
 
 
 def as_model(ref: str | nn.Module, map_location: str = "cpu") -> ModelAdapter:
-    """A model from a zoo name or folder, a plug-in spec, or a network object, in eval mode on
-    ``map_location``."""
+    """A model from a baseline name (``sense``, ``l1-wavelet[:lam=…]``), a zoo name or folder, a
+    plug-in spec, or a network object, in eval mode on ``map_location``."""
+    from robustkit.models.baselines import build_baseline, is_baseline_ref
+
     object_label(ref)  # refuses anything else with one line
     if isinstance(ref, nn.Module):
         return adapt(ref).to(map_location).eval()
+    if is_baseline_ref(ref):  # before plug-ins: "l1-wavelet:lam=0.01" also contains ':'
+        model = build_baseline(ref)
+        return ModelAdapter(model.name, model, source="baseline").to(map_location).eval()
     if is_plugin_ref(ref):
         return adapt(load_plugin(ref), source=ref).to(map_location).eval()
     from robustkit.models.zoo import load_model, resolve

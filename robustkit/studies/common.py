@@ -202,12 +202,13 @@ LoadedModel = ModelAdapter
 
 def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device,
                 data: str = "builtin") -> list[ModelAdapter]:
-    """The study's models as :class:`~robustkit.models.adapter.ModelAdapter`: zoo references,
-    plug-in specs (``FILE.py:FACTORY``, ``package.module:FACTORY``) and ``nn.Module`` objects. Names
+    """The study's models as :class:`~robustkit.models.adapter.ModelAdapter`: baselines (``sense``,
+    ``l1-wavelet``), zoo references, plug-in specs (``FILE.py:FACTORY``, ``package.module:FACTORY``) and ``nn.Module`` objects. Names
     are made unique (``-2``, ``-3``, … appended). A zoo model trained at another size, acceleration
     or on other data than ``data`` still runs (F_θ is fully convolutional, the operator comes from
     the data): the difference is kept in ``mismatch`` and issued as a one-line warning."""
     from robustkit.models.adapter import as_model
+    from robustkit.models.baselines import is_baseline_ref
     from robustkit.models.mismatch import warn_mismatch
     from robustkit.models.plugins import is_plugin_ref
     from robustkit.models.zoo import load_model, resolve
@@ -216,7 +217,7 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     out: list[ModelAdapter] = []
     seen = set()
     for ref in refs:
-        if not isinstance(ref, str) or is_plugin_ref(ref):
+        if not isinstance(ref, str) or is_baseline_ref(ref) or is_plugin_ref(ref):
             out.append(as_model(ref, map_location=str(device)))
             continue
         name = resolve(ref).name

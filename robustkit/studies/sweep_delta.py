@@ -140,11 +140,13 @@ def train_missing(config: SweepDeltaConfig, have: dict[float, str], device: str)
 def model_refs(config: SweepDeltaConfig, device: str = "cpu") -> list[Any]:
     """The MnM-MOL zoo entries to compare, sorted by δ (training missing ones when asked), then
     the plug-ins and network objects of ``config.models`` as given (they need ``H_map`` and δ)."""
+    from robustkit.models.baselines import is_baseline_ref
     from robustkit.models.plugins import is_plugin_ref
     from robustkit.models.zoo import list_models, read_card, resolve
 
-    outside = [m for m in config.models if not isinstance(m, str) or is_plugin_ref(m)]
-    zoo_refs = [m for m in config.models if isinstance(m, str) and not is_plugin_ref(m)]
+    # baselines go with the plug-ins, so check_models refuses them (no H_θ) with one line
+    outside = [m for m in config.models if not isinstance(m, str) or is_plugin_ref(m) or is_baseline_ref(m)]
+    zoo_refs = [m for m in config.models if m not in outside]
     if outside and not zoo_refs and not config.deltas:
         return outside
     if zoo_refs:
