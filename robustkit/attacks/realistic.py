@@ -98,7 +98,8 @@ def phase_ramp(shape: tuple[int, int], shift: tuple[float, float], device=None) 
 
 def rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
     """``x`` ``(B, H, W)`` rotated by ``angle`` radians about the centre pixel ``(H//2, W//2)``:
-    ``(R_θ x)(p) = x(c + R_{−θ}(p − c))``, bilinear interpolation, zero outside the field of view."""
+    ``(R_θ x)(p) = x(c + R_{−θ}(p − c))``, bilinear interpolation, zero outside the field of view.
+    With rows drawn downwards, ``θ > 0`` turns the image clockwise (``θ = π/2`` is ``rot90(x, −1)``)."""
     if angle == 0:
         return x
     b, h, w = x.shape
