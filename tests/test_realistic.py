@@ -158,6 +158,7 @@ def test_motion_candidates_span_the_angle_range():
 def test_attack_study_with_realistic_kinds_end_to_end(zoo):  # noqa: F811
     from robustkit.report.conclusions import conclude
     from robustkit.report.runs import load_run
+    from robustkit.studies import study_module
 
     result = invoke(["attack", "--model", "modl", "--model", "mnmmol", "--kind", "spikes", "--kind", "motion",
                      "--kind", "coil-map", "--eps", "0.05", "--candidates", "2", "--spikes", "3", "--samples", "2",
@@ -165,6 +166,7 @@ def test_attack_study_with_realistic_kinds_end_to_end(zoo):  # noqa: F811
     assert result.exit_code == 0, result.output
     (run_dir,) = list(zoo["reports"].iterdir())
     frame = pd.read_csv(run_dir / "results.csv")
+    assert list(frame.columns) == list(study_module("attack").COLUMNS)
     assert set(frame["kind"]) == {"clean", "spikes", "motion", "coil-map"}
     perturbed = frame[frame["kind"] != "clean"]
     assert (perturbed["candidates"] == 2).all() and (perturbed["psnr_drop"].abs() > 0).all()

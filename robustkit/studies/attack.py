@@ -274,9 +274,6 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
             **cols,
         })
         frame["psnr_drop"] = frame["psnr_clean"] - frame["psnr"]
-        for c in FAMILY_COLUMNS:
-            if c not in frame:
-                frame[c] = np.nan
         frames.append(frame)
         if kind != "clean" and len(saved["sample"]) < config.examples:
             take = min(n, config.examples - len(saved["sample"]))
@@ -291,6 +288,7 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
                 "optimizer": config.optimizer, "target": config.target, "roi": config.roi, "seed": config.seed}
     for k, v in settings.items():
         rows[k] = v
+    rows = rows.reindex(columns=[c for c in rows if c not in FAMILY_COLUMNS] + list(FAMILY_COLUMNS))  # NaN if absent
     if saved["sample"]:
         from robustkit.io import atomic_path
 
