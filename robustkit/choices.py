@@ -27,3 +27,9 @@ PENALTY_KINDS: tuple[str, ...] = ("quadratic", "barrier")
 #: training recipes of ``robustkit train`` (docs/training.md): "default" (staged for MnM-MOL, with a
 #: MoDL warm start, a λ scan and convergence gates) or "one" (a single stage with the given settings).
 RECIPES: tuple[str, ...] = ("default", "one")
+
+#: realistic k-space perturbation families of ``robustkit attack --kind`` (docs/maths.md §14).
+PERTURBATION_FAMILIES: tuple[str, ...] = ("spikes", "motion", "coil-map")
+
+#: every kind of ``robustkit attack --kind``: the ℓ2-ball attacks (docs/maths.md §7) and the families.
+ATTACK_KINDS: tuple[str, ...] = ("adversarial", "gaussian", *PERTURBATION_FAMILIES)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import click
 
+from robustkit.choices import ATTACK_KINDS
 from robustkit.errors import RobustkitError
 
 #: a number > 0 (ball radii, step sizes, factors); NaN and ∞ are refused by the study's config.
@@ -137,8 +138,9 @@ def _report(run_dir: Path) -> None:
 @click.command()
 @click.option("--eps", "eps", multiple=True, callback=_eps_value, metavar="ε",
               help="Relative perturbation size ‖γ‖ ≤ ε‖b‖ (repeatable). [default: 0.01 0.02 0.05]")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(["adversarial", "gaussian"]),
-              help="Attack kind (repeatable). [default: both]")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(ATTACK_KINDS),
+              help="Attack kind (repeatable): the ℓ2-ball adversarial and gaussian, or the realistic spikes, "
+                   "motion, coil-map whose size ε is defined in docs/maths.md §14. [default: adversarial gaussian]")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="PGD steps per restart. [default: 10]")
 @click.option("--restarts", type=click.IntRange(min=1), default=None, help="Random restarts; the per-slice worst is kept. [default: 1]")
 @click.option("--step-size", type=POSITIVE, default=None, help="Step α relative to ε‖b‖. [default: 2.5/steps]")
@@ -147,23 +149,35 @@ def _report(run_dir: Path) -> None:
               help="Push the reconstruction away from the clean one or from the ground truth. [default: clean]")
 @click.option("--roi", type=click.Choice(["none", "support"]), default=None, help="Region of interest of the attack loss. [default: none]")
 @click.option("--draws", type=click.IntRange(min=1), default=None, help="Gaussian draws averaged per slice. [default: 4]")
+@click.option("--candidates", type=click.IntRange(min=1), default=None,
+              help="Realistic kinds: perturbations searched per slice (spike positions, motion angles over [−ε, ε] rad, "
+                   "map directions); the most damaging is kept, 1 = no search. [default: 5]")
+@click.option("--spikes", type=click.IntRange(min=1), default=None,
+              help="Corrupted k-space samples of --kind spikes; together ‖γ‖ = ε‖b‖. [default: 4]")
+@click.option("--motion-lines", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Fraction of the measured phase-encode lines acquired after the --kind motion. [default: 0.5]")
 @common_options("modl mol mnmmol")
 @click.pass_obj
-def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, draws,
+def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, draws, candidates, spikes, motion_lines,
            models, samples, split, data, accel, batch_size, reports_dir, resume, no_report) -> None:
     """Attack the measured k-space of each model (docs/maths.md §7) and report the damage.
 
     Adversarial: projected gradient ascent on ‖f(b+γ) − f(b)‖² within ‖γ‖ ≤ ε‖b‖ on the sampled
     locations; DEQ models are differentiated through their fixed point. Gaussian: random γ of the
-    same size. Example:
+    same size. Realistic (docs/maths.md §14): spikes (a few corrupted samples, ‖γ‖ = ε‖b‖), motion
+    (rotation up to ε rad and translation ε·W px for the last lines), coil-map (maps off by
+    ‖S̃ − S‖ = ε‖S‖); the worst of --candidates per slice is kept. Examples:
 
         robustkit attack --model mnmmol --eps 0.05
+
+        robustkit attack --kind spikes --kind motion --kind coil-map --eps 0.02
     """
     if any(e < 0 for e in eps):
         raise RobustkitError(f"--eps must be >= 0, got {min(eps)}")
     mapping = {**_common(models, samples, split, data, accel, batch_size),
                **_mapping(eps=eps, kinds=kinds, steps=steps, restarts=restarts, step_size=step_size,
-                          optimizer=optimizer, target=target, roi=roi, draws=draws)}
+                          optimizer=optimizer, target=target, roi=roi, draws=draws,
+                          candidates=candidates, spikes=spikes, motion_lines=motion_lines)}
     execute(obj, "attack", mapping, reports_dir, resume, not no_report)
 
 

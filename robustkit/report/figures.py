@@ -83,6 +83,11 @@ def _percent_axis(ax) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:g} %"))
 
 
+#: what ε means on the x-axis for the realistic families (docs/maths.md §14).
+EPS_LABELS = {"spikes": "ε  (spike energy ‖γ‖ = ε‖b‖)", "motion": "ε  (|θ| ≤ ε rad, shift ε·W px)",
+              "coil-map": "ε  (‖S̃ − S‖ = ε‖S‖)"}
+
+
 def quality_vs_eps(results: pd.DataFrame, labels: dict[str, str], colours: dict[str, Any]) -> str:
     """PSNR and SSIM vs ε (rows) for each attack kind (columns), mean ± std band per model.
     The clean rows (ε = 0) start every curve."""
@@ -98,7 +103,7 @@ def quality_vs_eps(results: pd.DataFrame, labels: dict[str, str], colours: dict[
             ax = axes[i, j]
             sns.lineplot(data=d, x="eps", y=metric, hue="label", palette=colours, errorbar="sd", marker="o", ax=ax)
             ax.set_title(f"{kind}: {name} vs ε")
-            ax.set_xlabel("ε  (‖γ‖ ≤ ε‖b‖)")
+            ax.set_xlabel(EPS_LABELS.get(kind, "ε  (‖γ‖ ≤ ε‖b‖)"))
             ax.set_ylabel(name)
             _percent_axis(ax)
     _legend_once(axes)

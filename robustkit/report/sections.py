@@ -117,6 +117,14 @@ def attack(run: Run, colours: dict) -> list[Section]:
                "Mean ± std over slices per model, kind and ε", counts=("converged",)),
     ])
     out = [quality]
+    realistic = tables.realistic_summary(r)
+    if len(realistic):
+        out.append(Section("Realistic perturbations", [
+            _table(run, "attack_realistic", "Spikes, motion and coil-map error: the worst candidate per slice",
+                   realistic, "Per model, family and ε (docs/maths.md §14): ΔPSNR (mean ± std over slices), "
+                   "the k-space change ‖γ‖/‖b‖ and objective of the most damaging candidate, the family's kept "
+                   "parameters (means) and the converged count of DEQ solves", counts=("converged",)),
+        ]))
     if run.examples:
         blocks: list[Block] = []
         order = {m: i for i, m in enumerate(run.model_names())}

@@ -55,6 +55,8 @@ HEADERS = {
     "bound_median": "bound 1/m_eff (median)", "holds": "holds", "vacuous": "vacuous", "violated": "violated",
     "violated_converged": "violated, both solves converged", "in_ball": "x*(b+γ) in the ball",
     "adv_converged": "attacked solve converged",
+    "candidates": "candidates searched", "spikes": "spikes", "angle": "worst |angle| (°)",
+    "shift_px": "shift (px)", "lines_fraction": "lines moved", "map_error": "‖S̃ − S‖/‖S‖",
 }
 
 #: column stem → format of one number.
@@ -68,6 +70,7 @@ FORMATS = {
     "val_ssim": "{:.4f}", "train_L": "{:.4f}", "init_success": "{:.2f}",
     "contrast_recovered": "{:.3f}", "error_feature": "{:.3f}",
     "m_eff": "{:.4f}", "measured": "{:.3f}", "bound_median": "{:.3g}",
+    "angle": "{:.3g}", "shift_px": "{:.3g}", "lines_fraction": "{:.3g}", "map_error": "{:.3g}",
 }
 
 
@@ -120,6 +123,25 @@ def attack_summary(results: pd.DataFrame) -> pd.DataFrame:
          g["perturbation"].mean(), g["iterations"].mean(), g["converged"].sum(min_count=1)],
         axis=1,
     ).reset_index()
+    return out.sort_values(["eps", "kind"], kind="stable").reset_index(drop=True)
+
+
+def realistic_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model × realistic kind (spikes, motion, coil-map) × ε: ``n``, ``psnr_drop`` (mean and std),
+    the mean applied ``perturbation`` ``‖γ‖/‖b‖`` and ``attack_loss`` of the kept candidates, the mean of
+    the family's parameters (``angle`` as ``|angle|``), ``candidates`` and the count ``converged``."""
+    from robustkit.choices import PERTURBATION_FAMILIES
+
+    r = results[results["kind"].isin(PERTURBATION_FAMILIES)].copy()
+    params = ["candidates", "spikes", "angle", "shift_px", "lines_fraction", "map_error"]
+    for c in ("perturbation", "attack_loss", "converged", *params):
+        if c not in r:
+            r[c] = np.nan
+    r["angle"] = r["angle"].abs()
+    r["converged"] = as_bool(r["converged"])
+    g = r.groupby(["model", "kind", "eps"], sort=False)
+    out = pd.concat([_n(g), _mean_std(g, ["psnr_drop"]), g[["perturbation", "attack_loss", *params]].mean(),
+                     g["converged"].sum(min_count=1)], axis=1).reset_index()
     return out.sort_values(["eps", "kind"], kind="stable").reset_index(drop=True)
 
 

@@ -1,4 +1,5 @@
-"""Attack study (docs/maths.md §7): models × ε grid × {adversarial, gaussian} on the measured k-space.
+"""Attack study (docs/maths.md §7, §14): models × ε grid × {adversarial, gaussian, spikes, motion, coil-map}
+on the measured k-space.
 
 Schema of ``results.csv`` (one row per model × kind × ε × slice):
 
@@ -19,7 +20,18 @@ backward_iterations     steps, the fraction of steps whose backward converged, i
                         (NaN otherwise: clean, gaussian, MoDL, Jacobian-free or phantom gradients)
 steps, restarts, ...    the attack settings (steps, restarts, step_size, optimizer, target, roi,
                         draws) and ``seed``
+candidates              realistic kinds (``spikes``, ``motion``, ``coil-map``, docs/maths.md §14):
+                        perturbations searched per slice; the row is the most damaging one, by
+                        ``attack_loss`` (NaN for the other kinds)
+spikes                  ``spikes``: the number of corrupted samples (NaN otherwise)
+angle, shift_px,        ``motion``: the kept rotation (degrees), the translation along the
+lines_fraction          phase-encode axis (pixels), the fraction of measured lines moved (NaN otherwise)
+map_error               ``coil-map``: ``‖S̃ − S‖ / ‖S‖`` of the maps the model used (NaN otherwise)
 ======================  =====================================================================
+
+For realistic kinds ``perturbation`` is ``‖γ‖ / ‖b‖`` of the k-space change actually applied
+(``coil-map``: the data error ``M F((S − S̃) x)`` the wrong maps amount to), ``draws`` is 1 and
+``attack_loss`` is the objective of the adversarial attack evaluated at the kept candidate.
 
 ``traces.csv``: ``model, kind, eps, sample, restart, step, loss`` (the adversarial objective at
 every iterate). ``examples/<model>__<kind>__eps<ε>.npz``: ``sample``, ``target``, ``clean``,
@@ -35,26 +47,34 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robustkit.choices import ATTACK_KINDS, PERTURBATION_FAMILIES
 from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, check_eps
 
-KINDS = ("adversarial", "gaussian")
+KINDS = ATTACK_KINDS
+DEFAULT_KINDS = ("adversarial", "gaussian")
+#: family-specific columns of the realistic kinds (NaN in other rows).
+FAMILY_COLUMNS = ("candidates", "spikes", "angle", "shift_px", "lines_fraction", "map_error")
 TARGETS = ("clean", "ground_truth")
 ROIS = ("none", "support")
 
 
 @dataclass
 class AttackConfig(StudyConfig):
-    """eps: relative radii ε; kinds: ``adversarial`` and/or ``gaussian``; steps, restarts,
+    """eps: relative radii ε; kinds: ``adversarial``, ``gaussian`` and the realistic ``spikes``,
+    ``motion``, ``coil-map`` (ε is each family's size, docs/maths.md §14); steps, restarts,
     step_size (relative to ε‖b‖, ``None`` = 2.5/steps), optimizer (``pgd`` or ``adam``): of the
     adversarial attack; target: what the attack pushes away from (``clean`` reconstruction or
     ``ground_truth``); roi: ``none`` or ``support`` (pixels where the ground truth exceeds 5 % of
     its maximum); draws: Gaussian draws averaged per slice; examples: slices saved as images;
-    deq_backward: gradient of DEQ models during the attack (``implicit`` is the true gradient).
+    deq_backward: gradient of DEQ models during the attack (``implicit`` is the true gradient);
+    candidates: realistic perturbations searched per slice, the most damaging kept (1 = no search);
+    spikes: corrupted k-space samples of the ``spikes`` kind; motion_lines: fraction of the measured
+    phase-encode lines acquired after the ``motion``.
     """
 
     eps: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05])
-    kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    kinds: list[str] = field(default_factory=lambda: list(DEFAULT_KINDS))
     steps: int = 10
     restarts: int = 1
     step_size: float | None = None
@@ -64,6 +84,9 @@ class AttackConfig(StudyConfig):
     draws: int = 4
     examples: int = 1
     deq_backward: str = "implicit"
+    candidates: int = 5
+    spikes: int = 4
+    motion_lines: float = 0.5
 
     def validate(self) -> None:
         super().validate()
@@ -75,11 +98,17 @@ class AttackConfig(StudyConfig):
                 if v not in allowed:
                     raise RobustkitError(f"unknown {name} {v!r}; choose from {', '.join(allowed)}")
         if not self.kinds:
-            raise RobustkitError("no attack kinds given; use adversarial and/or gaussian")
+            raise RobustkitError(f"no attack kinds given; choose from {', '.join(KINDS)}")
         if self.steps < 1 or self.restarts < 1 or self.draws < 1:
             raise RobustkitError("steps, restarts and draws must be >= 1")
         if self.step_size is not None and not self.step_size > 0:
             raise RobustkitError(f"step_size must be > 0, got {self.step_size}")
+        if self.candidates < 1 or self.spikes < 1:
+            raise RobustkitError(f"candidates and spikes must be >= 1, got {self.candidates} and {self.spikes}")
+        if not 0 < self.motion_lines <= 1:
+            raise RobustkitError(f"motion_lines is the fraction of lines moved, in (0, 1]; got {self.motion_lines}")
+        if "coil-map" in self.kinds and max(self.eps) > 2:
+            raise RobustkitError(f"coil-map needs ε ≤ 2 (‖S̃ − S‖ = ε‖S‖ ≤ 2‖S‖), got ε = {max(self.eps)}; lower --eps")
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +158,45 @@ def _roi(config: AttackConfig, target: torch.Tensor) -> torch.Tensor | None:
     return (mag > 0.05 * mag.flatten(1).amax(1).reshape(-1, 1, 1)).to(mag.dtype)
 
 
+def _realistic(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, batch, op, x_clean: torch.Tensor, seed: int):
+    """The most damaging of ``config.candidates`` perturbations of family ``kind`` per slice (docs/maths.md §14):
+    ``(x_attacked, γ, metrics, amplification, columns)``. Damage is the adversarial objective
+    ``‖R ⊙ (f(b̃) − x_ref)‖² / ‖R ⊙ x_ref‖²`` with the attack's ``target`` and ``roi``."""
+    from robustkit.attacks import relative_error
+    from robustkit.attacks.realistic import candidates, pick, worst_case
+    from robustkit.evaluate import score
+    from robustkit.physics.sense import SenseOperator
+
+    b, target = batch["kspace"], batch["target"]
+    reference = x_clean if config.target == "clean" else target
+    roi = _roi(config, target)
+    generator = torch.Generator().manual_seed(seed)
+    found = list(candidates(kind, b, op.maps, op.mask, target, eps, config.candidates, generator,
+                            n_spikes=config.spikes, lines_fraction=config.motion_lines))
+    images, stats = [], []
+
+    def damage(c) -> torch.Tensor:
+        with torch.no_grad():
+            x = lm(c.kspace, op if c.maps is op.maps else SenseOperator(c.maps, op.mask))
+        images.append(x)
+        stats.append({k: torch.tensor(v, dtype=torch.float64) for k, v in _deq_columns(lm, b.shape[0]).items()})
+        return relative_error(x, reference, roi)
+
+    index, losses = worst_case(found, damage)
+    x_attacked = pick(images, index)
+    gamma = pick([c.gamma for c in found], index)
+    n = b.shape[0]
+    cols = {"draws": [1] * n, "attack_loss": losses.max(0).values.tolist(), **_backward_columns(None, n),
+            **{k: pick([s[k] for s in stats], index).tolist() for k in ("iterations", "residual", "converged")},
+            "candidates": [config.candidates] * n,
+            **{k: pick([c.params[k] for c in found], index).tolist() for k in found[0].params}}
+    if stats and not np.isnan(cols["converged"]).all():
+        cols["converged"] = [bool(v) for v in cols["converged"]]
+    metrics = {k: v.cpu() for k, v in score(x_attacked, target).items()}
+    amplification = (_norm(x_attacked - x_clean) / _norm(gamma).clamp_min(1e-30)).cpu().tolist()
+    return x_attacked, gamma, metrics, amplification, cols
+
+
 def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, dataset, device, clean: CleanCache, examples_dir):
     """Rows of one model × kind × ε over the dataset (``kind="clean"``: the unperturbed baseline),
     the adversarial loss traces, and the example images written to ``examples_dir``."""
@@ -170,6 +238,9 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
                     for j in range(n):
                         traces.append({"model": lm.name, "kind": kind, "eps": eps, "sample": samples[j],
                                        "restart": r, "step": t, "loss": float(loss[r, t, j])})
+        elif kind in PERTURBATION_FAMILIES:
+            x_attacked, gamma_used, metrics, amplification, cols = _realistic(lm, kind, eps, config, batch, op,
+                                                                              x_clean, seed)
         else:
             atk = KSpaceGaussian(bound, op.mask, eps, seed=seed)
             per_draw, per_draw_deq = [], []
@@ -217,6 +288,7 @@ def attack_cell(lm: LoadedModel, kind: str, eps: float, config: AttackConfig, da
                 "optimizer": config.optimizer, "target": config.target, "roi": config.roi, "seed": config.seed}
     for k, v in settings.items():
         rows[k] = v
+    rows = rows.reindex(columns=[c for c in rows if c not in FAMILY_COLUMNS] + list(FAMILY_COLUMNS))  # NaN if absent
     if saved["sample"]:
         from robustkit.io import atomic_path
 
@@ -245,7 +317,7 @@ def cells(config: AttackConfig, models: list[LoadedModel], dataset, device, run)
 COLUMNS = ("study", "model", "sample", "kind", "eps", "psnr", "ssim", "nmse", "psnr_clean", "amplification",
            "perturbation", "draws", "attack_loss", "iterations", "residual", "converged", "backward_residual",
            "backward_converged", "backward_iterations", "psnr_drop", "steps",
-           "restarts", "step_size", "optimizer", "target", "roi", "seed")
+           "restarts", "step_size", "optimizer", "target", "roi", "seed", *FAMILY_COLUMNS)
 
 SUMMARY_BY = ["model", "kind", "eps"]
 SUMMARY_COLUMNS = ["psnr", "ssim", "psnr_drop", "amplification", "iterations", "converged", "backward_residual"]
