@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep-delta": ("robustkit.cli.studies:sweep_delta", "Compare MnM-MOL models trained with different ball radii δ."),
     "init-test": ("robustkit.cli.studies:init_test", "Do DEQ models reach the same fixed point from SENSE, zero, ball and noise starts?"),
     "audit": ("robustkit.cli.studies:audit", "Per-slice L[H_θ](x*; δ), Jacobian norm and end-to-end amplification."),
+    "shift": ("robustkit.cli.studies:shift", "Distribution shift: PSNR/SSIM under other accelerations, masks, noise, coils, anatomy."),
     "run": ("robustkit.cli.studies:run_file", "Run every study of a shipped suite (quick, paper) or a TOML study file."),
     "report": ("robustkit.cli.report:report", "Build the HTML report of study runs (reports/index.html)."),
 }

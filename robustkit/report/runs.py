@@ -26,6 +26,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "init-test": ("model", "sample", "start", "radius", "iterations", "residual", "converged", "same_fixed_point"),
     "audit": ("model", "sample", "threshold", "L", "L_slow", "passes", "amplification"),
     "sweep-delta": ("model", "sample", "delta", "psnr", "ssim", "within", "init_success"),
+    "shift": ("model", "sample", "axis", "condition", "nominal", "psnr", "ssim", "psnr_drop"),
 }
 
 #: registry name (card's ``"model"``) → name used in the papers.

@@ -48,7 +48,8 @@ HEADERS = {
     "init_success": "init success", "sense_in_ball": "SENSE start in ball", "adv_eps": "adv. ε",
     "adv_psnr_drop": "adv. ΔPSNR (dB)", "attack_loss": "attack loss", "epochs": "epochs",
     "train_loss": "final train loss", "val_psnr": "final val. PSNR (dB)", "val_psnr_best": "best val. PSNR (dB)",
-    "val_ssim": "final val. SSIM", "train_L": "final train L[H_θ]",
+    "val_ssim": "final val. SSIM", "train_L": "final train L[H_θ]", "axis": "axis", "condition": "condition",
+    "nominal": "nominal",
 }
 
 #: column stem → format of one number.
@@ -209,6 +210,23 @@ def sweep_summary(results: pd.DataFrame) -> pd.DataFrame:
         axis=1,
     ).reset_index()
     return out.sort_values("delta", kind="stable").reset_index(drop=True)
+
+
+def shift_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model × axis × condition (in the run's order): ``n``, ``nominal``, mean ± std ``psnr``,
+    ``ssim``, ``psnr_drop``; mean ``iterations``; count ``converged`` (NaN for unrolled models)."""
+    r = results.copy()
+    for c in ("iterations", "converged"):
+        if c not in r:
+            r[c] = np.nan
+    r["converged"] = as_bool(r["converged"])
+    r["nominal"] = as_bool(r["nominal"]).fillna(False).astype(bool)
+    g = r.groupby(["model", "axis", "condition"], sort=False)
+    return pd.concat(
+        [_n(g), g["nominal"].first(), _mean_std(g, ["psnr", "ssim", "psnr_drop"]), g["iterations"].mean(),
+         g["converged"].sum(min_count=1)],
+        axis=1,
+    ).reset_index()
 
 
 def training_summary(histories: dict[str, list[dict]]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ attack         adversarial and Gaussian k-space damage      :mod:`.attack`
 sweep-delta    MnM-MOL models trained at different δ        :mod:`.sweep_delta`
 init-test      fixed points reached from different starts   :mod:`.init_test`
 audit          per-slice L[H_θ](x*; δ) and Jacobian norms   :mod:`.audit`
+shift          quality under shifted acquisitions / data    :mod:`.shift`
 =============  ==========================================  =========================
 """
 
@@ -25,6 +26,7 @@ STUDIES: dict[str, tuple[str, str]] = {
     "sweep-delta": ("robustkit.studies.sweep_delta", "SweepDeltaConfig"),
     "init-test": ("robustkit.studies.init_test", "InitTestConfig"),
     "audit": ("robustkit.studies.audit", "AuditConfig"),
+    "shift": ("robustkit.studies.shift", "ShiftConfig"),
 }
 
 
@@ -76,6 +78,8 @@ def run(
                          dataset, config.accel, dev, data=config.data)
     if hasattr(module, "check_models"):
         module.check_models(models)
+    if hasattr(module, "check_data"):  # before the run folder exists: bad input writes nothing
+        module.check_data(config, dataset)
     settings = config.to_dict()
     if resume is not None:
         rd = RunDir.resume(resume, name, settings, [m.meta() for m in models])
