@@ -300,7 +300,7 @@ def test_shipped_study_files_are_valid(name):
     from robustkit.studies.suite import read_study_file
 
     studies = read_study_file(name)
-    assert list(studies) == ["attack", "init-test", "audit", "sweep-delta"]
+    assert list(studies) == ["attack", "init-test", "audit", "sweep-delta", "shift"]
     assert read_study_file(shipped_suites()[name]) == studies
 
 

@@ -268,7 +268,7 @@ def run_file(obj, study_file, reports_dir, resume, no_report, data, split) -> No
     at every shipped model), `robustkit run paper` (the full-size run) or
     `robustkit run my.toml`. An existing file wins over a shipped suite of the same name.
 
-    The file has one table per study ([attack], [init-test], [audit], [sweep-delta]) with that
+    The file has one table per study ([attack], [init-test], [audit], [sweep-delta], [shift]) with that
     study's keys, and an optional [defaults] table applied to all of them; --data and --split
     replace the file's data and split in every study, e.g.
     `robustkit run quick --data knees.h5`. Writes one run folder per study and a

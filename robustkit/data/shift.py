@@ -1,5 +1,5 @@
 """Evaluation data under a shifted acquisition: acceleration, mask kind, k-space noise, fewer coils,
-another anatomy (docs/studies.md, shift; docs/maths.md §11).
+another anatomy (docs/studies.md, shift).
 
 A :class:`Condition` names one acquisition; :func:`condition_dataset` reads the slices of a prepared
 file under it. With the study's nominal condition (its ``accel``, random masks, no noise, every
@@ -53,7 +53,7 @@ def coil_subset(n_coils: int, keep: int) -> np.ndarray:
 
 
 def fewer_coils(sample: Sample, keep: int) -> Sample:
-    """``sample`` re-simulated with ``keep`` of its coils (docs/maths.md §11).
+    """``sample`` re-simulated with ``keep`` of its coils (docs/studies.md, shift).
 
     With ``S' = normalise(S[idx])`` on the old support ``Σ_c|S_c|² > 0`` (so ``Σ_{c∈idx}|S'_c|² = 1``
     wherever a kept coil sees the pixel), the k-space is re-simulated from the ground truth,

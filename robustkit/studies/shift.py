@@ -1,4 +1,4 @@
-"""Distribution-shift study (docs/studies.md, shift; docs/maths.md §11): each model evaluated under
+"""Distribution-shift study (docs/studies.md, shift): each model evaluated under
 acquisitions it was not trained for, one axis at a time.
 
 The nominal condition is the study's own setting: masks at ``accel`` (default 4, the shipped models'
