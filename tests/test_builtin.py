@@ -103,3 +103,23 @@ def test_cli_build_out_cache_and_sense_report(tmp_path, monkeypatch):
     assert "SENSE 4x noise 0:" in result.output and "SENSE 6x noise 0.01:" in result.output
     stamp = cached.stat().st_mtime_ns
     assert builtin.ensure_builtin(2, 0) == cached and cached.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("plane", list(builtin.PLANES))
+def test_each_plane_slices_its_own_axis_with_ten_test_slices(plane):
+    volume = builtin.load_template(2)
+    axis = builtin.PLANES[plane]
+    z0, z1 = builtin.kept_slices(volume, plane)
+    ranges = builtin.split_ranges(z0, z1, 2)
+    assert sum(b - a for a, b in ranges["test"]) == 10 and 0 <= z0 < z1 <= volume.shape[axis]
+    image = builtin.plane_slice(volume, (z0 + z1) // 2, plane)
+    expected = {"axial": volume[:, :, (z0 + z1) // 2], "coronal": volume[:, (z0 + z1) // 2, :],
+                "sagittal": volume[(z0 + z1) // 2, :, :]}[plane].T[::-1]
+    np.testing.assert_array_equal(image, expected)
+    h, w = builtin.padded_shape(2, plane)
+    assert image.shape[0] <= h and image.shape[1] <= w
+    sample = next(builtin._samples(volume, 2, seed=0, n_coils=4, progress=False, plane=plane))
+    assert sample.kspace.shape == (4, h, w) and sample.meta["plane"] == plane
+    assert plane in builtin.builtin_path(2, 0, 12, plane).name
+    with pytest.raises(RobustkitError, match="plane"):
+        builtin.builtin_path(2, 0, 12, "oblique") and builtin.ensure_builtin(plane="oblique")

@@ -51,7 +51,7 @@ def test_no_citation_of_a_document_the_repository_lacks():
     assert not hits, "cite docs/maths.md instead of SPEC at " + ", ".join(hits)
 
 
-@pytest.mark.parametrize("study", ["attack", "init-test", "audit", "sweep-delta", "features", "bound"])
+@pytest.mark.parametrize("study", ["attack", "init-test", "audit", "sweep-delta", "features", "bound", "shift"])
 def test_every_results_column_and_config_key_is_documented(study):
     from robustkit.studies import STUDIES, study_module
 

@@ -42,10 +42,11 @@ def reports(tmp_path):
                _attack_rows("mnmmol-4x", [30.0, 32.0], [0.80, 0.84], [2.0, 4.0], [0.5, 0.7], [True, False])
                + _attack_rows("sense", [28.0, 29.0], [0.7, 0.72], [1.0, 1.5], [0.2, 0.4], [np.nan, np.nan]),
                [("mnmmol-4x", "zoo"), ("sense", "baseline")], status="interrupted")
-    shift = [{"model": "mnmmol-4x", "sample": s, "axis": axis, "condition": cond, "nominal": nominal, "psnr_drop": drop}
+    shift = [{"model": "mnmmol-4x", "sample": s, "axis": axis, "condition": cond, "nominal": nominal, "psnr": 30.0 - drop,
+              "ssim": 0.9, "psnr_drop": drop, "iterations": 50, "residual": 1e-6, "converged": True}
              for s in (0, 1) for axis, cond, nominal, drop in (
-                 ("acceleration", "4x", True, 0.0), ("acceleration", "6x", False, 2.0 + s), ("acceleration", "8x", False, 5.0 + s),
-                 ("noise", "0.01", False, 1.0))]
+                 ("accel", "4x", True, 0.0), ("accel", "6x", False, 2.0 + s), ("accel", "8x", False, 5.0 + s),
+                 ("noise", "σ=0.01", False, 1.0))]
     _write_run(root, "shift-20260103-000000", "shift", shift, [("mnmmol-4x", "zoo")])
     features = [{"model": "mnmmol-4x", "sample": s, "feature": "disc", "size": 2, "contrast": 0.5, "search": "random",
                  "contrast_recovered": 0.2 if fn else 0.9, "error_feature": 0.1, "detected": not fn, "false_negative": fn,
@@ -66,13 +67,13 @@ def test_leaderboard_reloads_equal_to_the_runs_it_was_built_from(reports):
     assert m["psnr"] == pytest.approx(31.0) and m["ssim"] == pytest.approx(0.82)
     assert m["eps"] == 0.05 and m["adv_psnr_drop"] == pytest.approx(3.0) and m["gauss_psnr_drop"] == pytest.approx(0.6)
     assert m["converged_clean"] == pytest.approx(0.5) and m["converged_attacked"] == pytest.approx(0.5)
-    assert m["shift_acceleration_drop"] == pytest.approx(5.5) and m["shift_noise_drop"] == pytest.approx(1.0)
+    assert m["shift_accel_drop"] == pytest.approx(5.5) and m["shift_noise_drop"] == pytest.approx(1.0)
     assert m["false_negative_rate"] == pytest.approx(0.25) and m["L"] == pytest.approx(0.991)
     assert m["attack_run"] == "attack-20260102-000000" and m["L_run"] == "audit-20260104-000000"
     assert m["shift_run"] == "shift-20260103-000000" and m["features_run"] == "features-20260103-000000"
     assert m["source"] == "zoo" and s["source"] == "baseline"
     assert s["psnr"] == pytest.approx(28.5) and s["adv_psnr_drop"] == pytest.approx(1.25)
-    for column in ("shift_acceleration_drop", "false_negative_rate", "L", "converged_clean"):  # no run holds these: empty
+    for column in ("shift_accel_drop", "false_negative_rate", "L", "converged_clean"):  # no run holds these: empty
         assert np.isnan(s[column])
     reloaded = pd.read_csv(csv_path)
     pd.testing.assert_frame_equal(reloaded, frame, check_dtype=False)

@@ -58,6 +58,7 @@ COMMANDS = {
     "audit": ["audit", "--steps", "1", "--power-iters", "1", "--restarts", "1"],
     "init-test": ["init-test", "--start", "zeros", "--radius", "0.5", "--cap-factor", "1"],
     "sweep-delta": ["sweep-delta"],
+    "shift": ["shift", "--axis", "noise", "--noise", "0.05"],
 }
 
 

@@ -101,7 +101,23 @@ def _sweep(rng, models):
     return pd.DataFrame(rows), None
 
 
-MAKERS = {"attack": _attack, "init-test": _init_test, "audit": _audit, "sweep-delta": _sweep}
+def _shift(rng, models):
+    """Accel and noise axes; MoDL is made worse at 2x than at its nominal 4x, one MnM-MOL solve under noise fails."""
+    rows = []
+    for m, kind in models.items():
+        deq = kind != "modl"
+        for s in range(N):
+            nominal = 30 + rng.normal()
+            for axis, cond, drop in (("accel", "2x", 1.5 if not deq else -1.0), ("accel", "4x", 0.0), ("accel", "8x", 4.0),
+                                     ("noise", "σ=0", 0.0), ("noise", "σ=0.05", 2.0 + rng.random())):
+                rows.append(dict(model=m, sample=s, axis=axis, condition=cond, nominal=drop == 0.0, psnr=nominal - drop,
+                                 ssim=0.9 - 0.01 * drop, nmse=1e-3, psnr_nominal=nominal, psnr_drop=drop,
+                                 iterations=20 if deq else np.nan, residual=1e-5 if deq else np.nan,
+                                 converged=(not (cond == "σ=0.05" and s == 0)) if deq else np.nan))
+    return pd.DataFrame(rows), None
+
+
+MAKERS = {"attack": _attack, "init-test": _init_test, "audit": _audit, "sweep-delta": _sweep, "shift": _shift}
 
 
 def make_run(root: Path, study: str, name: str | None = None, status: str = "complete",
@@ -220,7 +236,7 @@ def reports(tmp_path_factory, zoo):
     """One run of every study and a suite of two of them, all pages built once."""
     root = tmp_path_factory.mktemp("reports")
     runs = {study: make_run(root, study, name=f"{study}-2026010{i + 1}-000000") for i, study in enumerate(MAKERS)}
-    suite = root / "quick-20260105-000000"
+    suite = root / "quick-20260109-000000"
     suite.mkdir()
     (suite / "suite.json").write_text(json.dumps({"file": "studies/quick.toml", "config": {"attack": {}, "audit": {}},
                                                   "studies": {"attack": runs["attack"].name, "audit": runs["audit"].name}}))
@@ -263,7 +279,8 @@ def test_each_table_csv_is_linked_and_reloads_to_its_table(reports):
         assert (run / "results.csv") in links
 
 
-SUMMARIES = {"attack": "attack_summary", "init-test": "init_summary", "audit": "audit_summary", "sweep-delta": "sweep_summary"}
+SUMMARIES = {"attack": "attack_summary", "init-test": "init_summary", "audit": "audit_summary", "sweep-delta": "sweep_summary",
+             "shift": "shift_summary"}
 
 
 @pytest.mark.parametrize("study", MAKERS)
@@ -322,6 +339,21 @@ def test_conclusions_of_audit_init_test_and_sweep(reports):
         assert f"δ = {delta:g}" in text["sweep-delta"]
         assert f"PSNR {d['psnr'].mean():.2f} ± {d['psnr'].std(ddof=1):.2f} dB" in text["sweep-delta"]
         assert f"L[H_θ] ≤ T on {int(d['within'].sum())}/{N} slices" in text["sweep-delta"]
+
+
+def test_shift_conclusion_flags_more_samples_and_unconverged_solves(reports):
+    _, runs, _, _ = reports
+    text = " ".join("".join(read_page(runs["shift"] / "report.html").conclusion).split())
+    r = pd.read_csv(runs["shift"] / "results.csv")
+    modl = r[(r["model"] == "modl-t") & (r["axis"] == "accel")].groupby("condition")["psnr"].mean()
+    assert f"MoDL (modl-t) gets worse with more samples: {modl['2x']:.2f} dB at 2x against {modl['4x']:.2f} dB" in text
+    assert "MnM-MOL (mnmmol-t) gets worse" not in text
+    assert f"MnM-MOL (mnmmol-t): solve under the noise shift converged on {N - 1} of {N} slices" in text
+    assert "MnM-MOL (mnmmol-t): solve under the accel shift" not in text and "nominal solve" not in text
+    drop = r[(r["model"] == "modl-t") & (r["condition"] == "8x")]["psnr_drop"]
+    assert f"accel (nominal 4x): the largest PSNR drop from nominal is MoDL (modl-t) {drop.mean():.2f} ± {drop.std():.2f} dB at 8x" in text
+    noisy = r[(r["model"] == "mnmmol-t") & (r["condition"] == "σ=0.05")]["psnr_drop"]
+    assert f"MnM-MOL (mnmmol-t) {noisy.mean():.2f} ± {noisy.std():.2f} dB at σ=0.05 (solve converged on {N - 1} of {N})" in text
 
 
 def test_training_curves_from_cards_and_missing_cards_noted(reports):

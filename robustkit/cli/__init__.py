@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("robustkit.cli.studies:features", "Small features (discs, blobs, crosses) and false negatives; FNAF search."),
     "bound": ("robustkit.cli.studies:bound", "The monotone bound ‖Δx*‖ ≤ ‖Aᴴγ‖/m per L estimate beside the measured attack."),
     "leaderboard": ("robustkit.cli.report:leaderboard", "One row per model from stored runs: reports/leaderboard.html and .csv."),
+    "shift": ("robustkit.cli.studies:shift", "Distribution shift: PSNR/SSIM under other accelerations, masks, noise, coils, anatomy."),
     "run": ("robustkit.cli.studies:run_file", "Run every study of a shipped suite (quick, paper) or a TOML study file."),
     "report": ("robustkit.cli.report:report", "Build the HTML report of study runs (reports/index.html)."),
 }

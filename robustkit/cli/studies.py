@@ -1,4 +1,4 @@
-"""``robustkit attack | sweep-delta | init-test | audit | features | bound | run``: the studies from the command line.
+"""``robustkit attack | sweep-delta | init-test | audit | features | bound | shift | run``: the studies from the command line.
 
 Each command builds the study's config from the options given (the rest keep the study's
 defaults), runs it on zoo models or plug-ins (``--model FILE.py:FACTORY``, docs/api.md) and the
@@ -305,6 +305,37 @@ def bound(obj, eps, adv_steps, adv_restarts, delta, steps, restarts, power_iters
     execute(obj, "bound", mapping, reports_dir, resume, not no_report)
 
 
+@click.command()
+@click.option("--axis", "axes", multiple=True, type=click.Choice(["accel", "mask", "noise", "coils", "anatomy"]),
+              help="Axis to shift, one at a time, the others held nominal (repeatable). [default: all five]")
+@click.option("--eval-accel", "accels", multiple=True, type=click.FloatRange(min=1), metavar="A",
+              help="Acceleration of the accel axis (repeatable); --accel stays the nominal one. [default: 2 4 6 8]")
+@click.option("--mask", "masks", multiple=True, type=click.Choice(["random", "equispaced", "variable-density-2d"]),
+              help="Mask kind of the mask axis (repeatable; random is the nominal). [default: all three]")
+@click.option("--noise", "noises", multiple=True, type=click.FloatRange(min=0), metavar="σ",
+              help="Relative k-space noise σ of the noise axis (repeatable; 0 is the nominal). [default: 0.01 0.02 0.05 0.1]")
+@click.option("--coils", "coils", multiple=True, type=click.IntRange(min=1), metavar="N",
+              help="Coils kept on the coils axis, evenly spaced, maps renormalised, k-space re-simulated "
+                   "(repeatable; all coils is the nominal). [default: 8 4]")
+@click.option("--anatomy", "anatomy", multiple=True, metavar="PLANE|FILE",
+              help="Anatomy axis: a plane of the built-in data (axial, coronal, sagittal; built and cached on first "
+                   "use) or a prepared HDF5 file (repeatable; --data is the nominal). [default: coronal sagittal]")
+@common_options("modl mol mnmmol")
+@click.pass_obj
+def shift(obj, axes, accels, masks, noises, coils, anatomy, models, samples, split, data, accel, batch_size,
+          reports_dir, resume, no_report) -> None:
+    """Evaluate each model under acquisitions it was not trained for, one axis at a time
+    (docs/studies.md, shift): acceleration, mask kind, k-space noise, fewer coils, other anatomy.
+    Per condition: PSNR/SSIM, the drop from the nominal condition and, for DEQs, whether the
+    solves converged. Example:
+
+        robustkit shift --model modl --model mnmmol --axis accel --eval-accel 2 --eval-accel 8
+    """
+    mapping = {**_common(models, samples, split, data, accel, batch_size),
+               **_mapping(axes=axes, accels=accels, masks=masks, noises=noises, coils=coils, anatomy=anatomy)}
+    execute(obj, "shift", mapping, reports_dir, resume, not no_report)
+
+
 @click.command("run")
 @click.argument("study_file", metavar="SUITE_OR_FILE")
 @click.option("--reports-dir", type=click.Path(), default="reports", show_default=True, help="Where run folders go.")
@@ -318,7 +349,7 @@ def run_file(obj, study_file, reports_dir, resume, no_report, data, split) -> No
     at every shipped model), `robustkit run paper` (the full-size run) or
     `robustkit run my.toml`. An existing file wins over a shipped suite of the same name.
 
-    The file has one table per study ([attack], [init-test], [audit], [sweep-delta], [features], [bound]) with that
+    The file has one table per study ([attack], [init-test], [audit], [sweep-delta], [features], [bound], [shift]) with that
     study's keys, and an optional [defaults] table applied to all of them; --data and --split
     replace the file's data and split in every study, e.g.
     `robustkit run quick --data knees.h5`. Writes one run folder per study and a

@@ -1,7 +1,14 @@
-"""The built-in dataset: axial slices of the MNI152 2009 T1 template (shipped inside nilearn, no
-download) encoded as fully sampled multi-coil k-space with simulated coil maps.
+"""The built-in dataset: axial (default), coronal or sagittal slices of the MNI152 2009 T1 template
+(shipped inside nilearn, no download) encoded as fully sampled multi-coil k-space with simulated
+coil maps.
 
-Per kept slice ``z`` (template intensities ``m``, zero-padded to ``(H, W)``, anterior at row 0):
+Planes (:data:`PLANES`; template axes X left→right, Y posterior→anterior, Z inferior→superior):
+``axial`` slices along Z, rows anterior→posterior, columns left→right, padded to ``PADDING``;
+``coronal`` slices along Y, rows superior→inferior, columns left→right, padded to ``PADDING``;
+``sagittal`` slices along X, rows superior→inferior, columns posterior→anterior, padded to
+``PADDING`` transposed (the template is longer front to back than top to bottom).
+
+Per kept slice ``z`` (template intensities ``m``, zero-padded to ``(H, W)``):
 
 * a smooth random phase ``φ(y, x) = Σ_{i+j≤2} a_ij yⁱ xʲ``, ``a_ij ~ N(0, (π/3)²)`` drawn from
   ``default_rng([seed, z])``, with ``y, x ∈ [-1, 1]``: the image is ``x = m · exp(iφ)``;
@@ -11,7 +18,8 @@ Per kept slice ``z`` (template intensities ``m``, zero-padded to ``(H, W)``, ant
   ``max|target| = 1`` (``meta["scale"] = s``).
 
 Slices whose brain area (pixels above 10 % of the volume's maximum) is below 30 % of the largest
-axial cross-section are dropped. Splits are contiguous slice ranges, inferior to superior:
+cross-section of that plane are dropped. Splits are contiguous slice ranges along the slicing axis
+(axial: inferior to superior):
 ``train | gap | test | gap | val | gap | train`` with 4 mm gaps (2 slices at 2 mm), so no test
 slice touches a training slice. Masks are drawn at read time (:class:`PreparedDataset`).
 """
@@ -45,6 +53,8 @@ GAP_MM, TEST_MM, VAL_MM = 4.0, 20.0, 10.0
 TEST_START = 0.4  # the test block starts this far up the kept slice range
 PHASE_STD = np.pi / 3
 COIL_RADIUS, LOOP_RADIUS = 1.0, 0.2
+#: plane → template axis it slices along (the template is (X, Y, Z)).
+PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
 def cache_dir() -> Path:
@@ -52,16 +62,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ROBUSTKIT_CACHE") or Path.home() / ".cache" / "robustkit")
 
 
-def builtin_path(resolution: int = 2, seed: int = 0, n_coils: int = 12) -> Path:
-    """Where the cached built-in dataset for these settings lives."""
-    return cache_dir() / f"builtin-mni152-{resolution}mm-{n_coils}coils-seed{seed}-v{BUILTIN_VERSION}.h5"
+def builtin_path(resolution: int = 2, seed: int = 0, n_coils: int = 12, plane: str = "axial") -> Path:
+    """Where the cached built-in dataset for these settings lives (the plane is part of the name)."""
+    return cache_dir() / f"builtin-mni152-{resolution}mm-{plane}-{n_coils}coils-seed{seed}-v{BUILTIN_VERSION}.h5"
 
 
-def _check(resolution: int, n_coils: int) -> None:
+def _check(resolution: int, n_coils: int, plane: str = "axial") -> None:
     if resolution not in PADDING:
         raise RobustkitError(f"resolution must be 2 or 1 (mm), got {resolution}; use --resolution 2")
     if n_coils < 2:
         raise RobustkitError(f"need at least 2 coils for parallel imaging, got {n_coils}; use --coils 12")
+    if plane not in PLANES:
+        raise RobustkitError(f"unknown plane {plane!r}; choose from {', '.join(PLANES)}")
+
+
+def padded_shape(resolution: int, plane: str = "axial") -> tuple[int, int]:
+    """``(H, W)`` of the slices of ``plane`` (module docstring)."""
+    h, w = PADDING[resolution]
+    return (w, h) if plane == "sagittal" else (h, w)
+
+
+def plane_slice(volume: np.ndarray, index: int, plane: str = "axial") -> np.ndarray:
+    """Slice ``index`` along the axis of ``plane``, oriented as in the module docstring, ``(H, W)``."""
+    return np.take(volume, index, axis=PLANES[plane]).T[::-1]
 
 
 def load_template(resolution: int = 2) -> np.ndarray:
@@ -89,9 +112,10 @@ def _split_of(z: int, ranges: dict[str, list[list[int]]]) -> str | None:
     return None
 
 
-def kept_slices(volume: np.ndarray) -> tuple[int, int]:
-    """``[z0, z1)``: the contiguous axial range whose brain area is ≥ ``MIN_AREA`` of the largest."""
-    area = (volume > BRAIN_LEVEL * volume.max()).sum(axis=(0, 1))
+def kept_slices(volume: np.ndarray, plane: str = "axial") -> tuple[int, int]:
+    """``[z0, z1)``: the contiguous range of ``plane`` slices whose brain area is ≥ ``MIN_AREA`` of the largest."""
+    others = tuple(a for a in range(3) if a != PLANES[plane])
+    area = (volume > BRAIN_LEVEL * volume.max()).sum(axis=others)
     keep = np.flatnonzero(area >= MIN_AREA * area.max())
     return int(keep[0]), int(keep[-1]) + 1
 
@@ -132,22 +156,23 @@ def encode_slice(
     return (k * scale).numpy(), maps, (target * scale).numpy(), scale
 
 
-def _samples(volume: np.ndarray, resolution: int, seed: int, n_coils: int, progress: bool) -> Iterator[Sample]:
+def _samples(volume: np.ndarray, resolution: int, seed: int, n_coils: int, progress: bool,
+             plane: str = "axial") -> Iterator[Sample]:
     from scipy import ndimage
     from tqdm import tqdm
 
     from robustkit.physics.coils import birdcage_maps
 
-    shape = PADDING[resolution]
+    shape = padded_shape(resolution, plane)
     coils = birdcage_maps((n_coils, *shape), COIL_RADIUS, LOOP_RADIUS)
-    z0, z1 = kept_slices(volume)
+    z0, z1 = kept_slices(volume, plane)
     ranges = split_ranges(z0, z1, resolution)
     level = BRAIN_LEVEL * volume.max()
     margin = max(1, round(SUPPORT_MARGIN_MM / resolution))
     slices = [z for z in range(z0, z1) if _split_of(z, ranges) is not None]
     show = progress and sys.stderr.isatty()
-    for z in tqdm(slices, desc="built-in MNI152 slices", unit="slice", disable=not show, file=sys.stderr):
-        magnitude = _pad(volume[:, :, z].T[::-1], shape)
+    for z in tqdm(slices, desc=f"built-in MNI152 {plane} slices", unit="slice", disable=not show, file=sys.stderr):
+        magnitude = _pad(plane_slice(volume, z, plane), shape)
         support = ndimage.binary_fill_holes(ndimage.binary_dilation(magnitude > level, iterations=margin))
         phase = smooth_phase(shape, np.random.default_rng([seed, z]))
         k, maps, target, scale = encode_slice(magnitude, phase, coils, support)
@@ -155,6 +180,7 @@ def _samples(volume: np.ndarray, resolution: int, seed: int, n_coils: int, progr
             "source": "builtin-mni152",
             "file": f"mni152-{resolution}mm",
             "slice": z,
+            "plane": plane,
             "scale": scale,
             "seed": seed,
             "split": _split_of(z, ranges),
@@ -164,16 +190,17 @@ def _samples(volume: np.ndarray, resolution: int, seed: int, n_coils: int, progr
         )
 
 
-def provenance(volume: np.ndarray, resolution: int, seed: int, n_coils: int) -> dict[str, Any]:
+def provenance(volume: np.ndarray, resolution: int, seed: int, n_coils: int, plane: str = "axial") -> dict[str, Any]:
     import nilearn
 
-    z0, z1 = kept_slices(volume)
+    z0, z1 = kept_slices(volume, plane)
     return {
         "source": "builtin-mni152",
         "builtin_version": BUILTIN_VERSION,
         "template": TEMPLATE,
         "nilearn": nilearn.__version__,
         "resolution_mm": resolution,
+        "plane": plane,
         "template_shape": list(volume.shape),
         "seed": seed,
         "coils": n_coils,
@@ -186,13 +213,20 @@ def provenance(volume: np.ndarray, resolution: int, seed: int, n_coils: int) -> 
             "normalisation": f"sum_c |S_c|^2 = 1 on brain support dilated {SUPPORT_MARGIN_MM:g} mm, 0 outside",
         },
         "phase": "quadratic polynomial on [-1,1]^2, coefficients N(0, (pi/3)^2), rng([seed, slice])",
-        "padding": {"shape": list(PADDING[resolution]), "axes": "H anterior-posterior (anterior first), W left-right"},
-        "slice_threshold": f"brain area (> {BRAIN_LEVEL:g} max) >= {MIN_AREA:g} of the largest axial area",
+        "padding": {"shape": list(padded_shape(resolution, plane)), "axes": _AXES_TEXT[plane]},
+        "slice_threshold": f"brain area (> {BRAIN_LEVEL:g} max) >= {MIN_AREA:g} of the largest {plane} area",
         "kept_slices": [z0, z1],
         "split_ranges": split_ranges(z0, z1, resolution),
         "scale": "k and target multiplied by meta['scale'] so that max|target| = 1",
         "licence": LICENCE,
     }
+
+
+_AXES_TEXT = {
+    "axial": "H anterior-posterior (anterior first), W left-right",
+    "coronal": "H superior-inferior (superior first), W left-right",
+    "sagittal": "H superior-inferior (superior first), W posterior-anterior",
+}
 
 
 def build_builtin(
@@ -202,30 +236,32 @@ def build_builtin(
     n_coils: int = 12,
     overwrite: bool = False,
     progress: bool = True,
+    plane: str = "axial",
 ) -> Path:
-    """Build the built-in dataset at ``path`` (default :func:`builtin_path`) and return the path.
+    """Build the built-in dataset of ``plane`` at ``path`` (default :func:`builtin_path`) and return the path.
 
     Deterministic: the same arguments give the same bytes. Refuses to overwrite an existing file
     unless ``overwrite``.
     """
     from robustkit.data.prepared import write_prepared
 
-    _check(resolution, n_coils)
-    path = Path(path) if path is not None else builtin_path(resolution, seed, n_coils)
+    _check(resolution, n_coils, plane)
+    path = Path(path) if path is not None else builtin_path(resolution, seed, n_coils, plane)
     if path.exists() and not overwrite:
         raise RobustkitError(f"{path} already exists; choose another output path or pass --overwrite")
     volume = load_template(resolution)
-    samples = _samples(volume, resolution, seed, n_coils, progress)
-    return write_prepared(path, samples, provenance(volume, resolution, seed, n_coils), overwrite=overwrite)
+    samples = _samples(volume, resolution, seed, n_coils, progress, plane)
+    return write_prepared(path, samples, provenance(volume, resolution, seed, n_coils, plane), overwrite=overwrite)
 
 
-def ensure_builtin(resolution: int = 2, seed: int = 0, n_coils: int = 12, progress: bool = True) -> Path:
-    """The cached built-in dataset, built on first use."""
-    path = builtin_path(resolution, seed, n_coils)
+def ensure_builtin(resolution: int = 2, seed: int = 0, n_coils: int = 12, progress: bool = True,
+                   plane: str = "axial") -> Path:
+    """The cached built-in dataset of ``plane``, built on first use."""
+    _check(resolution, n_coils, plane)
+    path = builtin_path(resolution, seed, n_coils, plane)
     if path.exists():
         return path
-    _check(resolution, n_coils)
-    return build_builtin(path, resolution, seed, n_coils, overwrite=False, progress=progress)
+    return build_builtin(path, resolution, seed, n_coils, overwrite=False, progress=progress, plane=plane)
 
 
 def sense_report(

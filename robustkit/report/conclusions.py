@@ -258,8 +258,59 @@ def bound(run: Run) -> list[str]:
     return out
 
 
+def _accel(label: str) -> float:
+    return float(str(label).rstrip("x"))
+
+
+def more_samples(summary: pd.DataFrame, run: Run) -> list[str]:
+    """Antun et al.'s check on the ``accel`` axis: a model whose mean PSNR at an acceleration below
+    the nominal one (more samples) is lower than at the nominal one gets worse with more samples."""
+    acc = summary[summary["axis"] == "accel"]
+    out, lower_seen = [], False
+    for model, rows in acc.groupby("model", sort=False):
+        nominal = rows[rows["nominal"]]
+        if nominal.empty:
+            continue
+        a0, p0 = _accel(nominal["condition"].iloc[0]), float(nominal["psnr_mean"].iloc[0])
+        for cond, p in zip(rows["condition"], rows["psnr_mean"]):
+            if _accel(cond) < a0:
+                lower_seen = True
+                if p < p0:
+                    out.append(f"{run.label(model)} gets worse with more samples: {p:.2f} dB at {cond} against "
+                               f"{p0:.2f} dB at its nominal {a0:g}x.")
+    if lower_seen and not out:
+        out.append("No model gets worse with more samples: below the nominal acceleration every model's mean PSNR "
+                   "is at least its nominal one.")
+    return out
+
+
+def shift(run: Run) -> list[str]:
+    r = run.results
+    summary = tables.model_order(tables.shift_summary(r), run.model_names())
+    nominal = tables.as_bool(r["nominal"]).fillna(False).astype(bool)
+    out = convergence(run, what="nominal solve", where=nominal & (r["axis"] == r["axis"].iloc[0]),  # once per slice
+                      consequence="its nominal numbers below are not of a fixed point")
+    for axis in dict.fromkeys(r["axis"]):
+        out += convergence(run, what=f"solve under the {axis} shift", where=(r["axis"] == axis) & ~nominal,
+                           consequence="those numbers below are not of a fixed point")
+    out += more_samples(summary, run)
+    for axis, rows in summary[~summary["nominal"]].groupby("axis", sort=False):
+        parts = []
+        for model, mine in rows.groupby("model", sort=False):
+            worst = mine.loc[mine["psnr_drop_mean"].idxmax()]
+            part = f"{run.label(model)} {_pm(worst['psnr_drop_mean'], worst['psnr_drop_std'])} dB at {worst['condition']}"
+            if not math.isnan(worst["converged"]) and worst["converged"] < worst["n"]:
+                part += f" (solve converged on {int(worst['converged'])} of {int(worst['n'])})"
+            parts.append(part)
+        nominal_label = summary.loc[(summary["axis"] == axis) & summary["nominal"], "condition"]
+        head = f"{axis} (nominal {nominal_label.iloc[0]})" if len(nominal_label) else axis
+        out.append(f"{head}: the largest PSNR drop from nominal is " + ", ".join(parts)
+                   + f" (mean ± std over {_slices(rows['n'])}).")
+    return out
+
+
 CONCLUDE = {"attack": attack, "audit": audit, "init-test": init_test, "sweep-delta": sweep_delta, "features": features,
-            "bound": bound}
+            "bound": bound, "shift": shift}
 
 
 def conclude(run: Run) -> list[str]:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robustkit.report.runs import as_bool
+
 DPI = 85
 
 
@@ -314,6 +316,28 @@ def false_negatives(results: pd.DataFrame, labels: dict[str, str], colours: dict
         ax.set_ylabel(name)
     axes[0, 0].set_ylim(-0.05, 1.05)
     axes[0, 1].axhline(1.0, ls=":", color="0.4", lw=1)
+    _legend_once(axes)
+    return to_png(fig)
+
+
+def shift_panels(results: pd.DataFrame, labels: dict[str, str], colours: dict[str, Any]) -> str:
+    """PSNR and SSIM (rows) per condition of each shift axis (columns), mean ± std per model; the
+    nominal condition is marked ``(nominal)`` on the axis."""
+    r = results.assign(label=results["model"].map(lambda m: labels.get(m, m)))
+    axes_order = list(dict.fromkeys(r["axis"]))
+    fig, axes, sns = _figure(2, len(axes_order), 3.6, 3.0)
+    for j, axis in enumerate(axes_order):
+        d = r[r["axis"] == axis]
+        nominal = set(d.loc[as_bool(d["nominal"]).fillna(False).astype(bool), "condition"])
+        order = list(dict.fromkeys(d["condition"]))
+        for i, (metric, name) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
+            ax = axes[i, j]
+            sns.pointplot(data=d, x="condition", y=metric, hue="label", order=order, palette=colours,
+                          errorbar="sd", dodge=0.3 if d["label"].nunique() > 1 else False, markersize=4, linewidth=1.2, ax=ax)
+            ax.set_xticks(range(len(order)), [f"{c}\n(nominal)" if c in nominal else c for c in order])
+            ax.set_title(f"{axis}: {name}")
+            ax.set_xlabel(axis)
+            ax.set_ylabel(name)
     _legend_once(axes)
     return to_png(fig)
 

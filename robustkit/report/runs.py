@@ -30,6 +30,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
                  "detected", "false_negative"),
     "bound": ("model", "sample", "eps", "estimator", "L", "m_eff", "measured", "bound", "status", "converged",
               "adv_converged"),
+    "shift": ("model", "sample", "axis", "condition", "nominal", "psnr", "ssim", "psnr_drop"),
 }
 
 #: registry name (card's ``"model"``) → name used in the papers.

@@ -19,6 +19,7 @@ STUDY_TITLES = {
     "sweep-delta": "δ sweep",
     "features": "Small-feature study",
     "bound": "Monotone bound",
+    "shift": "Distribution shift",
 }
 
 #: config keys that a caption quotes, per study (the full config is on the page too).
@@ -29,6 +30,7 @@ CAPTION_KEYS = {
     "sweep-delta": ("common_delta", "steps", "restarts", "init_starts", "init_radii", "adv_eps", "adv_steps"),
     "features": ("features", "sizes", "contrasts", "positions", "searches", "budget", "threshold"),
     "bound": ("eps", "adv_steps", "adv_restarts", "delta", "steps", "restarts", "slow_steps", "power_iters"),
+    "shift": ("axes", "accels", "masks", "noises", "coils", "anatomy"),
 }
 
 
@@ -226,6 +228,18 @@ def bound(run: Run, colours: dict) -> list[Section]:
     ])]
 
 
+def shift(run: Run, colours: dict) -> list[Section]:
+    r = run.results
+    return [Section("PSNR and SSIM per condition", [
+        _draw("PSNR and SSIM under each shift", figures.shift_panels, r, run.labels(), colours,
+              caption=caption(run, "PSNR and SSIM per condition of each axis, one axis shifted at a time, the others nominal "
+                                   "(mean ± std over slices)")),
+        _table(run, "shift_summary", "Per model, axis and condition", tables.shift_summary(r),
+               "Mean ± std over slices per model, axis and condition; ΔPSNR = nominal PSNR − PSNR (> 0: worse than "
+               "nominal); DEQ solves that converged", counts=("converged",)),
+    ])]
+
+
 def model_entries(run: Run) -> list[tuple[str, str, str | None]]:
     """``(zoo folder, display label, weights sha256 recorded by the run)`` of each zoo model of the run
     (a plug-in or network object has no card, hence no training curves)."""
@@ -269,7 +283,7 @@ def training(entries: list[tuple[str, str, str | None]], used_by: str, colours: 
 
 
 SECTIONS = {"attack": attack, "init-test": init_test, "audit": audit, "sweep-delta": sweep_delta, "features": features,
-            "bound": bound}
+            "bound": bound, "shift": shift}
 
 
 def assemble(run: Run) -> RunReport:

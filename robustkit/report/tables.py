@@ -57,6 +57,8 @@ HEADERS = {
     "adv_converged": "attacked solve converged",
     "candidates": "candidates searched", "spikes": "spikes", "angle": "worst |angle| (°)",
     "shift_px": "shift (px)", "lines_fraction": "lines moved", "map_error": "‖S̃ − S‖/‖S‖",
+    "val_ssim": "final val. SSIM", "train_L": "final train L[H_θ]", "axis": "axis", "condition": "condition",
+    "nominal": "nominal",
 }
 
 #: column stem → format of one number.
@@ -253,6 +255,23 @@ def features_summary(results: pd.DataFrame) -> pd.DataFrame:
                      _mean_std(g, ["contrast_recovered", "error_feature"]), g["iterations"].mean(),
                      g["converged"].sum(min_count=1)], axis=1).reset_index()
     return out
+
+
+def shift_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model × axis × condition (in the run's order): ``n``, ``nominal``, mean ± std ``psnr``,
+    ``ssim``, ``psnr_drop``; mean ``iterations``; count ``converged`` (NaN for unrolled models)."""
+    r = results.copy()
+    for c in ("iterations", "converged"):
+        if c not in r:
+            r[c] = np.nan
+    r["converged"] = as_bool(r["converged"])
+    r["nominal"] = as_bool(r["nominal"]).fillna(False).astype(bool)
+    g = r.groupby(["model", "axis", "condition"], sort=False)
+    return pd.concat(
+        [_n(g), g["nominal"].first(), _mean_std(g, ["psnr", "ssim", "psnr_drop"]), g["iterations"].mean(),
+         g["converged"].sum(min_count=1)],
+        axis=1,
+    ).reset_index()
 
 
 def training_summary(histories: dict[str, list[dict]]) -> pd.DataFrame:

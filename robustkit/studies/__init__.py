@@ -10,6 +10,7 @@ init-test      fixed points reached from different starts   :mod:`.init_test`
 audit          per-slice L[H_θ](x*; δ) and Jacobian norms   :mod:`.audit`
 features       small features recovered, false negatives     :mod:`.features`
 bound          monotone bound 1/m vs measured attacks       :mod:`.bound`
+shift          quality under shifted acquisitions / data    :mod:`.shift`
 =============  ==========================================  =========================
 """
 
@@ -29,6 +30,7 @@ STUDIES: dict[str, tuple[str, str]] = {
     "audit": ("robustkit.studies.audit", "AuditConfig"),
     "features": ("robustkit.studies.features", "FeaturesConfig"),
     "bound": ("robustkit.studies.bound", "BoundConfig"),
+    "shift": ("robustkit.studies.shift", "ShiftConfig"),
 }
 
 
@@ -91,6 +93,8 @@ def run(
                          dataset, config.accel, dev, data=config.data)
     if hasattr(module, "check_models"):
         module.check_models(models)
+    if hasattr(module, "check_data"):  # before the run folder exists: bad input writes nothing
+        module.check_data(config, dataset)
     settings = config.to_dict()
     rd = RunDir(Path(reports_dir), name)  # the cells' run folder: its path is set once it is open
     cells = module.cells(config, models, dataset, dev, rd)

@@ -1,7 +1,8 @@
 """A study file (a TOML path, or a shipped suite by name: ``quick``, ``paper``): several studies
 run one after the other as a suite. The shipped suites are package data, ``robustkit/suites/*.toml``.
 
-File format: one table per study (``[attack]``, ``[init-test]``, ``[audit]``, ``[sweep-delta]``, ``[features]``)
+File format: one table per study (``[attack]``, ``[init-test]``, ``[audit]``, ``[sweep-delta]``, ``[features]``,
+``[bound]``, ``[shift]``)
 holding that study's config keys, and an optional ``[defaults]`` table whose keys apply to every
 study (a study's own table wins). Unknown tables and keys are errors naming them, reported before
 anything runs. The suite folder ``<reports>/<file stem>-<timestamp>/suite.json`` records the file,
