@@ -75,7 +75,7 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     """
     from pathlib import Path
 
-    from robustkit.device import resolve_device
+    from robustkit.distributed import collective_errors, dist_context
     from robustkit.errors import RobustkitError, TrainingStopped
     from robustkit.models.zoo import read_card, save_model, user_zoo
     from robustkit.recipes import run, stored_config
@@ -123,15 +123,19 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
             given = {**stored, "model": model_name, **{k: v for k, v in given.items() if k in typed}}
             given = {k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**given)
-    device = resolve_device(obj.get("device", "auto"))
-    card = run(config, out, device, resume=resume, recipe=recipe)
+    dist = dist_context(obj.get("device", "auto"))  # under torchrun: joins the process group, this rank's device
+    with collective_errors("training"):
+        card = run(config, out, dist.device, resume=resume, recipe=recipe)
     if "stopped" in card:
         where = card["stopped"].get("stage") or f"epoch {card['stopped']['epoch']}"
         message = (f"stopped by --max-minutes in {where} of {model_name} in {out}; `robustkit train --model {model_name} "
                    f"--out {out} --resume` continues it")
         if model_name != "modl":  # a deep-equilibrium model is not done before it passes its gate
             raise TrainingStopped(message + " to its convergence gate (not passed yet)")
-        click.echo(message)
+        if dist.is_main:
+            click.echo(message)
+        return
+    if not dist.is_main:  # rank 0 alone writes and reports
         return
     if make_default:
         from robustkit.models.zoo import load_model
