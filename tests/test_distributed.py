@@ -23,7 +23,8 @@ from robustkit.errors import RobustkitError
 from robustkit.training import TrainConfig, train
 from tests.test_training import tiny_dataset
 
-TINY = {"modl": {"width": 4, "depth": 2, "K": 2}, "mnmmol": {"width": 4, "depth": 2, "max_iter": 20, "eval_max_iter": 30}}
+TINY = {"modl": {"width": 4, "depth": 2, "K": 2}, "mnmmol": {"width": 4, "depth": 2, "max_iter": 20, "eval_max_iter": 30},
+        "mol": {"width": 4, "depth": 2, "max_iter": 10, "eval_max_iter": 10}}
 
 
 def config(model: str, data: str, batch_size: int, **fields) -> TrainConfig:
@@ -156,17 +157,21 @@ def data(tmp_path):
     return str(tiny_dataset(tmp_path / "tiny.h5"))
 
 
-def test_ddp_training_matches_one_process_with_the_same_global_batch(data, tmp_path):
-    """2 ranks × batch 1 = 1 process × batch 2: same weights, same log; rank 0 alone writes."""
-    one = train(config("modl", data, 2), tmp_path / "one", torch.device("cpu"), progress=False)
-    assert run_ranks(_train_rank, tmp_path, config("modl", data, 1), str(tmp_path / "two"), False) == [0, 0]
+@pytest.mark.parametrize("model", ["modl", "mol"])
+def test_ddp_training_matches_one_process_with_the_same_global_batch(data, tmp_path, model):
+    """2 ranks × batch 1 = 1 process × batch 2 (two steps): same weights, same log; rank 0 alone writes.
+    MOL runs its penalty's synchronised pass, in which λ is unused (find_unused_parameters), at weight
+    0: its ascent's random starts depend on the batch's shape (docs/distributed.md)."""
+    weight = {"penalty_weight": 0.0} if model == "mol" else {}
+    one = train(config(model, data, 2, **weight), tmp_path / "one", torch.device("cpu"), progress=False)
+    assert run_ranks(_train_rank, tmp_path, config(model, data, 1, **weight), str(tmp_path / "two"), False) == [0, 0]
     a, b = load_file(tmp_path / "one" / "weights.safetensors"), load_file(tmp_path / "two" / "weights.safetensors")
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)  # float32 sums in another order
     two = json.loads((tmp_path / "two" / "card.json").read_text())
     assert two["distributed"] == {"world_size": 2, "backend": "gloo", "global_batch": 2}
     for key in ("train_mse", "val_psnr", "val_ssim"):
-        assert two["history"][0][key] == pytest.approx(one["history"][0][key], rel=1e-5)
+        assert two["history"][0][key] == pytest.approx(one["history"][0][key], rel=1e-4)
     assert len((tmp_path / "two" / "log.csv").read_text().splitlines()) == 2  # header + one epoch, written once
 
 
