@@ -5,6 +5,7 @@ Ranks are forked processes with torchrun's environment (RANK, WORLD_SIZE, LOCAL_
 tests pay no interpreter start-up; the CLI under a real ``torchrun`` is the slow test at the end.
 """
 
+import itertools
 import json
 import os
 import socket
@@ -48,6 +49,8 @@ def _rank_main(target, rank: int, world: int, port: int, folder: str, env: dict,
     except RobustkitError as exc:
         Path(folder, f"error-{rank}.txt").write_text(str(exc))
         code = 2
+    except SystemExit as exc:  # robustkit.cli.main's exit status
+        code = exc.code or 0
     finally:
         distributed.shutdown()
     os._exit(code)
@@ -214,6 +217,53 @@ def test_mnmmol_implicit_backward_and_constraint_under_ddp_give_the_single_proce
         torch.testing.assert_close(two["grads"][name], g, rtol=1e-4, atol=1e-7)
     assert one["stats"]["penalty"] > 0  # the constraint contributed to the gradient
     assert two["stats"] == pytest.approx(one["stats"], rel=1e-5)
+
+
+def _cli_rank(rank: int, args: list[str]) -> None:
+    from robustkit.cli import main
+
+    main(args)
+
+
+@pytest.mark.slow
+def test_default_mnmmol_recipe_under_ddp_gates_and_records_its_stages_once(data, tmp_path):
+    """The staged recipe (MnM-MOL, λ scan, MnM-MOL with λ fixed) on 2 ranks: every gate passes on
+    every rank, rank 0 writes the stages and the final card."""
+    from tests.test_recipes import toy_mnmmol
+
+    out = tmp_path / "m"
+    args = ["--device", "cpu", "train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
+            "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
+            "--out", str(out)]
+    assert run_ranks(_cli_rank, tmp_path, args, limit=240) == [0, 0]
+    card = json.loads((out / "card.json").read_text())
+    assert [s["stage"] for s in card["stages"]] == ["2-mnmmol", "3-lambda", "4-mnmmol-fixed-lambda"]
+    assert card["gate"]["passed"] and all(s["gate"]["passed"] for s in card["stages"])
+    stage = json.loads((out / "stages" / "2-mnmmol" / "card.json").read_text())
+    assert stage["distributed"]["global_batch"] == 2 and len((out / "stages" / "2-mnmmol" / "log.csv").read_text().splitlines()) == 2
+
+
+def _budget_rank(rank: int, cfg: TrainConfig, out: str, resume: bool) -> None:
+    import robustkit.training
+
+    if not resume:  # rank 0's clock advances 61 s a reading: its 1-minute budget ends after step 1 of 2;
+        # rank 1's clock stands still, so alone it would never stop: rank 0's clock decides for both
+        clock = itertools.count(0, 61) if rank == 0 else itertools.repeat(0)
+        robustkit.training._now = lambda: next(clock)
+        cfg = TrainConfig(**{**cfg.__dict__, "max_minutes": 1.0})
+    train(cfg, out, torch.device("cpu"), resume=resume, progress=False)
+
+
+@pytest.mark.slow
+def test_ddp_max_minutes_stops_all_ranks_mid_epoch_and_resume_is_exact(data, tmp_path):
+    cfg = TrainConfig(model="modl", data=data, accel=2, epochs=2, batch_size=1, lr=3e-3, model_config={"width": 4, "depth": 2, "K": 1})
+    assert run_ranks(_train_rank, tmp_path, cfg, str(tmp_path / "whole"), False) == [0, 0]
+    assert run_ranks(_budget_rank, tmp_path, cfg, str(tmp_path / "cut"), False) == [0, 0]
+    stopped = json.loads((tmp_path / "cut" / "card.json").read_text())["stopped"]
+    assert stopped == {"reason": "max_minutes", "epoch": 1, "step": 1, "steps": 2}
+    assert run_ranks(_budget_rank, tmp_path, cfg, str(tmp_path / "cut"), True) == [0, 0]
+    whole, cut = load_file(tmp_path / "whole" / "weights.safetensors"), load_file(tmp_path / "cut" / "weights.safetensors")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
 
 
 @pytest.mark.slow
