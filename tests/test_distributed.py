@@ -225,6 +225,26 @@ def _cli_rank(rank: int, args: list[str]) -> None:
     main(args)
 
 
+def _dies_in_training(rank: int, args: list[str]) -> None:
+    import robustkit.training
+
+    if rank == 1:  # rank 1 is killed in its second step, after its first all-reduce
+        calls = itertools.count()
+        step = robustkit.training._step
+        robustkit.training._step = lambda *a: os._exit(9) if next(calls) == 1 else step(*a)
+    _cli_rank(rank, args)
+
+
+def test_a_rank_killed_in_training_stops_the_cli_of_the_others_with_one_line(data, tmp_path, capfd):
+    args = ["--device", "cpu", "train", "--model", "modl", "--data", data, "--accel", "2", "--epochs", "1", "--set", "width=4",
+            "--set", "depth=2", "--set", "K=1", "--out", str(tmp_path / "m")]
+    codes = run_ranks(_dies_in_training, tmp_path, args, env={distributed.TIMEOUT_ENV: "0.1"}, limit=60)
+    assert codes == [2, 9]
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("robustkit: error:")]
+    assert len(errors) == 1 and errors[0].startswith("robustkit: error: rank 0: training failed"), errors
+    assert not (tmp_path / "m" / "card.json").exists()  # nothing written after the failure
+
+
 @pytest.mark.slow
 def test_default_mnmmol_recipe_under_ddp_gates_and_records_its_stages_once(data, tmp_path):
     """The staged recipe (MnM-MOL, λ scan, MnM-MOL with λ fixed) on 2 ranks: every gate passes on
