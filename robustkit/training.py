@@ -375,6 +375,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     from robustkit.models.registry import build_model
     from robustkit.models.zoo import read_card, save_model
 
+    device = torch.device(device)
     ctx = dist_context(device.type)
     if ctx.distributed:
         device = ctx.device
