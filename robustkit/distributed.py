@@ -194,12 +194,21 @@ def collective_errors(what: str = "talking to the other ranks") -> Iterator[None
         if not isinstance(exc, (getattr(dist, "DistError", ()), TimeoutError)) and not _looks_collective(str(exc)):
             raise
         rank = _context.rank if _context is not None else _env_int("RANK", 0)
-        first = " ".join(str(exc).split())[:200]
+        first = _summary(str(exc))
         raise RobustkitError(
             f"rank {rank}: {what} failed ({type(exc).__name__}: {first}); another rank probably died or hung past the "
             f"{timeout().total_seconds() / 60:g}-minute timeout (${TIMEOUT_ENV}) — see its message above; "
             "completed checkpoints are kept and --resume continues"
         ) from None
+
+
+def _summary(message: str, limit: int = 160) -> str:
+    """The first sentence of a backend error, without its C++ source location."""
+    import re
+
+    text = re.sub(r"\[[^\]\s]+:\d+\]\s*", "", " ".join(message.split()))
+    sentence = text.split(". ")[0]
+    return sentence if len(sentence) <= limit else sentence[:limit] + "…"
 
 
 def _looks_collective(message: str) -> bool:

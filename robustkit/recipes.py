@@ -99,7 +99,10 @@ def run(config: TrainConfig, out: str | os.PathLike, device: torch.device, resum
 
 
 def _record(out: Path, config: TrainConfig, stages: list[dict[str, Any]]) -> None:
-    (out / RECIPE_FILE).write_text(json.dumps({"config": asdict(config), "stages": stages}, indent=2) + "\n")
+    from robustkit.distributed import is_main
+
+    if is_main():  # under torchrun rank 0 alone writes
+        (out / RECIPE_FILE).write_text(json.dumps({"config": asdict(config), "stages": stages}, indent=2) + "\n")
 
 
 def _stage_done(folder: Path, epochs: int) -> bool:
@@ -113,6 +116,7 @@ def _stage_done(folder: Path, epochs: int) -> bool:
 
 
 def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progress: bool) -> dict[str, Any]:
+    from robustkit.distributed import barrier, is_main
     from robustkit.models.zoo import load_model, read_card, resolve, save_model
 
     if out.exists() and not out.is_dir():
@@ -133,7 +137,9 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     m = float(c.model_config.get("m", 0.02))
     T = c.penalty_threshold if c.penalty_threshold is not None else 1 - 2 * m
     stages_dir = out / "stages"
-    stages_dir.mkdir(parents=True, exist_ok=True)
+    barrier()  # every rank has checked --out before rank 0 writes into it
+    if is_main():
+        stages_dir.mkdir(parents=True, exist_ok=True)
     _record(out, c, [])
     summaries: list[dict[str, Any]] = []
     current: list[str] = []  # the stages entered, last one running
@@ -199,7 +205,9 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     card = {k: v for k, v in card.items() if k not in ("weights_sha256",)}
     card.update(recipe="default", stages=summaries, training=asdict(c), train_seconds=round(total, 1),
                 epochs_done=sum(s.get("epochs", 0) for s in summaries))
-    save_model(out, model, card)
+    if is_main():
+        save_model(out, model, card)
+    barrier()
     return read_card(out)
 
 
@@ -212,6 +220,7 @@ def _lambda_scan(source: Path, folder: Path, config: TrainConfig, device) -> dic
     slices; the best mean PSNR among those that pass is saved to ``folder`` (s = 1 when none does,
     stage 2 having passed)."""
     from robustkit.analysis.gate import GateConfig, convergence_gate
+    from robustkit.distributed import barrier, is_main
     from robustkit.models.zoo import load_model, read_card, save_model
 
     if (folder / "card.json").exists():
@@ -235,5 +244,7 @@ def _lambda_scan(source: Path, folder: Path, config: TrainConfig, device) -> dic
     card = {k: v for k, v in card.items() if k not in ("weights_sha256", "gate")}
     card.update(lambda_scan=rows, chosen=best["factor"], gate={k: best[k] for k in ("passed", "n", "psnr", "checks")},
                 train_seconds=round(time.perf_counter() - t0, 1))
-    save_model(folder, model, card)
+    if is_main():  # every rank scanned alike (deterministic); rank 0 writes
+        save_model(folder, model, card)
+    barrier()
     return read_card(folder)

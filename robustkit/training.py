@@ -10,6 +10,11 @@ constraint term:
 - MOL: the log barrier ``w · (−log(T − L))`` on ``L[F_θ]`` (linear within 1e-3 of T), ``T = 1 − m``;
 - ``penalty_kind`` swaps either model's penalty for the other's (quadratic or barrier);
 - MOL-SN, MoDL: none (MOL-SN's constraint holds by construction).
+
+Under ``torchrun`` (docs/distributed.md) the model is wrapped in DistributedDataParallel: a
+DistributedSampler gives each of the W ranks ``batch_size`` slices of every global batch of
+``W · batch_size``, gradients are averaged across ranks, validation is sharded and reduced, and
+rank 0 alone writes the checkpoint, ``log.csv``, the card and the progress bar.
 """
 
 from __future__ import annotations
@@ -182,15 +187,111 @@ def _warm_start(model, ref: str) -> None:
 
 
 def _validate(model, dataset, device, limit: int | None) -> dict[str, float]:
+    """Mean validation metrics over the first ``limit`` slices; under torchrun each rank scores
+    every W-th slice and the rows are gathered, so every rank returns the single-process means."""
+    from robustkit.distributed import all_gather_object, dist_context
     from robustkit.evaluate import evaluate
 
-    subset = dataset if limit is None else torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
-    rows = evaluate(model, subset, device)
+    ctx = dist_context()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    mine = evaluate(model, torch.utils.data.Subset(dataset, range(ctx.rank, n, ctx.world_size)), device) \
+        if ctx.rank < n else []
+    rows = sorted((r for part in all_gather_object(mine) for r in part), key=lambda r: r["index"])
     out = {f"val_{k}": sum(r[k] for r in rows) / len(rows) for k in ("psnr", "ssim", "nmse")}
     if model.is_deq:
         out["val_iterations"] = sum(r["iterations"] for r in rows) / len(rows)
         out["val_converged"] = sum(r["converged"] for r in rows) / len(rows)
     return out
+
+
+#: seed offset of rank r's ascent generator (``seed · 1000 + epoch + r · stride``): each rank draws
+#: its own random pairs for the ball estimate, rank 0 those of a single process.
+ASCENT_RANK_STRIDE = 1_000_003
+
+
+def check_world_size(n: int, world_size: int, data: str) -> None:
+    """Refuse more ranks than training slices (a rank would only see padding)."""
+    if world_size > n:
+        raise RobustkitError(f"{world_size} ranks but the training set of {data} has {n} slice(s), fewer than the ranks; "
+                             f"start at most {n} processes (torchrun --nproc_per_node) or use a larger --data")
+
+
+def _check_same_world(card: dict[str, Any], world_size: int, out: Path) -> None:
+    """A resume keeps the global batch: the same number of processes as the run it continues."""
+    stored = int((card.get("distributed") or {}).get("world_size", 1))
+    if stored != world_size:
+        raise RobustkitError(f"{out} was trained by {stored} process(es), this resume runs {world_size}; resume it with "
+                             f"{stored} in all (torchrun --nnodes × --nproc_per_node) so that the global batch stays the same")
+
+
+class _Step(torch.nn.Module):
+    """The two passes of a training step as one module's ``forward(what, *args)``, ``what`` =
+    ``"reconstruct"`` (``model(kspace, op)``) or ``"constraint"`` (:func:`constraint_term`), so that
+    DistributedDataParallel sees the constraint's evaluations of F_θ as well."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, what: str, *args):
+        return self.model(*args) if what == "reconstruct" else constraint_term(self.model, *args)
+
+
+def _wrap(model, ctx) -> torch.nn.Module:
+    """:class:`_Step` of ``model``, in DistributedDataParallel when there are several ranks.
+    ``find_unused_parameters``: MOL's penalty acts on F_θ alone (λ unused in that pass)."""
+    step = _Step(model)
+    if not ctx.distributed:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(step, find_unused_parameters=model.name == "mol")
+
+
+def _step(model, step_model: torch.nn.Module, batch: dict[str, Any], config: TrainConfig, opt: torch.optim.Optimizer,
+          ascent_rng: torch.Generator, check) -> dict[str, float]:
+    """One optimisation step on this rank's ``batch``; returns the step's ``loss``, ``mse``,
+    ``penalty`` (means over the ranks), ``L`` (their max) and ``iterations`` (mean), which
+    ``check`` sees before anything is updated.
+
+    Two backward passes, gradients summed: the fixed point's graph is freed before the constraint
+    builds its own, so peak memory is the larger of the two, not their sum. Under DDP the first
+    pass accumulates locally (``no_sync``) and the second's backward all-reduces the sum, once.
+    """
+    import contextlib
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    from robustkit.distributed import all_reduce
+
+    op = operator_of(batch)
+    constrained = model.name in PENALTY_DEFAULTS
+    local = step_model.no_sync() if constrained and isinstance(step_model, DistributedDataParallel) else contextlib.nullcontext()
+    opt.zero_grad(set_to_none=True)
+    with local:
+        x = step_model("reconstruct", batch["kspace"], op)
+        mse = (x - batch["target"]).abs().pow(2).mean()
+        mse_mean = all_reduce(mse.detach().clone())  # every rank refuses a non-finite loss alike
+        check(mse_mean)
+        mse.backward()
+    if constrained:
+        term, lips = step_model("constraint", x.detach(), batch["kspace"], op, config, ascent_rng)
+    else:
+        term, lips = mse.new_zeros(()), None
+    iterations = model.last_stats.iterations.float().mean() if model.is_deq and model.last_stats is not None else None
+    means = all_reduce(torch.stack([term.detach(), mse.new_zeros(()) if iterations is None else iterations.to(mse)]))
+    loss = mse_mean + means[0]
+    check(loss)
+    if term.requires_grad:
+        term.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    opt.step()
+    step = {"loss": loss.item(), "mse": mse_mean.item(), "penalty": float(means[0])}
+    if lips is not None:
+        step["L"] = float(all_reduce(lips.max().detach().clone(), op="max"))
+    if iterations is not None:
+        step["iterations"] = float(means[1])
+    return step
 
 
 #: training settings a ``--resume`` may change; any other difference is refused (a different run).
@@ -261,13 +362,23 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     saves a checkpoint in the middle of the epoch (card ``stopped``) that ``resume=True`` continues exactly. A DEQ model then
     meets its convergence gate (:mod:`robustkit.analysis.gate`, docs/training.md) on the
     validation slices; the card records it and a failure raises :class:`GateFailed` (exit 3).
+
+    Under ``torchrun`` (:func:`robustkit.distributed.dist_context`) each rank trains on its share of
+    every global batch of ``W · config.batch_size`` slices on its own device (``device`` is then the
+    rank's), DDP averages the gradients, and rank 0 alone writes; the card's ``distributed`` records
+    ``world_size`` and ``global_batch``, and a resume must use the same world size.
     """
     from tqdm.auto import tqdm
 
+    from robustkit.distributed import all_gather_object, barrier, dist_context
     from robustkit.locations import refuse_package_write
     from robustkit.models.registry import build_model
     from robustkit.models.zoo import read_card, save_model
 
+    device = torch.device(device)
+    ctx = dist_context(device.type)
+    if ctx.distributed:
+        device = ctx.device
     out = refuse_package_write(out)
     state_path = out / "train_state.pt"
     _check_out(out, resume)
@@ -275,6 +386,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     if resume:
         card = read_card(out)
         check_same_run(card, config, out)
+        _check_same_world(card, ctx.world_size, out)
         state = _load_state(out)
 
     torch.manual_seed(config.seed)
@@ -287,6 +399,9 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     lam_lr = lam_lr_of(model, config)
     opt = torch.optim.Adam([{"params": network, "lr": config.lr}, {"params": [model.lam], "lr": lam_lr}])
     train_set, val_set = _dataset(config, "train", vary=True), _dataset(config, "val", vary=False)
+    check_world_size(len(train_set), ctx.world_size, config.data)
+    step_model = _wrap(model, ctx)
+    barrier()  # every rank has checked --out before rank 0 writes into it
 
     start_epoch, start_step, elapsed, sums = 0, 0, 0.0, {}
     ascent_rng = torch.Generator(device=device).manual_seed(config.seed)
@@ -299,65 +414,64 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         start_epoch, elapsed = state["epoch"], float(state["elapsed"])
         start_step, sums = int(state.get("step", 0)), dict(state.get("sums", {}))
         torch.set_rng_state(state["rng"])
-        if "ascent_rng" in state:
-            ascent_rng.set_state(state["ascent_rng"])
-    else:
+        ascent_states = state.get("ascent_rngs") or [state.get("ascent_rng")]
+        if ascent_states[min(ctx.rank, len(ascent_states) - 1)] is not None:
+            ascent_rng.set_state(ascent_states[min(ctx.rank, len(ascent_states) - 1)])
+    elif ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     card.setdefault("command", command)
     card.setdefault("history", [])
+    if ctx.distributed:
+        card["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend, "global_batch": ctx.world_size * config.batch_size}
 
     def checkpoint(epoch: int, step: int) -> None:
-        torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "sums": sums, "elapsed": elapsed,
-                    "rng": torch.get_rng_state(), "ascent_rng": ascent_rng.get_state()}, state_path)
+        # every rank's ascent generator, so that a resume in the middle of an epoch continues each rank exactly
+        ascent_states = all_gather_object(ascent_rng.get_state().cpu())
+        if ctx.is_main:
+            torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "sums": sums, "elapsed": elapsed,
+                        "rng": torch.get_rng_state(), "ascent_rng": ascent_states[0], "ascent_rngs": ascent_states}, state_path)
+
+    def save(card: dict[str, Any]) -> None:
+        if ctx.is_main:
+            save_model(out, model, card)
 
     stopped, elapsed0 = False, elapsed  # the budget counts this call's time only
     for epoch in range(start_epoch, config.epochs):
         if start_step == 0:
-            ascent_rng.manual_seed(config.seed * 1000 + epoch)
+            # rank r > 0 draws its own ascent pairs (rank 0 draws what a single process does)
+            ascent_rng.manual_seed(config.seed * 1000 + epoch + ASCENT_RANK_STRIDE * ctx.rank)
             sums = {}
         lr = lr_at(config, epoch)
         opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = lr, lam_lr * lr / config.lr
         t0 = _now()
         train_set.set_epoch(epoch)
-        # the epoch's order, as DataLoader(shuffle=True, generator=g) draws it; a resumed epoch skips what was done
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).tolist()
+        # the epoch's order is randperm(n) seeded seed·1000 + epoch (a single process's too); rank r
+        # takes positions r, r + W, …, so its k-th batch is its share of the k-th global batch
+        sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                                      seed=config.seed * 1000, drop_last=False)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
         batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches[start_step:])
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches[start_step:])  # a resumed epoch skips what was done
         model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and ctx.is_main), leave=False)
         for i, batch in enumerate(bar, start=start_step):
             batch = to_device(batch, device)
-            op = operator_of(batch)
-            x = model(batch["kspace"], op)
-            mse = (x - batch["target"]).abs().pow(2).mean()
-            # Two backward passes, gradients summed: the fixed point's graph is freed before the
-            # constraint builds its own, so peak memory is the larger of the two, not their sum.
-            opt.zero_grad(set_to_none=True)
-            _check_finite(mse, config, epoch, out)
-            mse.backward()
-            term, lips = constraint_term(model, x.detach(), batch["kspace"], op, config, ascent_rng)
-            loss = mse.detach() + term.detach()
-            _check_finite(loss, config, epoch, out)
-            if term.requires_grad:
-                term.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            step = {"loss": loss.item(), "mse": mse.item(), "penalty": float(term.detach())}
-            if lips is not None:
-                step["L"] = float(lips.max())
-            if model.is_deq and model.last_stats is not None:
-                step["iterations"] = float(model.last_stats.iterations.float().mean())
+            step = _step(model, step_model, batch, config, opt, ascent_rng, lambda loss: _check_finite(loss, config, epoch, out))
             for k, v in step.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})
-            if config.max_minutes is not None and elapsed + _now() - t0 - elapsed0 > 60 * config.max_minutes and i + 1 < len(batches):
+            over = config.max_minutes is not None and elapsed + _now() - t0 - elapsed0 > 60 * config.max_minutes
+            if config.max_minutes is not None and ctx.distributed:  # rank 0's clock decides for all ranks
+                over = bool(all_gather_object(over)[0])
+            if over and i + 1 < len(batches):
                 # the budget is spent in the middle of the epoch: keep this step and stop
                 elapsed += _now() - t0
                 card.pop("gate", None)  # the weights change: an earlier gate no longer applies
                 card.update(training=asdict(config), train_seconds=round(elapsed, 1),
                             stopped={"reason": "max_minutes", "epoch": epoch + 1, "step": i + 1, "steps": len(batches)})
-                save_model(out, model, card)
+                save(card)
                 checkpoint(epoch, i + 1)
                 stopped = True
                 break
@@ -377,18 +491,20 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             data={"name": config.data, "accel": config.accel, "mask": "random 1-D Cartesian, fastMRI centre fraction",
                   "noise": config.noise, "shape": list(train_set[0]["target"].shape[-2:])},
         )
-        save_model(out, model, card)
+        save(card)
         checkpoint(epoch + 1, 0)
-        _append_log(out / "log.csv", row)
-        if progress:
+        if ctx.is_main:
+            _append_log(out / "log.csv", row)
+        if progress and ctx.is_main:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
         if config.max_minutes is not None and elapsed - elapsed0 > 60 * config.max_minutes and epoch + 1 < config.epochs:
             card.pop("gate", None)
             card.update(stopped={"reason": "max_minutes", "epoch": epoch + 2, "step": 0, "steps": len(batches)})
-            save_model(out, model, card)
+            save(card)
             break
     if model.is_deq and config.gate and not stopped:  # a stopped run is gated when it finishes, not past its budget
         gate(model, card, out, val_set, device, config)
+    barrier()  # the other ranks read what rank 0 wrote
     return read_card(out)
 
 
@@ -399,10 +515,15 @@ def gate(model, card: dict[str, Any], out: Path, val_set, device, config: TrainC
     from robustkit.errors import GateFailed
     from robustkit.models.zoo import save_model
 
+    from robustkit.distributed import barrier, is_main
+
+    # every rank evaluates the (deterministic) gate, so all of them agree on the exit; rank 0 writes
     result = convergence_gate(model, val_set, device, GateConfig(limit=config.val_samples, seed=config.seed,
                                                                   threshold=config.gate_threshold))
     card["gate"] = result.to_dict()
-    save_model(out, model, card)
+    if is_main():
+        save_model(out, model, card)
+    barrier()
     if not result.passed:
         raise GateFailed(result.failure(where or f"after training {config.model} into {out}") + "; the model is kept there, marked failed")
     return card["gate"]

@@ -12,7 +12,8 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--data", default="builtin", show_default=True, help="'builtin' or a prepared HDF5 file (robustkit data prepare).")
 @click.option("--accel", type=float, default=4.0, show_default=True, help="Acceleration of the 1-D Cartesian masks.")
 @click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Slices per step; under torchrun per process (global batch = processes × --batch-size).")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
               help="cosine: anneal the learning rate to lr/100 at the last of --epochs.")
@@ -67,6 +68,11 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     on the validation slices (residual from SENSE at the evaluation tolerance, L ≤ 1 − m, starts
     inside the ball agree, each on ≥ 95 % of slices): a failure exits with code 3 and names the gate;
     a DEQ run stopped by --max-minutes before its gate exits with code 4 (--resume continues it).
+
+    Under `torchrun --nproc_per_node N -m robustkit train ...` it trains with DistributedDataParallel
+    (gloo on CPU, NCCL with one GPU per rank): --batch-size is per process, the global batch is
+    N × --batch-size, rank 0 alone writes (docs/distributed.md).
+
     Examples:
 
         robustkit train --model mnmmol --data knees.h5          # MoDL warm start, then MnM-MOL stages
@@ -75,7 +81,7 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     """
     from pathlib import Path
 
-    from robustkit.device import resolve_device
+    from robustkit.distributed import collective_errors, dist_context
     from robustkit.errors import RobustkitError, TrainingStopped
     from robustkit.models.zoo import read_card, save_model, user_zoo
     from robustkit.recipes import run, stored_config
@@ -123,15 +129,19 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
             given = {**stored, "model": model_name, **{k: v for k, v in given.items() if k in typed}}
             given = {k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**given)
-    device = resolve_device(obj.get("device", "auto"))
-    card = run(config, out, device, resume=resume, recipe=recipe)
+    dist = dist_context(obj.get("device", "auto"))  # under torchrun: joins the process group, this rank's device
+    with collective_errors("training"):
+        card = run(config, out, dist.device, resume=resume, recipe=recipe)
     if "stopped" in card:
         where = card["stopped"].get("stage") or f"epoch {card['stopped']['epoch']}"
         message = (f"stopped by --max-minutes in {where} of {model_name} in {out}; `robustkit train --model {model_name} "
                    f"--out {out} --resume` continues it")
         if model_name != "modl":  # a deep-equilibrium model is not done before it passes its gate
             raise TrainingStopped(message + " to its convergence gate (not passed yet)")
-        click.echo(message)
+        if dist.is_main:
+            click.echo(message)
+        return
+    if not dist.is_main:  # rank 0 alone writes and reports
         return
     if make_default:
         from robustkit.models.zoo import load_model
