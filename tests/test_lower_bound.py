@@ -99,3 +99,21 @@ def test_observed_rate_of_a_linear_iteration_is_its_spectral_radius():
     torch.testing.assert_close(res.rate, torch.full((2,), 0.97, dtype=torch.float64), rtol=2e-3, atol=0)
     assert (res.ratios_used == 20).all()
     assert rate_exceeds(res.rate, torch.tensor([0.9, 0.97])).tolist() == [True, False]
+
+
+def test_power_estimate_is_valid_on_a_relu_kink():
+    """H(x) = x − ½(ReLU(x) − ReLU(−x)) = ½x exactly (L = ½), but at pixels that are exactly 0 autograd
+    takes ReLU'(0) = 0 and would report ‖J‖ = 1 there. The power iteration linearises off the kink."""
+    import torch
+
+    from robustkit.analysis.lower_bound import lipschitz_lower_bound
+
+    def H(v):
+        r = torch.view_as_real(v)
+        return v - 0.5 * torch.view_as_complex((torch.relu(r) - torch.relu(-r)).contiguous())
+
+    x = torch.randn(2, 8, 8, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    x[:, :4] = 0  # an empty background of exact zeros
+    bound = lipschitz_lower_bound(H, x, 0.3, steps=5, power_iters=30)
+    assert torch.all(bound.power.estimate <= 0.5 + 1e-4) and torch.all(bound.estimate <= 0.5 + 1e-4)
+    assert torch.all(bound.estimate >= 0.5 - 1e-3)

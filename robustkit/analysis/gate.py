@@ -75,10 +75,11 @@ class GateResult:
 
 def lipschitz_bound(model, x_star: torch.Tensor, row: dict[str, Any], generator: torch.Generator) -> float:
     """The largest lower bound robustkit finds of the model's constrained Lipschitz constant at
-    ``x*`` ``(1, H, W)``: ``max(L_ball, L_slow)`` of ``L[H_θ](x*; δ)`` from the ``models check`` row
-    for MnM-MOL; ``L[F_θ](x*; 0.3)`` by the two-point ascent (20 steps, 2 restarts) for MOL."""
+    ``x*`` ``(1, H, W)``: ``L_max``, the largest of the ball, slow-mode, top-singular and power
+    estimates of ``L[H_θ](x*; δ)`` from the ``models check`` row, for MnM-MOL (docs/certificates.md);
+    ``L[F_θ](x*; 0.3)`` by the two-point ascent (20 steps, 2 restarts) for MOL."""
     if model.name == "mnmmol":
-        return max(row["L_ball"], row["L_slow"])
+        return row["L_max"]
     with torch.no_grad():
         res = local_lipschitz(model.cnn, x_star, MOL_RADIUS, steps=20, restarts=2, generator=generator)
     return float(res.estimate[0])

@@ -10,9 +10,11 @@ directions they look at, and a single one can miss a slow direction by ≈ 2 % (
   iterations of the fixed-point map from ``x`` (the slow mode), ``d`` = ``pair_distance``;
 - ``top``:   ascent from the pair ``x ± (d/2)‖x‖ v̂`` with ``v`` the top right singular vector of
   ``J_H(x)`` from the power iteration;
-- ``power``: ``‖J_H(x)‖₂`` by power iteration on ``JᵀJ`` — ``‖J v‖ ≤ L[H](x; δ)`` wherever ``H``
-  is differentiable at ``x`` (the limit of pairs ``x ± t v``, ``t → 0``), which holds almost
-  everywhere for a ReLU CNN.
+- ``power``: ``‖J_H(x')‖₂`` by power iteration on ``JᵀJ`` at ``x' = x + 10⁻⁴‖x‖ r̂`` (``r`` random)
+  — ``‖J v‖ ≤ L[H](x; δ)`` wherever ``H`` is differentiable at a point ``x'`` of the ball (the
+  limit of pairs ``x' ± t v``, ``t → 0``). A ReLU CNN is differentiable almost everywhere, but a
+  fixed point can sit exactly on a kink (an empty background of exact zeros), where autograd's
+  ``ReLU'(0) = 0`` gives a matrix that is not a derivative; the random shift avoids that.
 
 ``estimate`` is the per-sample maximum of the four.
 """
@@ -26,6 +28,7 @@ import torch
 from robustkit.analysis.lipschitz import (
     LipschitzResult,
     Operator,
+    _norm,
     PowerIterationResult,
     jacobian_spectral_norm,
     local_lipschitz,
@@ -33,6 +36,8 @@ from robustkit.analysis.lipschitz import (
     slow_direction,
 )
 
+#: relative distance from ``x`` at which the power iteration linearises ``H`` (off the ReLU kinks).
+POWER_SHIFT = 1e-4
 #: the estimators of :func:`lipschitz_lower_bound`, in the order of the ``source`` codes.
 ESTIMATORS: tuple[str, ...] = ("ball", "slow", "top", "power")
 
@@ -111,7 +116,14 @@ def lipschitz_lower_bound(
     if f is not None:
         slow = local_lipschitz(H, x, delta, steps=seeded_steps, restarts=1, init=slow_direction(f, x, slow_iters),
                                pair_distance=pair_distance, generator=generator)
-    power = jacobian_spectral_norm(H, x, iters=power_iters, tol=power_tol, generator=generator)
+    # ‖J_H(x')‖₂ bounds L[H](x; δ) from below only where H is differentiable at x' ∈ B(x, δ‖x‖). A
+    # ReLU CNN has kinks, and a fixed point can sit on one (pixels exactly 0 in an empty background,
+    # where PyTorch's ReLU'(0) = 0 turns the Jacobian into a different matrix). A random shift of
+    # 1e-4‖x‖ (far inside the ball) lands off the kinks almost surely.
+    gen = generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
+    shift = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=gen)
+    shift = shift * (POWER_SHIFT * _norm(x) / _norm(shift).clamp_min(torch.finfo(x.real.dtype).tiny)).reshape(-1, *([1] * (x.ndim - 1)))
+    power = jacobian_spectral_norm(H, x + shift, iters=power_iters, tol=power_tol, generator=generator)
     top = local_lipschitz(H, x, delta, steps=seeded_steps, restarts=1, init=power.vector,
                           pair_distance=pair_distance, generator=generator)
 
