@@ -68,7 +68,10 @@ def compare(before, after, rtol: float) -> tuple[int, float]:
     """``(rows, largest relative difference)`` over the numeric columns both frames share."""
     import numpy as np
 
-    cols = [c for c in before.columns if c in after.columns and np.issubdtype(before[c].dtype, np.number)]
+    import pandas as pd
+
+    cols = [c for c in before.columns if c in after.columns and pd.api.types.is_numeric_dtype(before[c])
+            and not pd.api.types.is_bool_dtype(before[c])]
     a, b = before[cols].to_numpy(float), after[cols].to_numpy(float)
     both = np.isfinite(a) & np.isfinite(b)
     diff = np.abs(a - b)[both] / np.maximum(np.abs(a[both]), 1e-12)

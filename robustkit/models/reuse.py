@@ -124,8 +124,9 @@ def clean_solve(lm, kspace: torch.Tensor, op):
     found = CLEAN_SOLVES.get(key)
     if found is None:
         with torch.no_grad():
-            found = lm.solve(kspace, op)
-        CLEAN_SOLVES.put(key, (found[0].detach(), found[1]))
+            x, stats = lm.solve(kspace, op)
+        found = (x.detach(), stats)
+        CLEAN_SOLVES.put(key, found)
     lm.last_stats = found[1]
     return found
 
