@@ -64,18 +64,28 @@ def run_study(name: str, mapping: dict, reports: str):
     return frame, seconds, sum(c[0] for c in counters)
 
 
-def compare(before, after, rtol: float) -> tuple[int, float]:
-    """``(rows, largest relative difference)`` over the numeric columns both frames share."""
-    import numpy as np
+#: columns that describe how a solve ran (from another start they differ by design), not its result.
+SOLVE_STATS = ("iterations", "residual", "backward_residual", "backward_converged", "backward_iterations",
+               "probe_iterations", "probe_residual", "adv_residual", "jacobian_iterations")
 
+
+def compare(before, after) -> tuple[int, float, str]:
+    """``(rows, largest relative difference, its column)`` over the numeric result columns both share."""
+    import numpy as np
     import pandas as pd
 
-    cols = [c for c in before.columns if c in after.columns and pd.api.types.is_numeric_dtype(before[c])
-            and not pd.api.types.is_bool_dtype(before[c])]
-    a, b = before[cols].to_numpy(float), after[cols].to_numpy(float)
-    both = np.isfinite(a) & np.isfinite(b)
-    diff = np.abs(a - b)[both] / np.maximum(np.abs(a[both]), 1e-12)
-    return len(before), float(diff.max()) if diff.size else 0.0
+    worst, where = 0.0, "-"
+    for c in before.columns:
+        if c in SOLVE_STATS or c not in after.columns or not pd.api.types.is_numeric_dtype(before[c]) \
+                or pd.api.types.is_bool_dtype(before[c]):
+            continue
+        a, b = before[c].to_numpy(float), after[c].to_numpy(float)
+        both = np.isfinite(a) & np.isfinite(b)
+        if both.any():
+            d = float((np.abs(a - b)[both] / np.maximum(np.abs(a[both]), 1e-12)).max())
+            if d > worst:
+                worst, where = d, c
+    return len(before), worst, where
 
 
 def main() -> None:
@@ -83,7 +93,7 @@ def main() -> None:
     parser.add_argument("--suite", default="quick", help="a shipped suite's name or a TOML study file")
     parser.add_argument("--samples", type=int, default=1, help="test slices per study (the suite's own: 4)")
     parser.add_argument("--studies", nargs="*", default=None, help="only these studies of the suite")
-    parser.add_argument("--rtol", type=float, default=1e-2, help="flag numbers that differ by more than this")
+    parser.add_argument("--rtol", type=float, default=1e-2, help="flag result columns that differ by more than this")
     args = parser.parse_args()
 
     from robustkit.models.reuse import CLEAN_SOLVES, speedups
@@ -105,14 +115,14 @@ def main() -> None:
             for n in names:
                 frame, seconds, evals = run_study(n, mappings[n], reports)
                 old_frame, old_seconds, old_evals = before[n]
-                count, worst = compare(old_frame, frame, args.rtol)
-                rows.append((n, old_seconds, seconds, old_evals, evals, count, worst))
+                count, worst, column = compare(old_frame, frame)
+                rows.append((n, old_seconds, seconds, old_evals, evals, count, worst, column))
     print(f"{'study':<12} {'before s':>9} {'after s':>9} {'time ratio':>10} {'F evals before':>15} "
-          f"{'after':>8} {'eval ratio':>10} {'rows':>5} {'max rel diff':>12}")
-    for n, t0, t1, e0, e1, count, worst in rows:
+          f"{'after':>8} {'eval ratio':>10} {'rows':>5} {'max rel diff':>12} column")
+    for n, t0, t1, e0, e1, count, worst, column in rows:
         flag = "  (> rtol)" if worst > args.rtol else ""
         print(f"{n:<12} {t0:9.1f} {t1:9.1f} {t1 / t0:10.2f} {e0:15d} {e1:8d} {e1 / max(e0, 1):10.2f} "
-              f"{count:5d} {worst:12.2e}{flag}")
+              f"{count:5d} {worst:12.2e} {column}{flag}")
     t0, t1 = sum(r[1] for r in rows), sum(r[2] for r in rows)
     e0, e1 = sum(r[3] for r in rows), sum(r[4] for r in rows)
     print(f"{'total':<12} {t0:9.1f} {t1:9.1f} {t1 / t0:10.2f} {e0:15d} {e1:8d} {e1 / max(e0, 1):10.2f}")
