@@ -14,12 +14,18 @@ class BoundReconstructor(nn.Module):
 
     DEQ models stay differentiable in eval mode: their fixed point is differentiated implicitly, so
     ``∂x*/∂b`` is available to the attack. ``last_stats`` forwards the model's solver statistics.
+
+    ``x0``: warm start of a DEQ model (``(B, H, W)``, e.g. the clean fixed point): each solve starts
+    from the fixed point of the previous call (the attack's last iterate), which lies within the
+    perturbation's reach of the next one; the fixed point itself does not depend on the start
+    (:mod:`robustkit.models.reuse`). ``None``: every solve starts at the model's SENSE init.
     """
 
-    def __init__(self, model: nn.Module, op: SenseOperator):
+    def __init__(self, model: nn.Module, op: SenseOperator, x0: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.op = op
+        self.x0 = None if x0 is None or not self.is_deq else x0.detach()
 
     # torchattacks reads ``training`` before an attack and restores it after: mirror the model's.
     @property
@@ -34,7 +40,11 @@ class BoundReconstructor(nn.Module):
             model.train(mode)
 
     def forward(self, kspace: torch.Tensor) -> torch.Tensor:
-        return self.model(kspace, self.op)
+        if self.x0 is None or self.x0.shape[0] != kspace.shape[0]:
+            return self.model(kspace, self.op)
+        x = self.model(kspace, self.op, self.x0)
+        self.x0 = x.detach()
+        return x
 
     @property
     def is_deq(self) -> bool:

@@ -89,11 +89,13 @@ def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int,
     """``amplification`` per slice and the perturbed solve's ``probe_iterations``, ``probe_residual``,
     ``probe_converged`` (NaN for unrolled models)."""
     from robustkit.attacks import BoundReconstructor, KSpacePGD
+    from robustkit.models.reuse import warm_start
 
-    atk = KSpacePGD(BoundReconstructor(lm, op), op.mask, eps, steps=steps, seed=seed)
+    start = warm_start(lm, x_clean)  # perturbed solves start at the clean fixed point
+    atk = KSpacePGD(BoundReconstructor(lm, op, start), op.mask, eps, steps=steps, seed=seed)
     b_adv = atk(b, x_clean)
     with torch.no_grad():
-        x = lm(b_adv, op)
+        x = lm(b_adv, op, start)
     num = torch.linalg.vector_norm((x - x_clean).flatten(1), dim=1)
     den = torch.linalg.vector_norm((b_adv - b).flatten(1), dim=1).clamp_min(1e-30)
     n = len(num)
@@ -109,12 +111,12 @@ def amplification_probe(lm: LoadedModel, b, op, x_clean, eps: float, steps: int,
 def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from robustkit.analysis.checks import certificate_at
     from robustkit.batch import operator_of
+    from robustkit.models.reuse import clean_solve
 
     op, b = operator_of(batch), batch["kspace"]
     samples = batch["index"].cpu().tolist()
     n = len(samples)
-    with torch.no_grad():
-        x_star, stats = lm.solve(b, op)
+    x_star, stats = clean_solve(lm, b, op)
     cols: dict[str, list] = {k: [np.nan] * n for k in (
         "delta", "threshold", "L", "L_change", "L_slow", "L_slow_change", "L_top", "jacobian_norm",
         "jacobian_iterations", "jacobian_converged", "L_max", "L_source", "passes", "rate", "rate_exceeds_L",
