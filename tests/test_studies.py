@@ -303,7 +303,7 @@ def test_shipped_study_files_are_valid(name):
     studies = read_study_file(name)
     assert list(studies)[:4] == ["attack", "init-test", "audit", "sweep-delta"]
     assert "features" in studies
-    assert ("bound" in studies) == (name == "paper")  # too slow for quick on 2 cores (README)
+    assert "bound" in studies
     assert "shift" in studies
     assert read_study_file(shipped_suites()[name]) == studies
 
