@@ -4,6 +4,8 @@ running it on a CUDA machine)."""
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 
@@ -14,6 +16,7 @@ def _bench():
     return module
 
 
+@pytest.mark.slow  # ≈ 30 s on 2 cores (run by .ci/run)
 def test_tiny_benchmark_prints_its_three_tables(capsys):
     _bench().main(["--tiny", "--size", "16", "16", "--coils", "2"])
     out = capsys.readouterr().out

@@ -187,6 +187,7 @@ def one_process(toy_data, tmp_path, flaky) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # ≈ 1 min: two torchrun processes start torch (run by .ci/run)
 def test_two_gloo_ranks_write_what_one_process_writes(toy_data, tmp_path, flaky):
     """A study file (``robustkit run``) with the 4-cell attack and a 2-cell init-test (random
     noise starts: each rank draws them for its own model)."""
