@@ -199,3 +199,25 @@ def test_models_list_and_evaluate_show_the_baselines(toy_data):
     lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
     # the sense baseline is the DEQs' initialisation, which evaluate prints as SENSE
     assert lines["sense"][1] == lines["SENSE"][1] and math.isfinite(float(lines["l1-wavelet_iters30"][1]))
+
+
+def test_attacking_a_baseline_prints_no_device_warning(capsys):
+    """torchattacks finds the device from a parameter; a baseline has none (the bound reconstructor
+    carries an empty one), so nothing like "Failed to set device" reaches the user."""
+    import numpy as np
+    import torch
+
+    from robustkit.attacks import KSpacePGD
+    from robustkit.attacks.target import BoundReconstructor
+    from robustkit.models.baselines import build_baseline
+    from robustkit.physics import SenseOperator
+    from robustkit.physics.masks import cartesian_mask
+
+    maps = torch.ones(1, 1, 8, 8, dtype=torch.complex64)
+    mask = torch.from_numpy(cartesian_mask((8, 8), 2, np.random.default_rng(0)))
+    op = SenseOperator(maps, mask)
+    b = op(torch.randn(1, 8, 8, dtype=torch.complex64))
+    target = BoundReconstructor(build_baseline("sense"), op)
+    assert next(target.parameters()).device == b.device
+    KSpacePGD(target, op.mask, eps=0.05, steps=1)
+    assert "Failed to set device" not in capsys.readouterr().out

@@ -23,6 +23,9 @@ class BoundReconstructor(nn.Module):
 
     def __init__(self, model: nn.Module, op: SenseOperator, x0: torch.Tensor | None = None):
         super().__init__()
+        # torchattacks reads the device from the first parameter; a baseline (sense, l1-wavelet) has
+        # none, so an empty one on the operator's device answers (and keeps its warning quiet).
+        self.device_anchor = nn.Parameter(torch.empty(0, device=op.mask.device), requires_grad=False)
         self.model = model
         self.op = op
         self.x0 = None if x0 is None or not self.is_deq else x0.detach()
