@@ -132,6 +132,17 @@ def _report(run_dir: Path) -> None:
         click.echo(f"robustkit: warning: no report page for {run_dir}: {exc}", err=True)
         return
     click.echo(f"report: {page}")
+    _leaderboard(run_dir.parent)
+
+
+def _leaderboard(root: Path) -> None:
+    """Rebuild ``root/leaderboard.html`` and ``.csv`` from every stored run there."""
+    from robustkit.report.leaderboard import build_leaderboard
+
+    try:
+        click.echo(f"leaderboard: {build_leaderboard(root)[1]}")
+    except RobustkitError as exc:
+        click.echo(f"robustkit: warning: no leaderboard for {root}: {exc}", err=True)
 
 
 
@@ -370,4 +381,5 @@ def run_file(obj, study_file, reports_dir, resume, no_report, data, split) -> No
         except RobustkitError as exc:
             click.echo(f"robustkit: warning: the suite page is incomplete: {exc}", err=True)
         build_index(Path(suite_dir).parent)
+        _leaderboard(Path(suite_dir).parent)
     click.echo(f"suite: {suite_dir}")
