@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("robustkit.cli.data:data", "Build, prepare and inspect datasets (built-in brain data, fastMRI, …)."),
     "train": ("robustkit.cli.train:train", "Train MoDL, MOL, MOL-SN or MnM-MOL into your model zoo (./models)."),
     "models": ("robustkit.cli.models:models", "List and inspect the model zoos (yours and the shipped one)."),
-    "attack": ("robustkit.cli.studies:attack", "Adversarial and Gaussian k-space attacks: PSNR/SSIM damage vs ε per model."),
+    "attack": ("robustkit.cli.studies:attack", "k-space attacks (adversarial, Gaussian, spikes, motion, coil-map): PSNR/SSIM damage vs ε per model."),
     "sweep-delta": ("robustkit.cli.studies:sweep_delta", "Compare MnM-MOL models trained with different ball radii δ."),
     "init-test": ("robustkit.cli.studies:init_test", "Do DEQ models reach the same fixed point from SENSE, zero, ball and noise starts?"),
     "audit": ("robustkit.cli.studies:audit", "Per-slice L[H_θ](x*; δ), Jacobian norm and end-to-end amplification."),
