@@ -50,32 +50,22 @@ import pandas as pd
 import torch
 
 from robustkit.errors import RobustkitError
-from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
+from robustkit.studies.common import Cell, EstimatorConfig, LoadedModel, batches
 from robustkit.studies.init_test import model_delta
 
 
 @dataclass
-class AuditConfig(StudyConfig):
+class AuditConfig(EstimatorConfig):
     """delta: ball radius δ (``None`` = each model's own, 0.3 for models without one); steps,
     restarts: of the two-point ascent (*ref* 20, 2); slow_steps: of each seeded ascent (slow mode,
     top singular vector); power_iters, power_tol: Jacobian power iteration; probe_eps,
     probe_steps: the end-to-end amplification probe (``probe_steps = 0`` skips it)."""
 
-    delta: float | None = None
-    steps: int = 20
-    restarts: int = 2
-    slow_steps: int = 10
-    power_iters: int = 100
-    power_tol: float = 1e-4
     probe_eps: float = 0.01
     probe_steps: int = 5
 
     def validate(self) -> None:
         super().validate()
-        if self.delta is not None and not self.delta > 0:
-            raise RobustkitError(f"delta must be > 0, got {self.delta}")
-        if self.steps < 1 or self.restarts < 1 or self.power_iters < 1 or self.slow_steps < 1:
-            raise RobustkitError("steps, restarts, slow_steps and power_iters must be >= 1")
         if self.probe_steps < 0 or not self.probe_eps > 0:
             raise RobustkitError("probe_steps must be >= 0 and probe_eps > 0")
 

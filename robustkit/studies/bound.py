@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from robustkit.errors import RobustkitError
-from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, check_eps
+from robustkit.studies.common import Cell, EstimatorConfig, LoadedModel, batches, check_eps
 from robustkit.studies.init_test import model_delta
 
 #: the estimator rows per slice: the four of lipschitz_lower_bound and their maximum.
@@ -57,7 +57,7 @@ ESTIMATOR_ROWS: tuple[str, ...] = ("ball", "slow", "top", "power", "max")
 
 
 @dataclass
-class BoundConfig(StudyConfig):
+class BoundConfig(EstimatorConfig):
     """eps: attack radii ε; adv_steps, adv_restarts: of the PGD attack; delta: ball radius δ of the
     L estimates (``None`` = each model's own, 0.3 for models without one); steps, restarts: of the
     random-start ball ascent; slow_steps: of each seeded ascent (slow mode, top singular vector);
@@ -67,24 +67,14 @@ class BoundConfig(StudyConfig):
     eps: list[float] = field(default_factory=lambda: [0.01, 0.05])
     adv_steps: int = 10
     adv_restarts: int = 1
-    delta: float | None = None
-    steps: int = 20
-    restarts: int = 2
-    slow_steps: int = 10
-    power_iters: int = 100
-    power_tol: float = 1e-4
 
     def validate(self) -> None:
         super().validate()
         self.eps = check_eps(self.eps)
         if any(e == 0 for e in self.eps):
             raise RobustkitError("the bound study needs eps > 0 (an attack of size 0 measures nothing); drop 0")
-        if self.delta is not None and not self.delta > 0:
-            raise RobustkitError(f"delta must be > 0, got {self.delta}")
-        if min(self.adv_steps, self.adv_restarts, self.steps, self.restarts, self.slow_steps, self.power_iters) < 1:
-            raise RobustkitError("adv_steps, adv_restarts, steps, restarts, slow_steps and power_iters must be >= 1")
-        if not self.power_tol > 0:
-            raise RobustkitError(f"power_tol must be > 0, got {self.power_tol}")
+        if min(self.adv_steps, self.adv_restarts) < 1:
+            raise RobustkitError("adv_steps and adv_restarts must be >= 1")
 
 
 def check_models(models: list[LoadedModel]) -> None:
