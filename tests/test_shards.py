@@ -189,8 +189,9 @@ def one_process(toy_data, tmp_path, flaky) -> Path:
 
 @pytest.mark.slow  # ≈ 1 min: two torchrun processes start torch (run by .ci/run)
 def test_two_gloo_ranks_write_what_one_process_writes(toy_data, tmp_path, flaky):
-    """A study file (``robustkit run``) with the 4-cell attack and a 2-cell init-test (random
-    noise starts: each rank draws them for its own model)."""
+    """A study file (``robustkit run``) with the 4-cell attack, a 2-cell init-test (random
+    noise starts: each rank draws them for its own model) and a 1-cell audit (rank 1 has no cell
+    of it: it waits for the merge instead of refusing, as a lone study command does)."""
     study_file = tmp_path / "two-studies.toml"
     study_file.write_text(f'''[defaults]
 data = "{toy_data}"
@@ -202,18 +203,24 @@ steps = 2
 [init-test]
 models = ["tests.user_nets:tiny_deq", "{NETS}:tiny_deq"]
 starts = ["zeros", "noise"]
+[audit]
+models = ["tests.user_nets:tiny_deq"]
+steps = 2
+restarts = 1
+power_iters = 5
+probe_steps = 1
 ''')
     args = ["--device", "cpu", "run", str(study_file), "--no-report", "--reports-dir"]
     main([*args, str(tmp_path / "one")])
     done = _torchrun([*args, str(tmp_path / "two")], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    for study in ("attack", "init-test"):
+    for study in ("attack", "init-test", "audit"):
         (one,), (two,) = (list((tmp_path / where).glob(f"{study}-*")) for where in ("one", "two"))
         _same_files(one, two)
         assert not (two / "shards").exists()
         meta = json.loads((two / "meta.json").read_text())
         assert meta["status"] == "complete" and meta["world_size"] == 2
-    assert done.stdout.count("suite: ") == 1 and done.stdout.count("results: ") == 2  # rank 0 alone prints
+    assert done.stdout.count("suite: ") == 1 and done.stdout.count("results: ") == 3  # rank 0 alone prints
 
 
 def _resume_alone(run_dir: Path, toy_data: str, flaky: Path, one_process: Path) -> None:

@@ -56,6 +56,7 @@ def run(
     resume: str | Path | None = None,
     progress: bool = True,
     on_start: Callable[[Path], None] | None = None,
+    idle_ranks: bool = False,
 ) -> pd.DataFrame:
     """Run a study; returns its tidy frame (``frame.attrs["run_dir"]`` is the run folder).
 
@@ -71,7 +72,8 @@ def run(
     Under ``torchrun`` (docs/distributed.md) every rank calls this: rank 0 opens the folder, the
     cells are split across the ranks (each on its own device) and merged by rank 0
     (:mod:`robustkit.studies.shards`); every rank returns the merged frame. More ranks than
-    cells is an error before anything is written.
+    cells is an error before anything is written, unless ``idle_ranks`` (a study file's run: the
+    ranks without a cell of this study wait for the merge and go on to the next study).
     """
     import torch
 
@@ -98,7 +100,7 @@ def run(
     settings = config.to_dict()
     rd = RunDir(Path(reports_dir), name)  # the cells' run folder: its path is set once it is open
     cells = module.cells(config, models, dataset, dev, rd)
-    if ctx.world_size > len(cells):
+    if ctx.world_size > len(cells) and not idle_ranks:
         raise RobustkitError(f"{ctx.world_size} processes but the {name} study has only {len(cells)} cell(s) to share; "
                              f"start at most {len(cells)} (torchrun --nproc_per_node {len(cells)}) or add models/conditions")
 

@@ -156,7 +156,8 @@ def _run_studies(given, path, studies, record, suite_dir: Path, reports_dir: Pat
 
         try:
             frame = run(name, config, device=device, reports_dir=reports_dir,
-                        resume=(reports_dir / previous) if previous else None, progress=progress, on_start=started)
+                        resume=(reports_dir / previous) if previous else None, progress=progress, on_start=started,
+                        idle_ranks=True)
         except StudyInterrupted:
             raise StudyInterrupted(
                 f"interrupted in {name}; completed cells are kept; continue with "
