@@ -44,7 +44,7 @@ import torch
 
 from robustkit.analysis.checks import same_fixed_point
 from robustkit.errors import RobustkitError
-from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
+from robustkit.studies.common import Cell, EstimatorConfig, LoadedModel, batches
 
 #: how robustkit trains a missing sweep model: the shipped sweep models' last stage at the new δ.
 #: The penalty acts on the ball estimate alone (the paper's constraint, 20 ascent steps): with the
@@ -67,18 +67,18 @@ RECIPE: dict[str, Any] = {
 
 
 @dataclass
-class SweepDeltaConfig(StudyConfig):
+class SweepDeltaConfig(EstimatorConfig):
     """models: MnM-MOL zoo entries (empty = every MnM-MOL at this acceleration); deltas: keep only
     models trained with these δ (with ``train``, train those missing); common_delta: the shared δ
-    at which every model's L is also measured; steps, restarts: of the ascent; init_starts,
+    at which every model's L is also measured; steps, restarts: of the ascent; slow_steps,
+    power_iters, power_tol: of the seeded ascents and the Jacobian-norm estimate (as in the audit;
+    each model is measured at its own δ, so ``delta`` must stay unset); init_starts,
     init_radii: starts of the init test; adv_eps, adv_steps: the adversarial attack; train: train
     missing δ models (``train_epochs``, ``train_minutes`` each, recipe :data:`RECIPE`)."""
 
     models: list[str] = field(default_factory=list)
     deltas: list[float] = field(default_factory=list)
     common_delta: float = 0.3
-    steps: int = 20
-    restarts: int = 2
     init_starts: list[str] = field(default_factory=lambda: ["zeros", "zero_filled", "ball"])
     init_radii: list[float] = field(default_factory=lambda: [0.5])
     adv_eps: float = 0.05
@@ -92,12 +92,13 @@ class SweepDeltaConfig(StudyConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.delta is not None:
+            raise RobustkitError("sweep-delta measures each model at its own δ (and all at common_delta); "
+                                 "drop delta, or set common_delta")
         if any(not (0 < d < math.inf) for d in self.deltas) or not 0 < self.common_delta < math.inf:
             raise RobustkitError("deltas and common_delta must be finite numbers > 0")
         if not 0 <= self.adv_eps < math.inf or self.adv_steps < 1:
             raise RobustkitError(f"adv_eps must be a finite number >= 0 and adv_steps >= 1, got {self.adv_eps!r} and {self.adv_steps}")
-        if self.steps < 1 or self.restarts < 1:
-            raise RobustkitError("steps and restarts must be >= 1")
         if self.train_epochs < 1 or not 0 < self.train_minutes < math.inf:
             raise RobustkitError("train_epochs must be >= 1 and train_minutes a finite number > 0")
         if any(not 0 <= r < math.inf for r in self.init_radii):
@@ -208,7 +209,9 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
             x = clean.get(lm, i, batch, op)
             stats = lm.last_stats
             bound, rate, disagree = certificate_at(lm, x, b, op, delta, steps=config.steps,
-                                                   restarts=config.restarts, generator=generator)
+                                                   restarts=config.restarts, seeded_steps=config.slow_steps,
+                                                   power_iters=config.power_iters, power_tol=config.power_tol,
+                                                   generator=generator)
             common, _ = lipschitz_at(lm, x, b, op, config.common_delta, config.steps, config.restarts, 0, generator)
             sense = sense_init(op, b)
             norm = torch.linalg.vector_norm(x.flatten(1), dim=1)
