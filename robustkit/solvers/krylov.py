@@ -93,7 +93,7 @@ def gmres(
         wide = torch.float64  # the small Hessenberg system and its rotations
         beta = _norm(rhs).to(wide)
         basis = rhs.new_zeros(b, max_iter + 1, n)
-        basis[:, 0] = rhs / beta.clamp_min(torch.finfo(wide).tiny).to(rhs.dtype)[:, None]
+        basis[:, 0] = rhs / _norm(rhs).clamp_min(torch.finfo(rhs.dtype).tiny)[:, None]  # 0 when v = 0
         hess = torch.zeros(b, max_iter + 1, max_iter, dtype=wide, device=rhs.device)  # rotated: upper triangular
         cs = torch.zeros(b, max_iter, dtype=wide, device=rhs.device)
         sn = torch.zeros_like(cs)
