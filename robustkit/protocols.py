@@ -33,6 +33,7 @@ ImageMap = Callable[["torch.Tensor"], "torch.Tensor"]
 
 SOLVER_METHODS = ("anderson", "damped")
 BACKWARD_KINDS = ("implicit", "jfb", "phantom")
+BACKWARD_METHODS = ("gmres", *SOLVER_METHODS)
 
 
 @runtime_checkable
@@ -63,8 +64,10 @@ class SolverSettings:
     method: ``anderson`` or ``damped`` (plain iteration); tol: relative fixed-point residual
     ``‖f(x) − x‖ / ‖f(x)‖`` to stop at; max_iter: updates per sample at most; train_max_iter: the
     cap the model was trained with (init-test scales its cap from it); backward: gradient through
-    the fixed point, ``implicit`` (exact, attacks use it), ``jfb`` or ``phantom``; backward_tol,
-    backward_max_iter: of the implicit backward solve; phantom_steps: ``k`` of ``phantom``.
+    the fixed point, ``implicit`` (exact, attacks use it), ``jfb`` or ``phantom``; backward_method:
+    the implicit backward's solver, ``gmres`` on ``(I − J_fᴴ) g = ∂ℓ/∂x*`` or ``anderson`` /
+    ``damped`` on ``g = J_fᴴ g + ∂ℓ/∂x*``; backward_tol, backward_max_iter: of the implicit backward
+    solve; phantom_steps: ``k`` of ``phantom``.
     """
 
     method: str = "anderson"
@@ -72,6 +75,7 @@ class SolverSettings:
     max_iter: int = 400
     train_max_iter: int = 200
     backward: str = "implicit"
+    backward_method: str = "gmres"
     backward_tol: float = 2e-4
     backward_max_iter: int = 30
     phantom_steps: int = 5
@@ -81,6 +85,9 @@ class SolverSettings:
             raise RobustkitError(f"unknown solver method {self.method!r}; choose from {', '.join(SOLVER_METHODS)}")
         if self.backward not in BACKWARD_KINDS:
             raise RobustkitError(f"unknown backward {self.backward!r}; choose from {', '.join(BACKWARD_KINDS)}")
+        if self.backward_method not in BACKWARD_METHODS:
+            raise RobustkitError(f"unknown backward_method {self.backward_method!r}; "
+                                 f"choose from {', '.join(BACKWARD_METHODS)}")
         if not self.tol > 0 or not self.backward_tol > 0:
             raise RobustkitError(f"solver tolerances must be > 0, got tol={self.tol}, backward_tol={self.backward_tol}")
         if min(self.max_iter, self.train_max_iter, self.backward_max_iter, self.phantom_steps) < 1:

@@ -141,6 +141,9 @@ def test_no_cached_result_crosses_models_data_or_settings(loaded):
     lm.set_backward("jfb")  # the backward does not change the no-grad forward: same key, a hit
     assert solve_key(lm, b, op) == key
     lm.set_backward("implicit")
+    lm.model.config.backward_method = "anderson"  # nor does the backward's solver
+    assert solve_key(lm, b, op) == key
+    lm.model.config.backward_method = "gmres"
 
 
 def test_warm_start_only_for_fixed_point_models_and_when_on(zoo):  # noqa: F811

@@ -160,7 +160,8 @@ class ModelAdapter(nn.Module):
             with torch.no_grad():
                 start = sense_init(op, kspace) if x0 is None else x0
             x, stats = deq_fixed_point(self.fixed_point_map(kspace, op), start.detach(), s.solver_kwargs(),
-                                       backward=s.backward, backward_tol=s.backward_tol,
+                                       backward=s.backward, backward_method=s.backward_method,
+                                       backward_tol=s.backward_tol,
                                        backward_max_iter=s.backward_max_iter, phantom_steps=s.phantom_steps)
         self._check_output(x, kspace)
         self.last_stats = stats

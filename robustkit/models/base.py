@@ -13,7 +13,7 @@ from torch import nn
 from robustkit.errors import RobustkitError
 from robustkit.models.cnn import ScoreCNN
 from robustkit.physics.sense import SenseOperator, sense_init
-from robustkit.solvers import BACKWARDS, SOLVERS
+from robustkit.solvers import BACKWARD_METHODS, BACKWARDS, SOLVERS
 
 
 @dataclass
@@ -71,6 +71,7 @@ CONFIG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "phantom_steps": (lambda v: v >= 1, "an integer ≥ 1"),
     "solver": _one_of(*SOLVERS),
     "backward": _one_of(*BACKWARDS),
+    "backward_method": _one_of(*BACKWARD_METHODS),
 }
 
 

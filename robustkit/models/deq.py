@@ -23,6 +23,7 @@ class DEQConfig(ModelConfig):
     eval_tol: float = 1e-5
     eval_max_iter: int = 400
     backward: str = "implicit"  # or "jfb" (Jacobian-free) or "phantom" (k-term Neumann series)
+    backward_method: str = "gmres"  # the implicit backward's solver, or "anderson" / "damped"
     phantom_steps: int = 5
     backward_tol: float = 2e-4
     backward_max_iter: int = 30
@@ -41,7 +42,7 @@ class DEQModel(ReconModel):
         protocol, docs/api.md); ``train_max_iter`` is the training cap."""
         c = self.config
         return SolverSettings(method=c.solver, tol=c.eval_tol, max_iter=c.eval_max_iter, train_max_iter=c.max_iter,
-                              backward=c.backward, backward_tol=c.backward_tol,
+                              backward=c.backward, backward_method=c.backward_method, backward_tol=c.backward_tol,
                               backward_max_iter=c.backward_max_iter, phantom_steps=c.phantom_steps)
 
     def solver_kwargs(self) -> dict:
@@ -58,6 +59,7 @@ class DEQModel(ReconModel):
             start.detach(),
             self.solver_kwargs(),
             backward=c.backward,
+            backward_method=c.backward_method,
             backward_tol=c.backward_tol,
             backward_max_iter=c.backward_max_iter,
             phantom_steps=c.phantom_steps,

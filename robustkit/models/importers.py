@@ -71,7 +71,7 @@ LAYOUTS: dict[str, ReferenceLayout] = {
         config={
             "gamma": 0.1, "delta": 0.3, "m": 0.02, "solver": "damped",
             "tol": 2e-4, "max_iter": 200, "eval_tol": 2e-4, "eval_max_iter": 200,
-            "backward": "implicit", "backward_tol": 2e-4, "backward_max_iter": 200,
+            "backward": "implicit", "backward_method": "damped", "backward_tol": 2e-4, "backward_max_iter": 200,
         },
         accel=4.0,
         conventions={
@@ -94,7 +94,7 @@ LAYOUTS: dict[str, ReferenceLayout] = {
         config={
             "alpha": 0.01, "cg_iters": 5, "mu": 1.001, "m": 0.02, "solver": "damped",
             "tol": 1e-4, "max_iter": 500, "eval_tol": 1e-4, "eval_max_iter": 500,
-            "backward": "implicit", "backward_tol": 1e-4, "backward_max_iter": 500,
+            "backward": "implicit", "backward_method": "damped", "backward_tol": 1e-4, "backward_max_iter": 500,
         },
         accel=6.0,
         conventions={

@@ -66,7 +66,7 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
 
 
 #: config keys that change only the gradient, not the no-grad forward solve.
-_BACKWARD_KEYS = ("backward", "backward_tol", "backward_max_iter", "phantom_steps")
+_BACKWARD_KEYS = ("backward", "backward_method", "backward_tol", "backward_max_iter", "phantom_steps")
 
 
 def solve_key(lm, kspace: torch.Tensor, op) -> tuple[Any, ...]:

@@ -1,7 +1,10 @@
 """Deep-equilibrium solvers: forward fixed-point solvers (damped, Anderson) with per-sample
-statistics, and the implicit / Jacobian-free backward (docs/maths.md §5)."""
+statistics, GMRES for the implicit backward's linear system, and the implicit / Jacobian-free
+backward (docs/maths.md §5)."""
 
 from robustkit.solvers.fixed_point import SOLVERS, AndersonMixer, SolverStats, anderson, damped, solve
-from robustkit.solvers.implicit import BACKWARDS, deq_fixed_point
+from robustkit.solvers.implicit import BACKWARD_METHODS, BACKWARDS, deq_fixed_point
+from robustkit.solvers.krylov import gmres
 
-__all__ = ["BACKWARDS", "SOLVERS", "AndersonMixer", "SolverStats", "anderson", "damped", "deq_fixed_point", "solve"]
+__all__ = ["BACKWARDS", "BACKWARD_METHODS", "SOLVERS", "AndersonMixer", "SolverStats", "anderson", "damped",
+           "deq_fixed_point", "gmres", "solve"]

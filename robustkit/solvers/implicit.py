@@ -7,9 +7,10 @@ measured k-space ``b`` (attacks need ``∂x*/∂b``; nothing here looks at ``mod
 
 Backward (docs/maths.md §5):
 - ``"implicit"``: a hook on ``z`` replaces the incoming ``∂ℓ/∂x*`` by the solution of
-  ``g = J_f(x*)ᴴ g + ∂ℓ/∂x*``, solved by the same fixed-point solvers with vector-Jacobian products
-  ``u ↦ J_fᴴ u`` (``torch.autograd.grad`` through the graph of ``z``); then ``g`` flows on to θ and
-  ``b``. For complex tensors ``Jᴴ`` is the adjoint of the real-linear Jacobian on the real view,
+  ``g = J_f(x*)ᴴ g + ∂ℓ/∂x*``, solved with vector-Jacobian products ``u ↦ J_fᴴ u``
+  (``torch.autograd.grad`` through the graph of ``z``) by ``backward_method``: GMRES on
+  ``(I − J_fᴴ) g = ∂ℓ/∂x*`` (:mod:`robustkit.solvers.krylov`) or a fixed-point solver; then ``g``
+  flows on to θ and ``b``. For complex tensors ``Jᴴ`` is the adjoint of the real-linear Jacobian on the real view,
   which is what autograd's VJP gives; the tests check it against unrolling and finite differences.
 - ``"jfb"``: Jacobian-free gradient, the single step: ``∂ℓ/∂x*`` goes through
   ``∂f/∂(θ, b)`` unchanged (``J_f`` neglected).
@@ -29,10 +30,13 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from robustkit.solvers.fixed_point import DEFAULT_MAX_ITER, DEFAULT_TOL, SolverStats, solve
+from robustkit.solvers.fixed_point import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS, SolverStats, solve
+from robustkit.solvers.krylov import gmres
 
 Backward = Literal["implicit", "jfb", "phantom"]
 BACKWARDS: tuple[str, ...] = ("implicit", "jfb", "phantom")
+#: solvers of the implicit backward: GMRES, or one of the fixed-point solvers (docs/maths.md §5).
+BACKWARD_METHODS: tuple[str, ...] = ("gmres", *SOLVERS)
 
 
 def deq_fixed_point(
@@ -56,8 +60,10 @@ def deq_fixed_point(
             (``method``, ``tol``, ``max_iter``, ``damping``, ``anderson_*``, ``stop``).
         backward: ``"implicit"``, ``"jfb"`` or ``"phantom"``.
         backward_tol, backward_max_iter, backward_method: of the backward solve
-            ``g = J_fᴴ g + ∂ℓ/∂x*``; ``None`` = the forward's. The backward always stops on the
-            residual ``‖J_fᴴ g + ∂ℓ/∂x* − g‖ / ‖J_fᴴ g + ∂ℓ/∂x*‖``, starting from ``g = ∂ℓ/∂x*``.
+            ``g = J_fᴴ g + ∂ℓ/∂x*``; ``None`` = the forward's. ``backward_method`` is ``"gmres"``
+            (from ``g = 0``, ``backward_max_iter`` VJPs = the Krylov dimension, plus one verifying
+            VJP) or a fixed-point solver of :data:`SOLVERS` (from ``g = ∂ℓ/∂x*``). Either way the
+            reported residual is ``‖J_fᴴ g + ∂ℓ/∂x* − g‖ / ‖J_fᴴ g + ∂ℓ/∂x*‖``.
         phantom_steps: ``k`` of the ``"phantom"`` backward (≥ 1).
     Returns:
         ``(z, stats)``: ``z = f(x*)`` shaped like ``x0`` (differentiable when grad is enabled; it
@@ -67,6 +73,8 @@ def deq_fixed_point(
     """
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    if backward_method is not None and backward_method not in BACKWARD_METHODS:
+        raise ValueError(f"backward_method must be one of {BACKWARD_METHODS}, got {backward_method!r}")
     forward_kwargs = dict(solver_kwargs or {})
     x_star, stats = solve(f, x0, **forward_kwargs)
 
@@ -93,9 +101,12 @@ def deq_fixed_point(
         if inside[0]:
             return None
 
+        def vjp(u: torch.Tensor) -> torch.Tensor:
+            (out,) = torch.autograd.grad(z, x_req, u, retain_graph=True, allow_unused=True)
+            return torch.zeros_like(u) if out is None else out
+
         def vjp_map(u: torch.Tensor) -> torch.Tensor:
-            (vjp,) = torch.autograd.grad(z, x_req, u, retain_graph=True, allow_unused=True)
-            return grad if vjp is None else vjp + grad
+            return vjp(u) + grad
 
         inside[0] = True
         try:
@@ -104,7 +115,10 @@ def deq_fixed_point(
                 for _ in range(phantom_steps - 1):
                     g = vjp_map(g)
                 return g
-            g, backward_stats = solve(vjp_map, grad, **backward_kwargs)
+            if backward_kwargs.get("method") == "gmres":
+                g, backward_stats = gmres(vjp, grad, tol=backward_kwargs["tol"], max_iter=backward_kwargs["max_iter"])
+            else:
+                g, backward_stats = solve(vjp_map, grad, **backward_kwargs)
         finally:
             inside[0] = False
         stats.backward = backward_stats
