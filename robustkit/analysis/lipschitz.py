@@ -603,16 +603,19 @@ def jacobian_spectral_norm(
     cost per step (one ``Jv`` and one ``Jᵀw``), plus one ``Jv`` for the witness ``‖J v_ritz‖``
     that it reports; ``iters`` stays the cap on steps.
 
-    ``method="power"``: ``v_{k+1} = JᵀJ v_k / ‖JᵀJ v_k‖``, estimate ``s_k = ‖J v_k‖`` (``‖v_k‖ = 1``), which increases
-    to ``‖J‖₂``. Stopping rule (per sample; the loop ends when every sample met it): the estimate
-    rose by less than ``tol`` (relative) over the last ``window`` iterations AND ``v_k`` is close to
-    a right singular vector, ``‖JᵀJ v_k − s_k² v_k‖ / s_k² < rayleigh_tol``. A single-step change
+    ``method="power"``: ``v_{k+1} = JᵀJ v_k / ‖JᵀJ v_k‖``, estimate ``s_k = ‖J v_k‖``
+    (``‖v_k‖ = 1``), which increases to ``‖J‖₂``; it reports the largest ``s_k``.
+
+    Stopping rule (both methods, per sample; the loop ends when every sample met it): the estimate
+    rose by less than ``tol`` (relative) over the last ``window`` steps AND the vector is close to
+    a right singular vector, ``‖JᵀJ v − s² v‖ / s² < rayleigh_tol`` (Lanczos: the Ritz residual;
+    also a breakdown, an invariant Krylov space, stops a sample). A single-step change
     test (the old rule: 30 iterations, 1e-3) fired while the estimate was still climbing by ≈ 1e-3
     per step; this one cannot (see :func:`plateaued`), and a sample that has not met it at ``iters``
     reports ``converged=False``. A starting vector with almost no component along the top singular
     vector can still plateau below ``‖J‖₂`` — no stopping rule sees that; seed pair estimates on
     other directions as well (:func:`robustkit.analysis.lower_bound.lipschitz_lower_bound`).
-    One forward of ``H`` in all, two backward passes per iteration. Complex maps are taken as
+    One forward of ``H`` in all, two backward passes per step. Complex maps are taken as
     real-linear maps of ``ℝ^{2n}``, so this is the norm of the real Jacobian.
     """
     _check_power_args(iters, tol, window, x)
