@@ -8,7 +8,8 @@ holds for ``H_θ`` and ``F_θ``) and returns per-sample numbers with its own con
 - :func:`local_lipschitz` — two-point projected gradient ascent in the ball ``B(x, δ‖x‖)``
   (docs/maths.md §6), a LOWER bound of the local constant ``L[H](x; δ)``; differentiable in θ for training.
 - :func:`slow_direction` — the slow mode of a fixed-point map, to seed the ascent (docs/maths.md §6).
-- :func:`jacobian_spectral_norm` — ``‖J_H(x)‖₂`` by power iteration on ``JᵀJ``.
+- :func:`jacobian_spectral_norm` — ``‖J_H(x)‖₂`` by the Lanczos process (default) or power iteration
+  on ``JᵀJ``.
 - :func:`jacobian_spectral_radius` — ``|λ_max(J_H(x))|`` by power iteration on ``J``.
 - :func:`penalty` — the training penalty on an estimate, quadratic or log barrier.
 
@@ -349,7 +350,7 @@ def local_lipschitz(
     )
 
 
-# ----------------------------------------------------------------------------- Jacobian power iteration
+# ----------------------------------------------------------------------------- Jacobian norm: power iteration, Lanczos
 
 
 @dataclass
@@ -369,6 +370,9 @@ class PowerIterationResult:
         iterations: iterations run (stops early once every sample converged).
         vector: ``x``-shaped, the last unit iterate ``v_k`` (leading right singular vector /
             eigenvector estimate), detached.
+        method: ``"power"`` or ``"lanczos"``. For Lanczos (:func:`_lanczos`) ``trace`` holds the Ritz
+            values ``sqrt(θ_max(T_k))``, ``vector`` the unit Ritz vector, ``rayleigh_residual`` the Ritz
+            residual ``β_k |e_kᵀ y| / θ_max`` and ``estimate`` the witnessed ``‖J v_ritz‖``.
     """
 
     estimate: torch.Tensor
@@ -378,6 +382,7 @@ class PowerIterationResult:
     iterations: int
     vector: torch.Tensor
     rayleigh_residual: torch.Tensor | None = None
+    method: str = "power"
 
 
 def plateaued(trace: torch.Tensor, window: int, tol: float) -> torch.Tensor:
@@ -391,6 +396,13 @@ def plateaued(trace: torch.Tensor, window: int, tol: float) -> torch.Tensor:
         return torch.zeros(trace.shape[1:], dtype=torch.bool, device=trace.device)
     rise = (trace[-1] - trace[-1 - window]).abs() / trace[-1].abs().clamp_min(torch.finfo(trace.dtype).tiny)
     return rise < tol
+
+
+def _last_rise(trace: torch.Tensor, window: int) -> torch.Tensor:
+    """``(s_k − s_{k−w}) / s_k`` of a ``(k + 1, B)`` trace, ``(B,)``; ``inf`` before ``window + 1`` entries."""
+    if trace.shape[0] <= window:
+        return torch.full_like(trace[-1], float("inf"))
+    return (trace[-1] - trace[-1 - window]).abs() / trace[-1].abs().clamp_min(torch.finfo(trace.dtype).tiny)
 
 
 class _Linearisation:
@@ -456,18 +468,117 @@ def _power_iteration(
         if bool(converged.all()):
             break
     stacked = torch.stack(trace)
-    if stacked.shape[0] > window:
-        last = (stacked[-1] - stacked[-1 - window]).abs() / stacked[-1].abs().clamp_min(tiny)
-    else:
-        last = torch.full_like(stacked[-1], float("inf"))
     return PowerIterationResult(
         estimate=stacked.max(dim=0).values if keep_max else stacked[-1],
         trace=stacked,
-        last_rel_change=last,
+        last_rel_change=_last_rise(stacked, window),
         converged=converged,
         iterations=len(trace),
         vector=v.detach(),
         rayleigh_residual=None if rayleigh is None else rayleigh.detach(),
+    )
+
+
+def _real_flat(v: torch.Tensor) -> torch.Tensor:
+    """``(B, ...)`` real or complex → ``(B, m)`` real: the sample as a vector of ``ℝ^m`` (``m = 2n``
+    for ``n`` complex entries, real and imaginary parts interleaved as in ``torch.view_as_real``)."""
+    return (torch.view_as_real(v) if v.is_complex() else v).reshape(v.shape[0], -1)
+
+
+def _unflat(q: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_real_flat`: ``(B, m)`` real → the shape and (complex) dtype of ``like``."""
+    if like.is_complex():
+        return torch.view_as_complex(q.reshape(*like.shape, 2).contiguous())
+    return q.reshape(like.shape)
+
+
+#: β_k ≤ this × eps × θ_max counts as a breakdown of the Lanczos process (an invariant Krylov space).
+_BREAKDOWN = 100.0
+
+
+def _lanczos(
+    lin: _Linearisation,
+    x: torch.Tensor,
+    iters: int,
+    tol: float,
+    window: int,
+    rayleigh_tol: float,
+    generator: torch.Generator | None,
+) -> PowerIterationResult:
+    """Largest eigenvalue of ``A = JᵀJ`` per sample by the Lanczos process with full
+    reorthogonalisation (docs/maths.md §6); every sample runs its own process on ``ℝ^m``.
+
+    ``q₁`` random unit; step ``k``: ``w = A q_k``, ``α_k = ⟨q_k, w⟩``, ``w ← w − α_k q_k − β_{k−1} q_{k−1}``,
+    then ``w ← w − Q_k Q_kᵀ w`` twice, ``β_k = ‖w‖``, ``q_{k+1} = w / β_k``. ``T_k`` (``k × k``
+    tridiagonal, ``α`` on the diagonal, ``β`` beside it) is ``Q_kᵀ A Q_k``, so its top eigenpair
+    ``(θ, y)`` gives ``θ = max_{v ∈ span Q_k, ‖v‖ = 1} ‖J v‖²``: ``sqrt(θ)`` is a lower bound of
+    ``‖J‖₂`` at every ``k`` and never decreases in ``k``. A sample stops (and is frozen: its
+    ``q_{k+1} = 0`` and the coupling ``β_k`` is not entered in ``T``, so ``T`` stays block-diagonal)
+    when ``sqrt(θ)`` rose by less than ``tol`` over ``window`` steps and the Ritz residual
+    ``‖A v − θ v‖ / θ = β_k |y_k| / θ`` is below ``rayleigh_tol``, or at a breakdown
+    ``β_k ≈ 0`` (``span Q_k`` is invariant: ``θ`` is an eigenvalue of ``A``). The reported
+    ``estimate`` is ``‖J v‖`` at the unit Ritz vector ``v = Q_k y`` (one more ``Jv``): a lower bound
+    by construction, equal to ``sqrt(θ)`` up to rounding.
+    """
+    batch = x.shape[0]
+    q = _real_flat(_random_unit(x.detach(), _default_generator(x, generator), None))
+    dim = q.shape[1]
+    steps = min(iters, dim)  # dim orthonormal vectors span ℝ^m: T_m is A itself
+    eps = torch.finfo(q.dtype).eps
+    basis = q.new_zeros(batch, steps, dim)
+    T = torch.zeros(batch, steps, steps, dtype=torch.float64, device=x.device)
+    active = torch.ones(batch, dtype=torch.bool, device=x.device)
+    converged = torch.zeros_like(active)
+    theta = torch.zeros(batch, dtype=torch.float64, device=x.device)
+    residual = torch.full_like(theta, float("inf"))
+    ritz = torch.zeros(batch, steps, dtype=torch.float64, device=x.device)
+    q_prev, b_prev = torch.zeros_like(q), torch.zeros(batch, dtype=q.dtype, device=x.device)
+    trace: list[torch.Tensor] = []
+    for k in range(steps):
+        basis[:, k] = q
+        w = _real_flat(lin.vjp(lin.jvp(_unflat(q, x)))).detach()
+        a = (q * w).sum(dim=1)
+        w = w - a[:, None] * q - b_prev[:, None] * q_prev
+        Q = basis[:, : k + 1]
+        for _ in range(2):  # one Gram–Schmidt pass loses orthogonality in float32; twice is enough
+            w = w - torch.einsum("bk,bkm->bm", torch.einsum("bkm,bm->bk", Q, w), Q)
+        b = _norm(w)
+        T[:, k, k] = a.to(torch.float64)
+        evals, evecs = torch.linalg.eigh(T[:, : k + 1, : k + 1])
+        th, y = evals[:, -1].clamp_min(0.0), evecs[:, :, -1]
+        res = b.to(torch.float64) * y[:, -1].abs() / th.clamp_min(torch.finfo(torch.float64).tiny)
+        # Frozen samples keep their last Ritz pair (their T only gained a zero block).
+        theta = torch.where(active, th, theta)
+        residual = torch.where(active, res, residual)
+        ritz[:, : k + 1] = torch.where(active[:, None], y, ritz[:, : k + 1])
+        trace.append(theta.sqrt().to(q.dtype))
+        breakdown = b.to(torch.float64) <= _BREAKDOWN * eps * theta
+        met = plateaued(torch.stack(trace), window, tol) & (residual < rayleigh_tol)
+        converged = converged | (active & (breakdown | met))
+        if k == dim - 1:
+            converged = converged | active
+        active = active & ~converged
+        if not bool(active.any()):
+            break
+        if k + 1 < steps:
+            go = active[:, None]
+            beta = torch.where(active, b, torch.zeros_like(b))
+            T[:, k, k + 1] = T[:, k + 1, k] = beta.to(torch.float64)
+            q_prev, b_prev = q, beta
+            q = torch.where(go, w / b.clamp_min(torch.finfo(b.dtype).tiny)[:, None], torch.zeros_like(w))
+    stacked = torch.stack(trace)
+    v = torch.einsum("bk,bkm->bm", ritz[:, : stacked.shape[0]].to(q.dtype), basis[:, : stacked.shape[0]])
+    v = v / _norm(v).clamp_min(torch.finfo(v.dtype).tiny)[:, None]
+    vector = _unflat(v, x).detach()
+    return PowerIterationResult(
+        estimate=_norm(lin.jvp(vector)).detach(),
+        trace=stacked,
+        last_rel_change=_last_rise(stacked, window),
+        converged=converged,
+        iterations=stacked.shape[0],
+        vector=vector,
+        rayleigh_residual=residual.to(q.dtype),
+        method="lanczos",
     )
 
 
@@ -480,24 +591,40 @@ def jacobian_spectral_norm(
     window: int = 5,
     rayleigh_tol: float = 1e-3,
     generator: torch.Generator | None = None,
+    method: Literal["lanczos", "power"] = "lanczos",
 ) -> PowerIterationResult:
-    """``‖J_H(x)‖₂`` per sample by power iteration on ``JᵀJ`` (a lower bound at every iteration).
+    """``‖J_H(x)‖₂`` per sample by the Lanczos process (default) or power iteration on ``JᵀJ``; a
+    lower bound at every step either way.
 
-    ``v_{k+1} = JᵀJ v_k / ‖JᵀJ v_k‖``, estimate ``s_k = ‖J v_k‖`` (``‖v_k‖ = 1``), which increases
-    to ``‖J‖₂``. Stopping rule (per sample; the loop ends when every sample met it): the estimate
-    rose by less than ``tol`` (relative) over the last ``window`` iterations AND ``v_k`` is close to
-    a right singular vector, ``‖JᵀJ v_k − s_k² v_k‖ / s_k² < rayleigh_tol``. A single-step change
+    ``method="lanczos"`` (:func:`_lanczos`): the largest Ritz value of ``JᵀJ`` on the Krylov space
+    ``span{v, JᵀJ v, …, (JᵀJ)^{k−1} v}``, which contains the power iterate ``v_k``, so after ``k``
+    steps it is at least the power iteration's ``s_k`` — and on clustered top singular values (the
+    shipped MnM-MOL's 0.99, 0.98, …) it gets there in far fewer steps. Same stopping rule, same
+    cost per step (one ``Jv`` and one ``Jᵀw``), plus one ``Jv`` for the witness ``‖J v_ritz‖``
+    that it reports; ``iters`` stays the cap on steps.
+
+    ``method="power"``: ``v_{k+1} = JᵀJ v_k / ‖JᵀJ v_k‖``, estimate ``s_k = ‖J v_k‖``
+    (``‖v_k‖ = 1``), which increases to ``‖J‖₂``; it reports the largest ``s_k``.
+
+    Stopping rule (both methods, per sample; the loop ends when every sample met it): the estimate
+    rose by less than ``tol`` (relative) over the last ``window`` steps AND the vector is close to
+    a right singular vector, ``‖JᵀJ v − s² v‖ / s² < rayleigh_tol`` (Lanczos: the Ritz residual;
+    also a breakdown, an invariant Krylov space, stops a sample). A single-step change
     test (the old rule: 30 iterations, 1e-3) fired while the estimate was still climbing by ≈ 1e-3
     per step; this one cannot (see :func:`plateaued`), and a sample that has not met it at ``iters``
     reports ``converged=False``. A starting vector with almost no component along the top singular
     vector can still plateau below ``‖J‖₂`` — no stopping rule sees that; seed pair estimates on
     other directions as well (:func:`robustkit.analysis.lower_bound.lipschitz_lower_bound`).
-    One forward of ``H`` in all, two backward passes per iteration. Complex maps are taken as
+    One forward of ``H`` in all, two backward passes per step. Complex maps are taken as
     real-linear maps of ``ℝ^{2n}``, so this is the norm of the real Jacobian.
     """
     _check_power_args(iters, tol, window, x)
+    if method not in ("lanczos", "power"):
+        raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
     with torch.enable_grad():
         lin = _Linearisation(H, x)
+        if method == "lanczos":
+            return _lanczos(lin, x, iters, tol, window, rayleigh_tol, generator)
 
         def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             jv = lin.jvp(v)

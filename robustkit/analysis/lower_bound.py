@@ -9,8 +9,8 @@ directions they look at, and a single one can miss a slow direction by ≈ 2 % (
 - ``slow``:  ascent from the pair ``x ± (d/2)‖x‖ r̂`` with ``r`` the residual after a few plain
   iterations of the fixed-point map from ``x`` (the slow mode), ``d`` = ``pair_distance``;
 - ``top``:   ascent from the pair ``x ± (d/2)‖x‖ v̂`` with ``v`` the top right singular vector of
-  ``J_H(x)`` from the power iteration;
-- ``power``: ``‖J_H(x')‖₂`` by power iteration on ``JᵀJ`` at ``x' = x + 10⁻⁴‖x‖ r̂`` (``r`` random)
+  ``J_H(x)`` (the Lanczos Ritz vector);
+- ``power``: ``‖J_H(x')‖₂`` by the Lanczos process on ``JᵀJ`` at ``x' = x + 10⁻⁴‖x‖ r̂`` (``r`` random)
   — ``‖J v‖ ≤ L[H](x; δ)`` wherever ``H`` is differentiable at a point ``x'`` of the ball (the
   limit of pairs ``x' ± t v``, ``t → 0``). A ReLU CNN is differentiable almost everywhere, but a
   fixed point can sit exactly on a kink (an empty background of exact zeros), where autograd's
@@ -36,7 +36,7 @@ from robustkit.analysis.lipschitz import (
     slow_direction,
 )
 
-#: relative distance from ``x`` at which the power iteration linearises ``H`` (off the ReLU kinks).
+#: relative distance from ``x`` at which the Jacobian-norm estimate linearises ``H`` (off the ReLU kinks).
 POWER_SHIFT = 1e-4
 #: the estimators of :func:`lipschitz_lower_bound`, in the order of the ``source`` codes.
 ESTIMATORS: tuple[str, ...] = ("ball", "slow", "top", "power")
@@ -92,7 +92,7 @@ def lipschitz_lower_bound(
     differentiable: bool = False,
 ) -> LowerBound:
     """The largest valid lower bound of ``L[H](x; δ)`` found by ball, slow-mode, top-singular and
-    power-iteration estimates (module docstring).
+    Jacobian-norm (Lanczos) estimates (module docstring).
 
     Args:
         H: the operator, e.g. ``model.H_map(op)`` (``H_θ(x) = x − AᴴA x − F_θ(x)/λ``), ``(B, ...) → (B, ...)``.

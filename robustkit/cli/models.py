@@ -89,7 +89,7 @@ def check_warnings(summary: dict[str, float], threshold: float) -> list[str]:
         out.append(f"the observed contraction rate (max {summary['rate_max']:.4f}) exceeds the largest L estimate on "
                    f"{summary['rate_exceeds_L']:.0%} of slices: the estimates miss a direction")
     if summary["jacobian_converged"] < 1:
-        out.append(f"the power iteration for ‖J_H‖₂ did not converge on {1 - summary['jacobian_converged']:.0%} of slices (its value is still a lower bound)")
+        out.append(f"the Lanczos estimate of ‖J_H‖₂ did not converge on {1 - summary['jacobian_converged']:.0%} of slices (its value is still a lower bound)")
     return out
 
 

@@ -236,7 +236,7 @@ def init_test(obj, starts, radii, delta, cap_factor, models, samples, split, dat
 @click.option("--delta", type=POSITIVE, default=None, help="Ball radius δ. [default: each model's own, else 0.3]")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Ascent steps per restart. [default: 20]")
 @click.option("--restarts", type=click.IntRange(min=1), default=None, help="Ascent restarts. [default: 2]")
-@click.option("--power-iters", type=click.IntRange(min=1), default=None, help="Cap of the power iteration for ‖J_H‖₂ (it stops earlier only once the estimate has plateaued). [default: 100]")
+@click.option("--power-iters", type=click.IntRange(min=1), default=None, help="Cap on the Lanczos steps (one Jv and one Jᵀw each) for ‖J_H‖₂; it stops earlier only once the estimate has plateaued. [default: 100]")
 @common_options("modl mol mnmmol")
 @click.pass_obj
 def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data, accel, batch_size,
@@ -294,7 +294,7 @@ def features(obj, features, sizes, contrasts, positions, searches, budget, thres
 @click.option("--delta", type=POSITIVE, default=None, help="Ball radius δ of the L estimates. [default: each model's own, else 0.3]")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Ball-ascent steps per restart. [default: 20]")
 @click.option("--restarts", type=click.IntRange(min=1), default=None, help="Ball-ascent restarts. [default: 2]")
-@click.option("--power-iters", type=click.IntRange(min=1), default=None, help="Cap of the power iteration for ‖J_H‖₂. [default: 100]")
+@click.option("--power-iters", type=click.IntRange(min=1), default=None, help="Cap on the Lanczos steps for ‖J_H‖₂. [default: 100]")
 @common_options("mol mnmmol")
 @click.pass_obj
 def bound(obj, eps, adv_steps, adv_restarts, delta, steps, restarts, power_iters, models, samples, split, data, accel,

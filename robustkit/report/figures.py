@@ -209,7 +209,7 @@ def audit_distributions(results: pd.DataFrame, labels: dict[str, str], colours: 
     deq = r[r["L_max"].notna()]
     panels = [("L_max", "largest lower bound of L[H_θ](x*; δ)", deq)]
     if "jacobian_norm" in r and r["jacobian_norm"].notna().any():
-        panels.append(("jacobian_norm", "‖J_H(x*)‖₂ (power iteration)", deq))
+        panels.append(("jacobian_norm", "‖J_H(x*)‖₂ (Lanczos)", deq))
     if r["amplification"].notna().any():
         panels.append(("amplification", "‖f(b+γ) − f(b)‖/‖γ‖", r[r["amplification"].notna()]))
     fig, axes, sns = _figure(1, len(panels), 3.9, 3.2)

@@ -182,7 +182,7 @@ def audit(run: Run, colours: dict) -> list[Section]:
     if t is not None and len(t) and {"model", "sample", "estimator", "step", "value"} <= set(t):
         out.append(Section("Estimator convergence", [
             _draw("Estimates per step", figures.audit_traces, t, labels, colours,
-                  caption=caption(run, "L, L_slow, L_top after each ascent step, ‖J‖₂ after each power iteration and the residual of the plain iteration behind the rate, one line per slice")),
+                  caption=caption(run, "L, L_slow, L_top after each ascent step, ‖J‖₂ after each Lanczos step and the residual of the plain iteration behind the rate, one line per slice")),
         ]))
     return out
 

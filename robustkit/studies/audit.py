@@ -3,7 +3,7 @@
 DEQ models, at the fixed point ``x*`` from the SENSE start, LOWER bounds of ``L[H_θ](x*; δ)``
 (:func:`robustkit.analysis.lower_bound.lipschitz_lower_bound`, docs/certificates.md): the two-point
 ascent in ``B(x*, δ‖x*‖)`` (random starts, restarts), the ascents seeded on the slow mode and on
-the top singular vector of ``J_{H_θ}(x*)``, and ``‖J_{H_θ}(x*)‖₂`` by power iteration with its
+the top singular vector of ``J_{H_θ}(x*)``, and ``‖J_{H_θ}(x*)‖₂`` by the Lanczos process with its
 convergence; pass/fail of the LARGEST of them ``L_max ≤ 1 − m``; next to them the observed
 contraction rate of the plain iteration ``x⁺ = H_θ(x) + Aᴴb`` near ``x*``, flagged when it exceeds
 ``L_max`` (the estimates miss a direction). Every model (MoDL too): the end-to-end amplification
@@ -17,8 +17,8 @@ study, model, sample      ``"audit"``; zoo entry; slice index
 delta, threshold          δ used; ``T = 1 − m``
 L, L_change               two-point ascent estimate (a lower bound) and its last relative change
 L_slow, L_slow_change     the slow-mode seeded estimate and its last relative change
-L_top                     the pair seeded on the power iteration's top singular vector
-jacobian_norm,            ``‖J_{H_θ}(x*)‖₂`` by power iteration (a lower bound); iterations run;
+L_top                     the pair seeded on the Lanczos Ritz (top singular) vector
+jacobian_norm,            ``‖J_{H_θ}(x*)‖₂`` by Lanczos (a lower bound); steps run;
 jacobian_iterations,      whether it stopped on its rule (rise < ``power_tol`` over 5 iterations
 jacobian_converged        and a small Rayleigh residual; False at the cap)
 L_max, L_source           the largest of the four lower bounds and which one gave it
@@ -36,7 +36,7 @@ steps, restarts, seed     ascent settings and the study seed
 ========================  ==============================================================
 
 ``traces.csv``: ``model, sample, estimator, step, value`` (``L``, ``L_slow`` and ``L_top`` after
-each ascent step, ``jacobian_norm`` after each power iteration, ``rate_residual`` the residual of
+each ascent step, ``jacobian_norm`` after each Lanczos step, ``rate_residual`` the residual of
 each plain iteration behind ``rate``).
 """
 
@@ -58,7 +58,7 @@ from robustkit.studies.init_test import model_delta
 class AuditConfig(EstimatorConfig):
     """delta: ball radius δ (``None`` = each model's own, 0.3 for models without one); steps,
     restarts: of the two-point ascent (*ref* 20, 2); slow_steps: of each seeded ascent (slow mode,
-    top singular vector); power_iters, power_tol: Jacobian power iteration; probe_eps,
+    top singular vector); power_iters, power_tol: cap and tolerance of the Jacobian-norm estimator (Lanczos); probe_eps,
     probe_steps: the end-to-end amplification probe (``probe_steps = 0`` skips it)."""
 
     probe_eps: float = 0.01

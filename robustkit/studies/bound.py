@@ -61,7 +61,7 @@ class BoundConfig(EstimatorConfig):
     """eps: attack radii ε; adv_steps, adv_restarts: of the PGD attack; delta: ball radius δ of the
     L estimates (``None`` = each model's own, 0.3 for models without one); steps, restarts: of the
     random-start ball ascent; slow_steps: of each seeded ascent (slow mode, top singular vector);
-    power_iters, power_tol: Jacobian power iteration."""
+    power_iters, power_tol: cap and tolerance of the Jacobian-norm estimator (Lanczos)."""
 
     models: list[str] = field(default_factory=lambda: ["mol", "mnmmol"])
     eps: list[float] = field(default_factory=lambda: [0.01, 0.05])

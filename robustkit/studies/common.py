@@ -166,7 +166,7 @@ class EstimatorConfig(StudyConfig):
     """The settings of the lower bounds of ``L[H_θ](x*; δ)`` (docs/maths.md §6), shared by the studies
     that estimate it (audit, bound): delta (``None`` = each model's own, 0.3 without one); steps,
     restarts of the random-start ascent; slow_steps of each seeded ascent; power_iters, power_tol of
-    the Jacobian power iteration."""
+    the Jacobian-norm estimator (Lanczos steps cap, plateau tolerance)."""
 
     delta: float | None = None
     steps: int = 20
