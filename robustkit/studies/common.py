@@ -9,7 +9,6 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
 import pandas as pd
