@@ -12,12 +12,14 @@ result columns of every study between the two runs (the thread count changes the
 some reductions, so the DEQ numbers agree to the solver tolerance, not bit for bit). On a noisy
 machine run it more than once; the ratio, taken one run right after the other, is the measure.
 
-Usage: python benchmarks/bench_throughput.py [--suite quick] [--order 1x2-first|2x1-first]
+Usage: python benchmarks/bench_throughput.py [--suite quick] [--order 1x2-first|2x1-first] [--keep DIR]
+(``--keep DIR`` keeps both runs' reports in ``DIR/ranks1`` and ``DIR/ranks2``; else a temporary folder)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -76,8 +78,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="quick", help="a shipped suite's name or a study file")
     parser.add_argument("--order", choices=["1x2-first", "2x1-first"], default="1x2-first")
+    parser.add_argument("--keep", type=Path, help="keep both runs' reports here (a new or empty folder)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        sys.exit(f"{args.keep} is not empty; give a new folder to --keep")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() if args.keep is None else contextlib.nullcontext(str(args.keep)) as tmp:
         layouts = [1, 2] if args.order == "1x2-first" else [2, 1]
         seconds = {}
         for ranks in layouts:
