@@ -28,6 +28,8 @@ from typing import Callable, Literal
 
 import torch
 
+from robustkit.solvers.fixed_point import _flatten, _unflatten
+
 Operator = Callable[[torch.Tensor], torch.Tensor]
 AscentCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
@@ -479,19 +481,6 @@ def _power_iteration(
     )
 
 
-def _real_flat(v: torch.Tensor) -> torch.Tensor:
-    """``(B, ...)`` real or complex → ``(B, m)`` real: the sample as a vector of ``ℝ^m`` (``m = 2n``
-    for ``n`` complex entries, real and imaginary parts interleaved as in ``torch.view_as_real``)."""
-    return (torch.view_as_real(v) if v.is_complex() else v).reshape(v.shape[0], -1)
-
-
-def _unflat(q: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_real_flat`: ``(B, m)`` real → the shape and (complex) dtype of ``like``."""
-    if like.is_complex():
-        return torch.view_as_complex(q.reshape(*like.shape, 2).contiguous())
-    return q.reshape(like.shape)
-
-
 #: β_k ≤ this × eps × θ_max counts as a breakdown of the Lanczos process (an invariant Krylov space).
 _BREAKDOWN = 100.0
 
@@ -521,7 +510,7 @@ def _lanczos(
     by construction, equal to ``sqrt(θ)`` up to rounding.
     """
     batch = x.shape[0]
-    q = _real_flat(_random_unit(x.detach(), _default_generator(x, generator), None))
+    q = _flatten(_random_unit(x.detach(), _default_generator(x, generator), None))
     dim = q.shape[1]
     steps = min(iters, dim)  # dim orthonormal vectors span ℝ^m: T_m is A itself
     eps = torch.finfo(q.dtype).eps
@@ -536,7 +525,7 @@ def _lanczos(
     trace: list[torch.Tensor] = []
     for k in range(steps):
         basis[:, k] = q
-        w = _real_flat(lin.vjp(lin.jvp(_unflat(q, x)))).detach()
+        w = _flatten(lin.vjp(lin.jvp(_unflatten(q, x)))).detach()
         a = (q * w).sum(dim=1)
         w = w - a[:, None] * q - b_prev[:, None] * q_prev
         Q = basis[:, : k + 1]
@@ -569,7 +558,7 @@ def _lanczos(
     stacked = torch.stack(trace)
     v = torch.einsum("bk,bkm->bm", ritz[:, : stacked.shape[0]].to(q.dtype), basis[:, : stacked.shape[0]])
     v = v / _norm(v).clamp_min(torch.finfo(v.dtype).tiny)[:, None]
-    vector = _unflat(v, x).detach()
+    vector = _unflatten(v, x).detach()
     return PowerIterationResult(
         estimate=_norm(lin.jvp(vector)).detach(),
         trace=stacked,

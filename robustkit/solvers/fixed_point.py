@@ -80,6 +80,22 @@ def _unflatten(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(like.shape)
 
 
+def flat_map(f: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``f`` on the flat real view: ``v (B, N) ↦ _flatten(f(_unflatten(v, like)))``, refusing an ``f``
+    (called ``name`` in the message) that changes the shape or the real/complex kind of ``like``."""
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        out = f(_unflatten(v, like))
+        if out.shape != like.shape or out.is_complex() != like.is_complex():
+            raise ValueError(
+                f"{name} must map {tuple(like.shape)} {like.dtype} to the same shape and kind, "
+                f"got {tuple(out.shape)} {out.dtype}"
+            )
+        return _flatten(out.to(like.dtype))
+
+    return apply
+
+
 def _norm(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v, dim=1)
 
@@ -114,15 +130,7 @@ def _iterate(
     """The loop shared by all solvers, with per-sample freezing; see the module docstring."""
     _check(x0, tol, max_iter, stop)
     like = x0.detach()
-
-    def evaluate(v: torch.Tensor) -> torch.Tensor:
-        out = f(_unflatten(v, like))
-        if out.shape != like.shape or out.is_complex() != like.is_complex():
-            raise ValueError(
-                f"f must map {tuple(like.shape)} {like.dtype} to the same shape and kind, "
-                f"got {tuple(out.shape)} {out.dtype}"
-            )
-        return _flatten(out.to(like.dtype))
+    evaluate = flat_map(f, like, "f")
 
     with torch.no_grad():
         x = _flatten(like).clone()

@@ -42,6 +42,7 @@ from robustkit.solvers.fixed_point import (
     _norm,
     _relative,
     _unflatten,
+    flat_map,
 )
 
 
@@ -79,13 +80,7 @@ def gmres(
     """
     _check(v, tol, max_iter, "residual")  # the fixed-point solvers' checks of the start, tol and cap
     like = v.detach()
-
-    def apply(u: torch.Tensor) -> torch.Tensor:
-        out = K(_unflatten(u, like))
-        if out.shape != like.shape or out.is_complex() != like.is_complex():
-            raise ValueError(f"K must map {tuple(like.shape)} {like.dtype} to the same shape and kind, "
-                             f"got {tuple(out.shape)} {out.dtype}")
-        return _flatten(out.to(like.dtype))
+    apply = flat_map(K, like, "K")
 
     with torch.no_grad():
         rhs = _flatten(like)
