@@ -30,13 +30,14 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from robustkit.solvers.fixed_point import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS, SolverStats, solve
+# the implicit backward's solvers (GMRES or a fixed-point solver; docs/maths.md §5): the torch-free
+# list that SolverSettings checks too (tests/test_krylov.py checks it names every solver)
+from robustkit.protocols import BACKWARD_METHODS
+from robustkit.solvers.fixed_point import DEFAULT_MAX_ITER, DEFAULT_TOL, SolverStats, solve
 from robustkit.solvers.krylov import gmres
 
 Backward = Literal["implicit", "jfb", "phantom"]
 BACKWARDS: tuple[str, ...] = ("implicit", "jfb", "phantom")
-#: solvers of the implicit backward: GMRES, or one of the fixed-point solvers (docs/maths.md §5).
-BACKWARD_METHODS: tuple[str, ...] = ("gmres", *SOLVERS)
 
 
 def deq_fixed_point(
