@@ -17,8 +17,10 @@ BASELINE_NAMES: tuple[str, ...] = ("sense", "l1-wavelet")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 #: MnM-MOL training estimates of L[H_θ](x*; δ): "ball" (random pairs anywhere in the ball, the
-#: audit's estimator), "slow" (close pairs along the iteration's slowest mode), "both" (the larger).
-LIPSCHITZ_ESTIMATES: tuple[str, ...] = ("both", "ball", "slow")
+#: audit's estimator), "slow" (close pairs along the iteration's slowest mode), "top" (close pairs
+#: along the top right singular vector of J_H(x*), tracked by a few Lanczos steps per training step),
+#: "both" (the larger of ball and slow), "all" (the largest of ball, slow and top).
+LIPSCHITZ_ESTIMATES: tuple[str, ...] = ("both", "ball", "slow", "top", "all")
 
 #: constraint penalties on an estimate L against a threshold T: "quadratic" relu(L − T)² (MnM-MOL's
 #: default), "barrier" −log(T − L), continued linearly within 1e-3 of T (MOL's default).

@@ -132,10 +132,16 @@ def penalty_settings(model, config: TrainConfig) -> tuple[float, float, str]:
 
 
 def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, config: TrainConfig,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    generator: torch.Generator | None = None,
+                    state: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's constraint penalty (scalar, differentiable in θ, λ) and the L estimate ``(B,)``;
-    ``generator`` draws the random pairs of the ascent (default: a fixed seed)."""
-    from robustkit.analysis.lipschitz import local_lipschitz, pair_ratio, penalty, slow_direction
+    ``generator`` draws the random pairs of the ascent (default: a fixed seed).
+
+    ``state``: kept by the caller between steps. The ``top`` estimate stores its singular vector
+    there under ``"top"`` and starts the next step's Lanczos process from it (the top direction of
+    ``J_H`` moves little from one step to the next, so a few steps per training step track it, as
+    the power iteration of spectral normalisation does)."""
+    from robustkit.analysis.lipschitz import jacobian_spectral_norm, local_lipschitz, pair_ratio, penalty, slow_direction
 
     if model.name not in PENALTY_DEFAULTS:
         return x_star.real.new_zeros(()), None
@@ -143,27 +149,38 @@ def constraint_term(model, x_star: torch.Tensor, kspace: torch.Tensor, op, confi
     if model.name == "mol":
         res = local_lipschitz(model.cnn, x_star.detach(), 0.3, steps=config.lipschitz_steps, restarts=1, differentiable=True)
         return w * penalty(res.estimate, T, kind=kind).mean(), res.estimate.detach()
-    x, delta = x_star.detach(), model.config.delta
+    x, delta, which = x_star.detach(), model.config.delta, config.lipschitz_estimate
     H = model.H_map(op)
+    found: dict[str, Any] = {}
     with torch.no_grad():
-        # Two lower bounds of L[H_θ](x*; δ): pairs along the iteration's slowest mode (close
-        # pairs, docs/maths.md §6) and a random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes
-        # the constraint depend on δ. By default the penalty acts on the larger, per sample.
-        slow = ball = None
-        if config.lipschitz_estimate in ("both", "slow"):
+        # Lower bounds of L[H_θ](x*; δ) (docs/maths.md §6): pairs along the iteration's slowest mode
+        # (close pairs), pairs along the top right singular vector of J_H(x*) (close pairs), and a
+        # random pair anywhere in the ball B(x*, δ‖x*‖), which is what makes the constraint depend
+        # on δ. "both" penalises the larger of ball and slow, "all" the largest of the three.
+        if which in ("both", "all", "slow"):
             direction = slow_direction(model.fixed_point_map(kspace, op), x)
-            slow = local_lipschitz(H, x, delta, steps=config.lipschitz_steps, restarts=1, init=direction)
-        if config.lipschitz_estimate in ("both", "ball"):
-            ball = local_lipschitz(H, x, delta, steps=config.lipschitz_steps, restarts=1, generator=generator)
+            found["slow"] = local_lipschitz(H, x, delta, steps=config.lipschitz_steps, restarts=1, init=direction)
+        if which in ("all", "top"):
+            start = None if state is None else state.get("top")
+            start = start if start is not None and start.shape == x.shape else None
+            top = jacobian_spectral_norm(H, x, iters=max(config.lipschitz_steps, 2), init=start, generator=generator)
+            if state is not None:
+                state["top"] = top.vector
+            found["top"] = local_lipschitz(H, x, delta, steps=config.lipschitz_steps, restarts=1, init=top.vector,
+                                           pair_distance=0.01)
+        if which in ("both", "all", "ball"):
+            found["ball"] = local_lipschitz(H, x, delta, steps=config.lipschitz_steps, restarts=1, generator=generator)
     # The penalised pairs (u, v, T): each is recomputed with a graph, two evaluations of H_θ per
     # pair, whatever the ascent's length.
-    if slow is not None and ball is not None and config.slow_threshold is None:
+    results = list(found.values())
+    if len(results) > 1 and config.slow_threshold is None:
         # the larger estimate per sample, against T: only it carries a gradient (that of max)
-        pick = (slow.estimate >= ball.estimate).reshape(-1, *([1] * (x.ndim - 1)))
-        pairs = [(torch.where(pick, slow.u, ball.u), torch.where(pick, slow.v, ball.v), T)]
+        pick = torch.stack([r.estimate for r in results]).argmax(0)
+        rows = torch.arange(x.shape[0], device=x.device)
+        pairs = [(torch.stack([r.u for r in results])[pick, rows], torch.stack([r.v for r in results])[pick, rows], T)]
     else:
         T_slow = T if config.slow_threshold is None else config.slow_threshold
-        pairs = [(r.u, r.v, t) for r, t in ((ball, T), (slow, T_slow)) if r is not None]
+        pairs = [(r.u, r.v, T_slow if name == "slow" else T) for name, r in found.items()]
     ratios = [pair_ratio(H, x, delta, u, v) for u, v, _ in pairs]
     term = sum(penalty(L, t, kind=kind) for L, (_, _, t) in zip(ratios, pairs))
     return w * term.mean(), torch.stack(ratios).amax(0).detach()
@@ -232,9 +249,10 @@ class _Step(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.state: dict[str, torch.Tensor] = {}  # constraint_term's memory between steps (the top vector)
 
     def forward(self, what: str, *args):
-        return self.model(*args) if what == "reconstruct" else constraint_term(self.model, *args)
+        return self.model(*args) if what == "reconstruct" else constraint_term(self.model, *args, state=self.state)
 
 
 def _wrap(model, ctx) -> torch.nn.Module:

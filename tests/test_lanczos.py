@@ -126,3 +126,25 @@ def test_lanczos_agrees_with_power_iteration_on_a_cnn_map():
 def test_an_unknown_method_is_refused():
     with pytest.raises(ValueError, match="lanczos"):
         jacobian_spectral_norm(lambda z: z, torch.ones(1, 3), method="arnoldi")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_a_start_vector_near_the_top_singular_vector_is_used_and_a_bad_one_refused(method):
+    """``init`` starts the process: from a vector close to the top right singular vector the first
+    step is already within 1e-4 of ‖J‖₂, where a random start is not; a zero start falls back to a
+    random one; a start of the wrong shape is refused."""
+    n = 300
+    sv = _clustered(n)
+    H = lambda z: z * sv  # noqa: E731  (top right singular vector e₁, ‖J‖₂ = 1)
+    x = torch.ones(2, n, dtype=torch.float64)
+    near = torch.zeros_like(x)
+    near[:, 0] = 1.0
+    near[:, 1:] = 1e-4 * torch.randn(2, n - 1, generator=_gen(3), dtype=torch.float64)
+    warm = jacobian_spectral_norm(H, x, iters=1, generator=_gen(1), method=method, init=near)
+    cold = jacobian_spectral_norm(H, x, iters=1, generator=_gen(1), method=method)
+    assert (warm.trace[0] > 1 - 1e-4).all() and (warm.trace[0] <= 1 + 1e-12).all()
+    assert (cold.trace[0] < 0.99).all()
+    zero = jacobian_spectral_norm(H, x, iters=1, generator=_gen(1), method=method, init=torch.zeros_like(x))
+    assert torch.equal(zero.trace, cold.trace)
+    with pytest.raises(ValueError, match="shape of x"):
+        jacobian_spectral_norm(H, x, iters=1, method=method, init=torch.ones(2, n - 1, dtype=torch.float64))

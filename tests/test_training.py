@@ -104,10 +104,11 @@ def constrained_mnmmol(data, delta: float = 0.3):
     with torch.no_grad():
         x = model(batch["kspace"], op)
 
-    def term_of(**fields):
+    def term_of(state: dict | None = None, **fields):
         config = TrainConfig(model="mnmmol", **fields)
-        return constraint_term(model, x, batch["kspace"], op, config, torch.Generator().manual_seed(0))
+        return constraint_term(model, x, batch["kspace"], op, config, torch.Generator().manual_seed(0), state=state)
 
+    term_of.x, term_of.op = x, op
     return model, term_of
 
 
@@ -124,17 +125,34 @@ def test_mnmmol_constraint_depends_on_the_ball_radius(data):
 
 
 def test_penalty_acts_on_the_chosen_lipschitz_estimate(data):
-    """"both" is the larger of the "ball" and "slow" estimates, per sample; each is recomputed with a
-    graph; an unknown name is refused."""
+    """"both" is the larger of the "ball" and "slow" estimates, "all" the largest of "ball", "slow"
+    and "top", per sample; each is recomputed with a graph; an unknown name is refused."""
     _, term_of = constrained_mnmmol(data)
     L = {}
-    for kind in ("ball", "slow", "both"):
+    for kind in ("ball", "slow", "top", "both", "all"):
         term, L[kind] = term_of(penalty_threshold=0.0, penalty_weight=1.0, lipschitz_estimate=kind)
         assert term.requires_grad and float(term.detach()) == pytest.approx(float(L[kind]) ** 2, rel=1e-5)
     assert float(L["ball"]) != float(L["slow"])
     assert float(L["both"]) == pytest.approx(max(float(L["ball"]), float(L["slow"])), rel=1e-6)
+    assert float(L["all"]) == pytest.approx(max(float(L[k]) for k in ("ball", "slow", "top")), rel=1e-6)
     with pytest.raises(RobustkitError, match="Lipschitz estimate"):
         TrainConfig(model="mnmmol", lipschitz_estimate="power")
+
+
+def test_the_top_estimate_tracks_its_singular_vector_between_steps(data):
+    """"top": a few Lanczos steps per training step from the previous step's vector (kept in
+    ``state``), so repeated calls climb towards ‖J_H(x*)‖₂: after four calls of 3 steps the pair
+    estimate is within 2 % of what a 60-step Lanczos run finds."""
+    from robustkit.analysis.lipschitz import jacobian_spectral_norm
+
+    model, term_of = constrained_mnmmol(data)
+    state: dict = {}
+    values = [float(term_of(state, lipschitz_estimate="top", penalty_threshold=0.0, lipschitz_steps=3)[1])
+              for _ in range(4)]
+    assert "top" in state and state["top"].shape == term_of.x.shape
+    norm = float(jacobian_spectral_norm(model.H_map(term_of.op), term_of.x, iters=60, tol=1e-6).estimate)
+    assert values[-1] > values[0]
+    assert values[-1] >= 0.98 * norm
 
 
 def test_penalty_kind_and_separate_slow_threshold(data):

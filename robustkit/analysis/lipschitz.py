@@ -429,6 +429,21 @@ class _Linearisation:
         return out
 
 
+def _start_vector(x: torch.Tensor, generator: torch.Generator | None, init: torch.Tensor | None) -> torch.Tensor:
+    """Unit start vector per sample: ``init`` normalised, or random from ``generator``; a sample
+    whose ``init`` is zero (or not finite) gets the random one."""
+    random = _random_unit(x.detach(), _default_generator(x, generator), None)
+    if init is None:
+        return random
+    if init.shape != x.shape:
+        raise ValueError(f"init must have the shape of x {tuple(x.shape)}, got {tuple(init.shape)}")
+    init = init.detach().to(dtype=x.dtype, device=x.device)
+    n = _norm(init)
+    ok = torch.isfinite(n) & (n > 0)
+    unit = init / _per_sample(torch.where(ok, n, torch.ones_like(n)), init)
+    return torch.where(_per_sample(ok, init), unit, random)
+
+
 def _check_power_args(iters: int, tol: float, window: int, x: torch.Tensor) -> None:
     if iters < 1:
         raise ValueError(f"iters must be ≥ 1, got {iters}")
@@ -449,11 +464,12 @@ def _power_iteration(
     rayleigh_tol: float | None,
     generator: torch.Generator | None,
     keep_max: bool,
+    init: torch.Tensor | None = None,
 ) -> PowerIterationResult:
     """Generic loop: ``step(v) → (s, v_next, rayleigh)`` with ``s (B,)`` the estimate at unit ``v``
     and ``rayleigh (B,)`` its Rayleigh-quotient residual (``None``: not available, not tested);
     ``keep_max``: report the largest ``s`` seen (each is a lower bound), else the last."""
-    v = _random_unit(x.detach(), _default_generator(x, generator), None)
+    v = _start_vector(x, generator, init)
     trace: list[torch.Tensor] = []
     tiny = torch.finfo(x.real.dtype).tiny
     converged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -493,11 +509,12 @@ def _lanczos(
     window: int,
     rayleigh_tol: float,
     generator: torch.Generator | None,
+    init: torch.Tensor | None = None,
 ) -> PowerIterationResult:
     """Largest eigenvalue of ``A = JᵀJ`` per sample by the Lanczos process with full
     reorthogonalisation (docs/maths.md §6); every sample runs its own process on ``ℝ^m``.
 
-    ``q₁`` random unit; step ``k``: ``w = A q_k``, ``α_k = ⟨q_k, w⟩``, ``w ← w − α_k q_k − β_{k−1} q_{k−1}``,
+    ``q₁`` random unit (or ``init``, normalised); step ``k``: ``w = A q_k``, ``α_k = ⟨q_k, w⟩``, ``w ← w − α_k q_k − β_{k−1} q_{k−1}``,
     then ``w ← w − Q_k Q_kᵀ w`` twice, ``β_k = ‖w‖``, ``q_{k+1} = w / β_k``. ``T_k`` (``k × k``
     tridiagonal, ``α`` on the diagonal, ``β`` beside it) is ``Q_kᵀ A Q_k``, so its top eigenpair
     ``(θ, y)`` gives ``θ = max_{v ∈ span Q_k, ‖v‖ = 1} ‖J v‖²``: ``sqrt(θ)`` is a lower bound of
@@ -510,7 +527,7 @@ def _lanczos(
     by construction, equal to ``sqrt(θ)`` up to rounding.
     """
     batch = x.shape[0]
-    q = _flatten(_random_unit(x.detach(), _default_generator(x, generator), None))
+    q = _flatten(_start_vector(x, generator, init))
     dim = q.shape[1]
     steps = min(iters, dim)  # dim orthonormal vectors span ℝ^m: T_m is A itself
     eps = torch.finfo(q.dtype).eps
@@ -581,6 +598,7 @@ def jacobian_spectral_norm(
     rayleigh_tol: float = 1e-3,
     generator: torch.Generator | None = None,
     method: Literal["lanczos", "power"] = "lanczos",
+    init: torch.Tensor | None = None,
 ) -> PowerIterationResult:
     """``‖J_H(x)‖₂`` per sample by the Lanczos process (default) or power iteration on ``JᵀJ``; a
     lower bound at every step either way.
@@ -604,6 +622,9 @@ def jacobian_spectral_norm(
     reports ``converged=False``. A starting vector with almost no component along the top singular
     vector can still plateau below ``‖J‖₂`` — no stopping rule sees that; seed pair estimates on
     other directions as well (:func:`robustkit.analysis.lower_bound.lipschitz_lower_bound`).
+    ``init``: the starting vector (``x``-shaped, any nonzero norm per sample; default a random
+    unit vector from ``generator``), e.g. the previous call's ``vector`` when ``x`` moved a little
+    (training: :func:`robustkit.training.constraint_term`); the estimate is a lower bound from any start.
     One forward of ``H`` in all, two backward passes per step. Complex maps are taken as
     real-linear maps of ``ℝ^{2n}``, so this is the norm of the real Jacobian.
     """
@@ -613,7 +634,7 @@ def jacobian_spectral_norm(
     with torch.enable_grad():
         lin = _Linearisation(H, x)
         if method == "lanczos":
-            return _lanczos(lin, x, iters, tol, window, rayleigh_tol, generator)
+            return _lanczos(lin, x, iters, tol, window, rayleigh_tol, generator, init)
 
         def step(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             jv = lin.jvp(v)
@@ -623,7 +644,7 @@ def jacobian_spectral_norm(
             rayleigh = _norm(jtjv - _per_sample(s * s, v) * v) / s2
             return s.detach(), jtjv.detach(), rayleigh.detach()
 
-        return _power_iteration(step, x, iters, tol, window, rayleigh_tol, generator, keep_max=True)
+        return _power_iteration(step, x, iters, tol, window, rayleigh_tol, generator, keep_max=True, init=init)
 
 
 def jacobian_spectral_radius(

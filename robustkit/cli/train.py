@@ -34,7 +34,9 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
               help="Ascent steps of the training estimate of L[H_θ] (MnM-MOL) or L[F_θ] (MOL); more is a tighter lower bound and a slower step.")
 @click.option("--lipschitz-estimate", type=click.Choice(LIPSCHITZ_ESTIMATES), default="both", show_default=True,
               help="MnM-MOL: the estimate of L[H_θ](x*; δ) the penalty acts on: random pairs in the ball (the audit's), "
-                   "close pairs along the iteration's slowest mode, or the larger of the two.")
+                   "close pairs along the iteration's slowest mode (slow), close pairs along the top right singular vector "
+                   "of J_H(x*), tracked by a few Lanczos steps per training step (top); both: the larger of ball and "
+                   "slow; all: the largest of ball, slow and top.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Model config override, e.g. --set K=5 --set width=32.")
 @click.option("--max-minutes", type=float, default=None,
               help="Wall-clock budget of this call, checked after every training step: past it, training stops "
