@@ -57,7 +57,7 @@ HEADERS = {
     "adv_converged": "attacked solve converged",
     "candidates": "candidates searched", "spikes": "spikes", "angle": "worst |angle| (°)",
     "shift_px": "shift (px)", "lines_fraction": "lines moved", "map_error": "‖S̃ − S‖/‖S‖",
-    "val_ssim": "final val. SSIM", "train_L": "final train L[H_θ]", "axis": "axis", "condition": "condition",
+    "axis": "axis", "condition": "condition",
     "nominal": "nominal",
 }
 
