@@ -212,6 +212,8 @@ def test_sweep_delta_finds_the_zoo_models_by_delta(zoo):
     assert model_refs(make_config("sweep-delta", common(zoo, deltas=[0.3]))) == ["mnmmol-2x"]
     with pytest.raises(RobustkitError, match="--train"):
         model_refs(make_config("sweep-delta", common(zoo, deltas=[0.5])))
+    with pytest.raises(RobustkitError, match="unknown key 'delta'"):  # each model is measured at its own δ
+        make_config("sweep-delta", common(zoo, delta=0.3))
 
 
 def test_sweep_delta_trains_a_missing_delta_with_its_recipe(zoo, monkeypatch):

@@ -50,12 +50,12 @@ import pandas as pd
 import torch
 
 from robustkit.errors import RobustkitError
-from robustkit.studies.common import Cell, EstimatorConfig, LoadedModel, batches
+from robustkit.studies.common import BallConfig, Cell, LoadedModel, batches
 from robustkit.studies.init_test import model_delta
 
 
 @dataclass
-class AuditConfig(EstimatorConfig):
+class AuditConfig(BallConfig):
     """delta: ball radius δ (``None`` = each model's own, 0.3 for models without one); steps,
     restarts: of the two-point ascent (*ref* 20, 2); slow_steps: of each seeded ascent (slow mode,
     top singular vector); power_iters, power_tol: cap and tolerance of the Jacobian-norm estimator (Lanczos); probe_eps,

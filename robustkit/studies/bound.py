@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from robustkit.errors import RobustkitError
-from robustkit.studies.common import Cell, EstimatorConfig, LoadedModel, batches, check_eps
+from robustkit.studies.common import BallConfig, Cell, LoadedModel, batches, check_eps
 from robustkit.studies.init_test import model_delta
 
 #: the estimator rows per slice: the four of lipschitz_lower_bound and their maximum.
@@ -57,7 +57,7 @@ ESTIMATOR_ROWS: tuple[str, ...] = ("ball", "slow", "top", "power", "max")
 
 
 @dataclass
-class BoundConfig(EstimatorConfig):
+class BoundConfig(BallConfig):
     """eps: attack radii ε; adv_steps, adv_restarts: of the PGD attack; delta: ball radius δ of the
     L estimates (``None`` = each model's own, 0.3 for models without one); steps, restarts: of the
     random-start ball ascent; slow_steps: of each seeded ascent (slow mode, top singular vector);

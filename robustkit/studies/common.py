@@ -163,11 +163,10 @@ def _expected(annotation: Any) -> str:
 @dataclass
 class EstimatorConfig(StudyConfig):
     """The settings of the lower bounds of ``L[H_θ](x*; δ)`` (docs/maths.md §6), shared by the studies
-    that estimate it (audit, bound): delta (``None`` = each model's own, 0.3 without one); steps,
-    restarts of the random-start ascent; slow_steps of each seeded ascent; power_iters, power_tol of
-    the Jacobian-norm estimator (Lanczos steps cap, plateau tolerance)."""
+    that estimate it (audit, bound, sweep-delta): steps, restarts of the random-start ascent;
+    slow_steps of each seeded ascent; power_iters, power_tol of the Jacobian-norm estimator (Lanczos
+    steps cap, plateau tolerance). The ball's δ is :class:`BallConfig`'s."""
 
-    delta: float | None = None
     steps: int = 20
     restarts: int = 2
     slow_steps: int = 10
@@ -176,12 +175,23 @@ class EstimatorConfig(StudyConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.delta is not None and not self.delta > 0:
-            raise RobustkitError(f"delta must be > 0, got {self.delta}")
         if min(self.steps, self.restarts, self.slow_steps, self.power_iters) < 1:
             raise RobustkitError("steps, restarts, slow_steps and power_iters must be >= 1")
         if not self.power_tol > 0:
             raise RobustkitError(f"power_tol must be > 0, got {self.power_tol}")
+
+
+@dataclass
+class BallConfig(EstimatorConfig):
+    """:class:`EstimatorConfig` at one ball radius for every model (audit, bound): delta (``None`` =
+    each model's own δ, 0.3 without one)."""
+
+    delta: float | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.delta is not None and not self.delta > 0:
+            raise RobustkitError(f"delta must be > 0, got {self.delta}")
 
 
 def check_eps(values: Iterable[Any]) -> list[float]:

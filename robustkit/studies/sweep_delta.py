@@ -72,7 +72,7 @@ class SweepDeltaConfig(EstimatorConfig):
     models trained with these δ (with ``train``, train those missing); common_delta: the shared δ
     at which every model's L is also measured; steps, restarts: of the ascent; slow_steps,
     power_iters, power_tol: of the seeded ascents and the Jacobian-norm estimate (as in the audit;
-    each model is measured at its own δ, so ``delta`` must stay unset); init_starts,
+    each model is measured at its own δ and at common_delta, so there is no ``delta``); init_starts,
     init_radii: starts of the init test; adv_eps, adv_steps: the adversarial attack; train: train
     missing δ models (``train_epochs``, ``train_minutes`` each, recipe :data:`RECIPE`)."""
 
@@ -92,9 +92,6 @@ class SweepDeltaConfig(EstimatorConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.delta is not None:
-            raise RobustkitError("sweep-delta measures each model at its own δ (and all at common_delta); "
-                                 "drop delta, or set common_delta")
         if any(not (0 < d < math.inf) for d in self.deltas) or not 0 < self.common_delta < math.inf:
             raise RobustkitError("deltas and common_delta must be finite numbers > 0")
         if not 0 <= self.adv_eps < math.inf or self.adv_steps < 1:
