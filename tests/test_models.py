@@ -60,6 +60,38 @@ def test_mnmmol_fixed_point_solves_the_model_equation():
         assert torch.equal(model.H_map(op)(x), H)
 
 
+def test_mnmmol_leak_solves_its_equation_and_contracts_what_f_theta_does_not_see():
+    """With a leak κ the fixed point solves AᴴA x + κ (I − AᴴA) x + F_θ(x)/λ = Aᴴb, and on a null-space
+    direction that F_θ ignores (here F_θ = 0: every weight zeroed) J_H is exactly 1 − κ, where the
+    paper's H_θ (κ = 0) leaves it at 1 (docs/maths.md §4)."""
+    from robustkit.analysis.lipschitz import jacobian_spectral_norm
+
+    torch.manual_seed(0)
+    kappa = 0.05
+    model = build_model("mnmmol", {**SMALL, "lam": 10.0, "leak": kappa}).eval()
+    for p in model.cnn.parameters():
+        p.data.mul_(0.2)
+    op, b, _ = tiny_problem()
+    with torch.no_grad():
+        x = model(b, op)
+        lhs = op.normal(x) + kappa * (x - op.normal(x)) + model.cnn(x) / model.lam_value
+        rel = torch.linalg.vector_norm((lhs - op.adjoint(b)).flatten(1), dim=1) / torch.linalg.vector_norm(op.adjoint(b).flatten(1), dim=1)
+    assert model.last_stats.converged.all() and (rel < 1e-4).all()
+
+    # One coil of modulus 1 at 2×: AᴴA is a projection with a null space, so ‖I − AᴴA‖ = 1.
+    maps = torch.exp(1j * torch.rand(2, 1, H, W)).to(torch.complex64)
+    op = SenseOperator(maps, op.mask)
+    for p in model.cnn.parameters():
+        p.data.zero_()  # F_θ ≡ 0: J_H = (1 − κ)(I − AᴴA), of norm 1 − κ
+    leaky = jacobian_spectral_norm(model.H_map(op), x, iters=60, tol=1e-7)
+    model.config.leak = 0.0
+    plain = jacobian_spectral_norm(model.H_map(op), x, iters=60, tol=1e-7)
+    assert torch.allclose(leaky.estimate, torch.full((2,), 1 - kappa), atol=1e-4), leaky.estimate
+    assert torch.allclose(plain.estimate, torch.ones(2), atol=1e-4), plain.estimate
+    with pytest.raises(RobustkitError, match="leak"):
+        build_model("mnmmol", {"leak": 1.0})
+
+
 def test_deq_gradients_reach_parameters_lambda_and_kspace():
     torch.manual_seed(0)
     model = build_model("mnmmol", SMALL).eval()

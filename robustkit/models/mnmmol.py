@@ -16,6 +16,7 @@ class MnMMOLConfig(DEQConfig):
     gamma: float = 1.0  # step γ; the reference uses 0.1, the fixed point does not depend on it
     delta: float = 0.3  # ball radius δ (relative) of the local constraint
     m: float = 0.02  # monotonicity margin: the constraint is L[H_θ](x*; δ) ≤ 1 − m
+    leak: float = 0.0  # κ: H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ (docs/maths.md §4); 0 is the paper's model
 
 
 class MnMMOL(DEQModel):
@@ -23,11 +24,24 @@ class MnMMOL(DEQModel):
 
     Its fixed point solves ``Q_θ(x) = AᴴA x + F_θ(x)/λ = Aᴴb``; the iteration contracts where
     ``L[H_θ] < 1``, which training enforces locally in ``B(x*, δ‖x*‖)``.
+
+    With a leak ``κ > 0`` (``config.leak``), ``H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ`` and the fixed
+    point solves ``AᴴA x + κ (I − AᴴA) x + F_θ(x)/λ = Aᴴb``: a small Tikhonov pull towards 0 on what
+    the measurements leave open. Where ``J_F`` vanishes on the null space of ``A`` (a direction
+    F_θ does not see), ``J_H`` is ``1 − κ`` there instead of 1: such directions contract by
+    construction, as the ``(1 − m) I`` term does in monotone operator networks.
     """
 
     name = "mnmmol"
     config_class = MnMMOLConfig
     config: MnMMOLConfig
+
+    def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
+        """``H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ`` (``κ = 0``: ``x − AᴴA x − F_θ(x)/λ``), complex ``(B, H, W)``."""
+        leak = self.config.leak
+        if not leak:
+            return super().H(x, op)
+        return (1 - leak) * (x - op.normal(x)) - self.cnn(x) / self.lam_value
 
     def iteration(self, x: torch.Tensor, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         g = self.config.gamma
