@@ -4,9 +4,10 @@ Stages, each a :func:`robustkit.training.train` run in ``OUT/stages/<n>-<name>/`
 resumable), each DEQ stage ending at the convergence gate (:mod:`robustkit.analysis.gate`):
 
 1. ``modl``: the MoDL warm start (K = 10) on the same data, unless ``init_from`` names one;
-2. ``mnmmol``: MnM-MOL from that F_θ and λ, λ learnt in its own Adam group, the network at
-   ``FINE_TUNE_LR`` × lr, under the penalty ``w · relu(L − T)²`` on the larger of the ball and
-   slow-mode estimates of ``L[H_θ](x*; δ)``, with ``T = 1 − 2m`` and ``w = mse₀ / m²``
+2. ``mnmmol``: MnM-MOL with the leak ``κ = 2m`` (``LEAK_IN_MARGINS``) from that F_θ and λ, λ learnt
+   in its own Adam group, the network at ``FINE_TUNE_LR`` × lr, under the penalty ``w · relu(L − T)²``
+   on the largest of the ball, slow-mode and top-singular estimates of ``L[H_θ](x*; δ)``, with
+   ``T = 1 − 2m`` and ``w = mse₀ / m²``
    (:func:`penalty_weight_for`: a violation of m costs as much as the data loss does at the start);
 3. ``lambda``: λ scanned on the validation slices with F_θ fixed (``λ × s`` for ``s`` in
    ``LAMBDA_FACTORS``); the best validation PSNR among the factors that pass the gate is kept;
@@ -38,6 +39,11 @@ FINE_TUNE_LR = 0.1
 
 #: λ factors of the validation scan (stage 3), F_θ fixed.
 LAMBDA_FACTORS: tuple[float, ...] = (1.0, 1.3, 1.7)
+
+#: the MnM-MOL stages' leak κ in units of the margin m (``κ = 2m``, 0.04 for m = 0.02) unless
+#: ``--set leak=…`` gives one: the directions F_θ does not act on then sit at ``1 − 2m = T``, the
+#: penalty's threshold, instead of at 1 (docs/maths.md §4, docs/training.md).
+LEAK_IN_MARGINS = 2.0
 
 #: training slices on which the data loss mse₀ that scales the penalty is measured.
 SCALE_SLICES = 4
@@ -136,6 +142,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     build = {k: v for k, v in c.model_config.items() if k in ("width", "depth")}
     m = float(c.model_config.get("m", 0.02))
     T = c.penalty_threshold if c.penalty_threshold is not None else 1 - 2 * m
+    mnm_model = {**c.model_config, "leak": float(c.model_config.get("leak", LEAK_IN_MARGINS * m))}
     stages_dir = out / "stages"
     barrier()  # every rank has checked --out before rank 0 writes into it
     if is_main():
@@ -185,7 +192,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         weight = read_card(folder2)["training"]["penalty_weight"]
     else:
         weight = c.penalty_weight or penalty_weight_for(data_loss(resolve(warm), _dataset(c, "train", vary=False), device), m)
-    mnm = dict(model_config=c.model_config, lr=c.lr * FINE_TUNE_LR, penalty_weight=weight, penalty_threshold=T,
+    mnm = dict(model_config=mnm_model, lr=c.lr * FINE_TUNE_LR, penalty_weight=weight, penalty_threshold=T,
                penalty_kind=c.penalty_kind, lipschitz_estimate=c.lipschitz_estimate, lipschitz_steps=c.lipschitz_steps,
                slow_threshold=c.slow_threshold, gate_threshold=c.gate_threshold, **common)
     if stage("2-mnmmol", TrainConfig(model="mnmmol", init_from=warm, lam_lr=c.lam_lr, **mnm),

@@ -65,9 +65,9 @@ class TrainConfig:
     penalty_weight: float | None = None  # None: PENALTY_DEFAULTS of the model
     penalty_threshold: float | None = None  # None: PENALTY_DEFAULTS of the model
     penalty_kind: str | None = None  # None: PENALTY_DEFAULTS of the model; else one of PENALTY_KINDS
-    slow_threshold: float | None = None  # MnM-MOL, estimate "both": the slow-mode estimate's own T
+    slow_threshold: float | None = None  # MnM-MOL, estimate "both" or "all": the slow-mode estimate's own T
     lipschitz_steps: int = 5
-    lipschitz_estimate: str = "both"  # MnM-MOL: which estimate(s) of L[H_θ] the penalty acts on (LIPSCHITZ_ESTIMATES)
+    lipschitz_estimate: str = "all"  # MnM-MOL: which estimate(s) of L[H_θ] the penalty acts on (LIPSCHITZ_ESTIMATES)
     max_minutes: float | None = None  # wall-clock budget of this call, checked after every step (stops mid-epoch, resumable)
     val_samples: int | None = None
     grad_clip: float = 1.0
@@ -82,8 +82,8 @@ class TrainConfig:
             raise RobustkitError(f"unknown Lipschitz estimate {self.lipschitz_estimate!r}; choose one of {LIPSCHITZ_ESTIMATES}")
         if self.penalty_kind is not None and self.penalty_kind not in PENALTY_KINDS:
             raise RobustkitError(f"unknown penalty kind {self.penalty_kind!r}; choose one of {PENALTY_KINDS}")
-        if self.slow_threshold is not None and (self.model != "mnmmol" or self.lipschitz_estimate != "both"):
-            raise RobustkitError("a slow-mode threshold needs --model mnmmol and --lipschitz-estimate both")
+        if self.slow_threshold is not None and (self.model != "mnmmol" or self.lipschitz_estimate not in ("both", "all")):
+            raise RobustkitError("a slow-mode threshold needs --model mnmmol and --lipschitz-estimate both or all")
 
 
 #: default learning rate of λ relative to the model's initial λ (``config.lam``): Adam moves a

@@ -28,11 +28,11 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
               help="quadratic: relu(L − T)², zero below T; barrier: −log(T − L), which keeps L below T once it is "
                    "(continued linearly within 1e-3 of T). [default: MnM-MOL quadratic, MOL barrier]")
 @click.option("--slow-threshold", type=float, default=None,
-              help="MnM-MOL with --lipschitz-estimate both: penalise the slow-mode estimate against this T and the "
-                   "ball estimate against --penalty-threshold, instead of the larger of the two against one T.")
+              help="MnM-MOL with --lipschitz-estimate both or all: penalise the slow-mode estimate against this T and "
+                   "the others against --penalty-threshold, instead of the largest against one T.")
 @click.option("--lipschitz-steps", type=int, default=5, show_default=True,
               help="Ascent steps of the training estimate of L[H_θ] (MnM-MOL) or L[F_θ] (MOL); more is a tighter lower bound and a slower step.")
-@click.option("--lipschitz-estimate", type=click.Choice(LIPSCHITZ_ESTIMATES), default="both", show_default=True,
+@click.option("--lipschitz-estimate", type=click.Choice(LIPSCHITZ_ESTIMATES), default="all", show_default=True,
               help="MnM-MOL: the estimate of L[H_θ](x*; δ) the penalty acts on: random pairs in the ball (the audit's), "
                    "close pairs along the iteration's slowest mode (slow), close pairs along the top right singular vector "
                    "of J_H(x*), tracked by a few Lanczos steps per training step (top); both: the larger of ball and "
