@@ -255,6 +255,11 @@ class _Step(torch.nn.Module):
         return self.model(*args) if what == "reconstruct" else constraint_term(self.model, *args, state=self.state)
 
 
+def _step_core(step_model: torch.nn.Module) -> _Step:
+    """The :class:`_Step` inside ``step_model`` (itself, or the module DistributedDataParallel wraps)."""
+    return getattr(step_model, "module", step_model)
+
+
 def _wrap(model, ctx) -> torch.nn.Module:
     """:class:`_Step` of ``model``, in DistributedDataParallel when there are several ranks.
     ``find_unused_parameters``: MOL's penalty acts on F_θ alone (λ unused in that pass)."""
@@ -435,6 +440,9 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         ascent_states = state.get("ascent_rngs") or [state.get("ascent_rng")]
         if ascent_states[min(ctx.rank, len(ascent_states) - 1)] is not None:
             ascent_rng.set_state(ascent_states[min(ctx.rank, len(ascent_states) - 1)])
+        memories = state.get("constraint_states") or [{}]
+        _step_core(step_model).state.update(
+            {k: v.to(device) for k, v in memories[min(ctx.rank, len(memories) - 1)].items()})
     elif ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
@@ -446,9 +454,12 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     def checkpoint(epoch: int, step: int) -> None:
         # every rank's ascent generator, so that a resume in the middle of an epoch continues each rank exactly
         ascent_states = all_gather_object(ascent_rng.get_state().cpu())
+        # and every rank's constraint memory (the top singular vector the next step starts from)
+        memories = all_gather_object({k: v.detach().cpu() for k, v in _step_core(step_model).state.items()})
         if ctx.is_main:
             torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "sums": sums, "elapsed": elapsed,
-                        "rng": torch.get_rng_state(), "ascent_rng": ascent_states[0], "ascent_rngs": ascent_states}, state_path)
+                        "rng": torch.get_rng_state(), "ascent_rng": ascent_states[0], "ascent_rngs": ascent_states,
+                        "constraint_states": memories}, state_path)
 
     def save(card: dict[str, Any]) -> None:
         if ctx.is_main:
