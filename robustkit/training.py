@@ -348,6 +348,13 @@ def check_same_run(card: dict[str, Any], config: TrainConfig, out: Path) -> None
                                  f"run keeps its model and training settings — drop that option or train into another --out")
 
 
+def _memories_ok(memories: Any) -> bool:
+    """``constraint_states`` of a checkpoint: absent (older runs), or one dict of tensors per rank."""
+    return memories is None or (isinstance(memories, list) and all(
+        isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in m.items())
+        for m in memories))
+
+
 def _load_state(out: Path) -> dict[str, Any]:
     """``train_state.pt`` read with ``weights_only=True`` (no code runs) and checked field by field."""
     path = out / "train_state.pt"
@@ -359,7 +366,8 @@ def _load_state(out: Path) -> dict[str, Any]:
         raise RobustkitError(f"{path} is not a readable training checkpoint ({type(exc).__name__}); "
                              "restore it or train into another --out") from None
     fields_ok = isinstance(state, dict) and isinstance(state.get("optimizer"), dict) and isinstance(state.get("epoch"), int) \
-        and isinstance(state.get("elapsed"), (int, float)) and isinstance(state.get("rng"), torch.Tensor)
+        and isinstance(state.get("elapsed"), (int, float)) and isinstance(state.get("rng"), torch.Tensor) \
+        and _memories_ok(state.get("constraint_states"))
     if not fields_ok:
         raise RobustkitError(f"{path} lacks the fields of a robustkit training checkpoint; restore it or train into another --out")
     return state

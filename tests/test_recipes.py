@@ -228,8 +228,14 @@ def _malicious(out: Path) -> None:
         pickle.dump(_Evil(), f)
 
 
+def _bad_memory(out: Path) -> None:
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    torch.save({**state, "constraint_states": [{"top": "not a tensor"}]}, out / "train_state.pt")
+
+
 BAD_RESUME = {
     "corrupt train_state.pt": (_corrupt, [], "not a readable training checkpoint"),
+    "train_state.pt with a bad constraint memory": (_bad_memory, [], "lacks the fields"),
     "malicious train_state.pt": (_malicious, [], "not a readable training checkpoint"),
     "--set width=8": (None, ["--set", "width=8"], "would change model_config"),
     "another model": (None, ["--model", "mol"], "holds a modl run, not mol"),
