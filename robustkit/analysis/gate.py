@@ -32,9 +32,10 @@ MOL_RADIUS = 0.3
 
 #: what to try when a check fails, per check.
 ADVICE: dict[str, str] = {
-    "converged": "train more epochs, tighten the constraint (lower --penalty-threshold or higher --penalty-weight) "
-                 "or allow more iterations (--set eval_max_iter=…)",
-    "lipschitz": "raise --penalty-weight, lower --penalty-threshold or train more epochs",
+    "converged": "an MnM-MOL leak if the model has none (--set leak=0.04), train more epochs, tighten the constraint "
+                 "(lower --penalty-threshold or higher --penalty-weight) or allow more iterations (--set eval_max_iter=…)",
+    "lipschitz": "raise --penalty-weight, lower --penalty-threshold, more --lipschitz-steps (training's estimate is "
+                 "weaker than the gate's) or train more epochs",
     "ball_starts": "tighten the constraint (lower --penalty-threshold) or train with a smaller ball (--delta)",
 }
 
