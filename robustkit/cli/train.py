@@ -33,7 +33,7 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--lipschitz-steps", type=int, default=5, show_default=True,
               help="Ascent steps of the training estimate of L[H_θ] (MnM-MOL) or L[F_θ] (MOL); more is a tighter lower bound and a slower step.")
 @click.option("--lipschitz-estimate", type=click.Choice(LIPSCHITZ_ESTIMATES), default="all", show_default=True,
-              help="MnM-MOL: the estimate of L[H_θ](x*; δ) the penalty acts on: random pairs in the ball (the audit's), "
+              help="MnM-MOL: the estimate of L[H_θ](x*; δ) the penalty acts on: random pairs in the ball (ball, the audit's), "
                    "close pairs along the iteration's slowest mode (slow), close pairs along the top right singular vector "
                    "of J_H(x*), tracked by a few Lanczos steps per training step (top); both: the larger of ball and "
                    "slow; all: the largest of ball, slow and top.")
