@@ -37,11 +37,9 @@ class MnMMOL(DEQModel):
     config: MnMMOLConfig
 
     def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
-        """``H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ`` (``κ = 0``: ``x − AᴴA x − F_θ(x)/λ``), complex ``(B, H, W)``."""
-        leak = self.config.leak
-        if not leak:
-            return super().H(x, op)
-        return (1 - leak) * (x - op.normal(x)) - self.cnn(x) / self.lam_value
+        """``H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ``, complex ``(B, H, W)``; with ``κ = 0`` the factor
+        is exactly 1, so this is the paper's ``x − AᴴA x − F_θ(x)/λ`` bit for bit."""
+        return (1 - self.config.leak) * (x - op.normal(x)) - self.cnn(x) / self.lam_value
 
     def iteration(self, x: torch.Tensor, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         g = self.config.gamma
