@@ -145,7 +145,6 @@ def one(variant: str, ref: str | None, steps: int) -> dict:
 
 
 def cnn_evals(ref: str | None) -> list[dict]:
-    from robustkit.models import build_model
     from robustkit.physics.sense import sense_init
     from robustkit.solvers import solve
 

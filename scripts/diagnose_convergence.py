@@ -28,7 +28,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,16 @@ The weights are those of the model, trained with its own κ: another κ changes 
 equation, so the PSNR is that of a model that was not trained for it. What the table shows is how
 the Jacobian's neutral directions respond to the leak.
 
+``--power p`` (an experiment, not a model option) weights the leak by phase-encode frequency:
+``H(x) = (I − κ W)(x − AᴴA x) − F_θ(x)/λ`` with ``W = F⁻¹ diag(|k_pe|/k_max)^p F``, so the pull
+towards 0 acts mostly on the high frequencies; ``p = 0`` is the model's own flat leak. The script
+replaces the instance's ``H`` for this (docs/convergence.md, "A leak weighted by frequency").
+
 Usage::
 
     python scripts/leak_check.py --model mnmmol-4x --data builtin --accel 4 --samples 2 --leaks 0 0.04
     python scripts/leak_check.py --model mnmmol-4x --data knees120.h5 --samples 4 --leaks 0.04
+    python scripts/leak_check.py --model mnmmol-4x --samples 2 --leaks 0.08 --power 1
 
 Development tool: it prints numbers for docs/convergence.md; nothing here is a test.
 """
@@ -23,11 +29,33 @@ Development tool: it prints numbers for docs/convergence.md; nothing here is a t
 from __future__ import annotations
 
 import argparse
+import types
+
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def check(model_ref: str, data: str, accel: float, samples: int, leaks: list[float], steps: int) -> "pd.DataFrame":
+
+def weighted_leak(model, power: float) -> None:
+    """Give ``model`` (an MnM-MOL) the leak ``κ W`` with ``W = F⁻¹ diag(|k_pe|/k_max)^power F``
+    (module docstring); ``power = 0`` keeps its own ``H``."""
+    if power == 0:
+        return
+    from robustkit.physics.fft import fft2c, ifft2c
+
+    def H(self, x, op):  # noqa: N802 - the paper's name
+        y = x - op.normal(x)
+        w = torch.linspace(-1, 1, x.shape[-1], dtype=x.real.dtype, device=x.device).abs() ** power
+        return y - self.config.leak * ifft2c(fft2c(y) * w) - self.cnn(x) / self.lam_value
+
+    model.H = types.MethodType(H, model)
+
+
+def check(model_ref: str, data: str, accel: float, samples: int, leaks: list[float], steps: int,
+          power: float = 0.0) -> "pd.DataFrame":
     import pandas as pd
 
     from robustkit.analysis.lipschitz import jacobian_spectral_norm
@@ -41,6 +69,7 @@ def check(model_ref: str, data: str, accel: float, samples: int, leaks: list[flo
 
     model, _ = load_model(model_ref)
     model.eval()
+    weighted_leak(model, power)
     if data == "builtin":
         dataset = _dataset(TrainConfig(model="mnmmol", accel=accel), "test", vary=False)
     else:
@@ -55,7 +84,7 @@ def check(model_ref: str, data: str, accel: float, samples: int, leaks: list[flo
                 x = model(batch["kspace"], op)
             stats = model.last_stats
             norm = jacobian_spectral_norm(model.H_map(op), x, iters=steps)
-            row = {"slice": i, "leak": leak, "psnr": float(psnr(x, batch["target"])), "iterations": int(stats.iterations[0]),
+            row = {"slice": i, "leak": leak, "power": power, "psnr": float(psnr(x, batch["target"])), "iterations": int(stats.iterations[0]),
                    "residual": float(stats.residual[0]), "converged": bool(stats.converged[0]),
                    "norm_JH_lower": float(norm.estimate[0]), "norm_converged": bool(norm.converged[0])}
             if leak == 0:
@@ -79,8 +108,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--leaks", type=float, nargs="+", default=[0.0, 0.04])
     parser.add_argument("--steps", type=int, default=40, help="Lanczos steps of ‖J_H(x*)‖₂")
+    parser.add_argument("--power", type=float, default=0.0,
+                        help="weight the leak by (|k_pe|/k_max)^power along the phase-encode axis (0: flat)")
     args = parser.parse_args()
-    frame = check(args.model, args.data, args.accel, args.samples, args.leaks, args.steps)
+    frame = check(args.model, args.data, args.accel, args.samples, args.leaks, args.steps, args.power)
     print()
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 

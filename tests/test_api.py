@@ -6,13 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import robustkit
 from robustkit.errors import RobustkitError
-from robustkit.models.adapter import ModelAdapter, adapt, as_model, object_label, state_dict_sha256
+from robustkit.models.adapter import adapt, as_model, object_label, state_dict_sha256
 from robustkit.protocols import FixedPointModel, Reconstructor, SolverSettings
 from robustkit.studies import make_config, run
 from tests.conftest import random_complex

@@ -12,7 +12,6 @@ from robustkit.cli import cli
 from robustkit.errors import RobustkitError
 from robustkit.models.adapter import as_model
 from robustkit.models.baselines import Wavelet, build_baseline, fista, l1_objective, parse_baseline, soft_threshold
-from robustkit.physics.fft import fft2c
 from robustkit.physics.sense import SenseOperator
 from tests.conftest import random_complex
 

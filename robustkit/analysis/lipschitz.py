@@ -431,7 +431,9 @@ class _Linearisation:
 
 def _start_vector(x: torch.Tensor, generator: torch.Generator | None, init: torch.Tensor | None) -> torch.Tensor:
     """Unit start vector per sample: ``init`` normalised, or random from ``generator``; a sample
-    whose ``init`` is zero (or not finite) gets the random one."""
+    whose ``init`` is zero (or not finite) gets the random one. The random vector is drawn even when
+    ``init`` is given, so ``generator`` advances the same way with and without ``init`` and the
+    estimators drawn after this one see the same random numbers either way."""
     random = _random_unit(x.detach(), _default_generator(x, generator), None)
     if init is None:
         return random
