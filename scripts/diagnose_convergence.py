@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import time
-
 from typing import TYPE_CHECKING
 
 import torch

@@ -9,9 +9,11 @@ Adam, gradients clipped at 1) for ``--minutes`` with the loss
 Hutchinson estimate of the mean squared gain ``‖J_H‖_F²/n`` on directions weighted towards the
 null space of ``A``; for larger ``k`` it weighs each singular value as ``σ²ᵏ`` (for a normal
 ``J_H``), so it counts the directions with ``σ ≈ 1`` and hardly any other: a smooth stand-in for
-"how much of the space is neutral". Differentiated with ``create_graph``. Then it prints, for the test slices of the built-in data and the slices of
-``--knees`` (a file from ``scripts/knees_dev.py``), PSNR / iterations of the solve from SENSE (``!``:
-not converged) and, for the first two slices, the Lanczos lower bound of ``‖J_H(x*)‖₂``.
+"how much of the space is neutral". Differentiated with ``create_graph``.
+
+Before and after, it prints for the test slices of the built-in data and the slices of ``--knees``
+(a file from ``scripts/knees_dev.py``) PSNR / iterations of the solve from SENSE (``!``: not
+converged) and, for the first two slices, the Lanczos lower bound of ``‖J_H(x*)‖₂``.
 
     python scripts/frobenius_finetune.py --weight 10 --lr 1e-4 --minutes 8 --knees knees120.h5
     python scripts/frobenius_finetune.py --power 8 --weight 100 --lr 1e-4 --minutes 8 --knees knees120.h5

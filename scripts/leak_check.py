@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import types
-
 from typing import TYPE_CHECKING
 
 import torch
@@ -41,15 +40,18 @@ if TYPE_CHECKING:
 
 def weighted_leak(model, power: float) -> None:
     """Give ``model`` (an MnM-MOL) the leak ``κ W`` with ``W = F⁻¹ diag(|k_pe|/k_max)^power F``
-    (module docstring); ``power = 0`` keeps its own ``H``."""
+    (module docstring); ``power = 0`` keeps its own ``H``. Built on the model's own ``H`` with its
+    flat leak ``κ``: ``H_W(x) = H(x) + κ (I − W)(x − AᴴA x)``."""
     if power == 0:
         return
     from robustkit.physics.fft import fft2c, ifft2c
 
+    own = model.H
+
     def H(self, x, op):  # noqa: N802 - the paper's name
         y = x - op.normal(x)
-        w = torch.linspace(-1, 1, x.shape[-1], dtype=x.real.dtype, device=x.device).abs() ** power
-        return y - self.config.leak * ifft2c(fft2c(y) * w) - self.cnn(x) / self.lam_value
+        w = 1 - torch.linspace(-1, 1, x.shape[-1], dtype=x.real.dtype, device=x.device).abs() ** power
+        return own(x, op) + self.config.leak * ifft2c(fft2c(y) * w)
 
     model.H = types.MethodType(H, model)
 
