@@ -92,6 +92,33 @@ def test_mnmmol_leak_solves_its_equation_and_contracts_what_f_theta_does_not_see
         build_model("mnmmol", {"leak": 1.0})
 
 
+def test_mnmmol_image_leak_solves_its_equation_and_contracts_the_null_space():
+    """``leak_on = "image"``: the fixed point solves (AᴴA + κ I) x + F_θ(x)/λ = Aᴴb; with F_θ ≡ 0 and
+    AᴴA a projection, J_H = (1 − κ) I − AᴴA has norm exactly 1 − κ (null space: 1 − κ; range: −κ)."""
+    from robustkit.analysis.lipschitz import jacobian_spectral_norm
+
+    torch.manual_seed(0)
+    kappa = 0.05
+    model = build_model("mnmmol", {**SMALL, "lam": 10.0, "leak": kappa, "leak_on": "image"}).eval()
+    for p in model.cnn.parameters():
+        p.data.mul_(0.2)
+    op, b, _ = tiny_problem()
+    with torch.no_grad():
+        x = model(b, op)
+        lhs = op.normal(x) + kappa * x + model.cnn(x) / model.lam_value
+        rel = torch.linalg.vector_norm((lhs - op.adjoint(b)).flatten(1), dim=1) / torch.linalg.vector_norm(op.adjoint(b).flatten(1), dim=1)
+    assert model.last_stats.converged.all() and (rel < 1e-4).all()
+
+    maps = torch.exp(1j * torch.rand(2, 1, H, W)).to(torch.complex64)
+    op = SenseOperator(maps, op.mask)
+    for p in model.cnn.parameters():
+        p.data.zero_()
+    leaky = jacobian_spectral_norm(model.H_map(op), x, iters=60, tol=1e-7)
+    assert torch.allclose(leaky.estimate, torch.full((2,), 1 - kappa), atol=1e-4), leaky.estimate
+    with pytest.raises(RobustkitError, match="leak_on"):
+        build_model("mnmmol", {"leak_on": "kspace"})
+
+
 def test_deq_gradients_reach_parameters_lambda_and_kspace():
     torch.manual_seed(0)
     model = build_model("mnmmol", SMALL).eval()

@@ -63,6 +63,7 @@ CONFIG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "delta": (lambda v: v > 0, "a ball radius δ > 0"),
     "m": (lambda v: 0 <= v < 1, "a margin 0 ≤ m < 1"),
     "leak": (lambda v: 0 <= v < 1, "a leak 0 ≤ κ < 1 (MnM-MOL's contraction off the measurements)"),
+    "leak_on": _one_of("unmeasured", "image"),
     "tol": (lambda v: v > 0, "a tolerance > 0"),
     "eval_tol": (lambda v: v > 0, "a tolerance > 0"),
     "backward_tol": (lambda v: v > 0, "a tolerance > 0"),

@@ -17,6 +17,7 @@ class MnMMOLConfig(DEQConfig):
     delta: float = 0.3  # ball radius δ (relative) of the local constraint
     m: float = 0.02  # monotonicity margin: the constraint is L[H_θ](x*; δ) ≤ 1 − m
     leak: float = 0.0  # κ: H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ (docs/maths.md §4); 0 is the paper's model
+    leak_on: str = "unmeasured"  # what the leak pulls to 0: "unmeasured", (I − AᴴA) x; "image", x itself
 
 
 class MnMMOL(DEQModel):
@@ -38,7 +39,14 @@ class MnMMOL(DEQModel):
 
     def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
         """``H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ``, complex ``(B, H, W)``; with ``κ = 0`` the factor
-        is exactly 1, so this is the paper's ``x − AᴴA x − F_θ(x)/λ`` bit for bit."""
+        is exactly 1, so this is the paper's ``x − AᴴA x − F_θ(x)/λ`` bit for bit.
+
+        With ``leak_on = "image"``: ``H_θ(x) = (1 − κ) x − AᴴA x − F_θ(x)/λ``, fixed point
+        ``(AᴴA + κ I) x + F_θ(x)/λ = Aᴴb`` (MoDL's ``(μ − 1)/λ`` term, larger). F_θ can cancel this
+        pull on image content with a local map (``−λκ x``), where the ``unmeasured`` pull
+        ``κ (I − AᴴA) x`` holds the aliasing of the mask, which a small CNN cannot reproduce."""
+        if self.config.leak_on == "image":
+            return (1 - self.config.leak) * x - op.normal(x) - self.cnn(x) / self.lam_value
         return (1 - self.config.leak) * (x - op.normal(x)) - self.cnn(x) / self.lam_value
 
     def iteration(self, x: torch.Tensor, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
