@@ -83,11 +83,14 @@ def observed_contraction_rate(
 
 
 def plain_map(model, b: torch.Tensor, op) -> Operator:
-    """``x ↦ H_θ(x) + Aᴴb`` of a model (``model.H_map(op)``) and measurements ``b``: the undamped
-    iteration whose contraction ``L[H_θ] < 1`` guarantees (MnM-MOL's update at γ = 1; its fixed
-    points are the model's at any γ)."""
-    H, aty = model.H_map(op), op.adjoint(b)
-    return lambda x: H(x) + aty
+    """``x ↦ H_θ(x) + c(b)`` of a model (``model.H_map(op)``, ``c = model.drive(b, op)``, ``Aᴴb``
+    for a model without ``drive``) and measurements ``b``: the undamped iteration whose
+    contraction ``L[H_θ] < 1`` guarantees (MnM-MOL's update at γ = 1; its fixed points are the
+    model's at any γ)."""
+    from robustkit.models.base import drive_of
+
+    H, c = model.H_map(op), drive_of(model, b, op)
+    return lambda x: H(x) + c
 
 
 def rate_exceeds(rate: torch.Tensor, largest_L: torch.Tensor, tolerance: float = RATE_TOLERANCE) -> torch.Tensor:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from robustkit.analysis.lipschitz import local_lipschitz, slow_direction
+from robustkit.models.base import drive_of
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -112,7 +113,7 @@ def solver_validity(model, kspace: torch.Tensor, op, *, x_star: torch.Tensor | N
     if not 0 < gamma <= 1:
         raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
     H = model.H_map(op)
-    atb = op.adjoint(kspace)
+    atb = drive_of(model, kspace, op)  # Aᴴb, or the model's own right-hand side
     G = damped_step(H, gamma)
     L_H = largest_lower_bound(H, lambda x: H(x) + atb, x_star, delta, steps, restarts, slow_steps, generator)
     L_step = largest_lower_bound(G, lambda x: G(x) + gamma * atb, x_star, delta, steps, restarts, slow_steps,

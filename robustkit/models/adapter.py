@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from robustkit.errors import RobustkitError
+from robustkit.models.base import drive_of
 from robustkit.models.plugins import check_reconstructor, is_plugin_ref, load_plugin
 from robustkit.physics.sense import SenseOperator, sense_init
 from robustkit.protocols import ImageMap, SolverSettings
@@ -127,6 +128,11 @@ class ModelAdapter(nn.Module):
     def H_map(self, op: SenseOperator) -> ImageMap | None:  # noqa: N802 - the paper's name
         """``x ↦ H_θ(x)`` for this operator, ``None`` when the model does not define it."""
         return self.model.H_map(op) if self.has_H and self.is_deq else None
+
+    def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        """``c(b)`` of ``x* = H_θ(x*) + c(b)``: the model's own ``drive(kspace, op)`` if it has one,
+        else ``Aᴴb`` (the protocol's default, docs/api.md)."""
+        return drive_of(self.model, kspace, op)
 
     def set_backward(self, kind: str) -> None:
         """Gradient through the fixed point: ``implicit``, ``jfb`` or ``phantom`` (DEQs only)."""

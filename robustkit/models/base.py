@@ -64,6 +64,7 @@ CONFIG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "m": (lambda v: 0 <= v < 1, "a margin 0 ≤ m < 1"),
     "leak": (lambda v: 0 <= v < 1, "a leak 0 ≤ κ < 1 (MnM-MOL's contraction off the measurements)"),
     "leak_on": _one_of("unmeasured", "image"),
+    "leak_to": _one_of("zero", "sense"),
     "tol": (lambda v: v > 0, "a tolerance > 0"),
     "eval_tol": (lambda v: v > 0, "a tolerance > 0"),
     "backward_tol": (lambda v: v > 0, "a tolerance > 0"),
@@ -75,6 +76,13 @@ CONFIG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "backward": _one_of(*BACKWARDS),
     "backward_method": _one_of(*BACKWARD_METHODS),
 }
+
+
+def drive_of(model, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+    """``c(b)`` of ``x* = H_θ(x*) + c(b)``: ``model.drive(kspace, op)``, or ``Aᴴb`` for a model that
+    does not define ``drive`` (a user network of the fixed-point protocol, docs/api.md)."""
+    own = getattr(model, "drive", None)
+    return own(kspace, op) if callable(own) else op.adjoint(kspace)
 
 
 class ReconModel(nn.Module):
@@ -115,6 +123,12 @@ class ReconModel(nn.Module):
     def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
         """``H_θ(x) = x − AᴴA x − F_θ(x)/λ`` (docs/maths.md §2), complex ``(B, H, W)``."""
         return x - op.normal(x) - self.cnn(x) / self.lam_value
+
+    def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        """The constant ``c(b)`` of the fixed-point equation ``x* = H_θ(x*) + c(b)``, complex
+        ``(B, H, W)``: ``Aᴴb`` here (MOL and the paper's MnM-MOL); a model whose equation has another
+        right-hand side overrides it (MnM-MOL with ``leak_to = "sense"``)."""
+        return op.adjoint(kspace)
 
     def H_map(self, op: SenseOperator) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: N802
         """``x ↦ H_θ(x)`` for this operator: the map whose local Lipschitz constant is constrained

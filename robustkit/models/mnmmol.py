@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from robustkit.models.deq import DEQConfig, DEQModel
-from robustkit.physics.sense import SenseOperator
+from robustkit.physics.sense import SenseOperator, sense_init
 
 
 @dataclass
@@ -18,6 +18,7 @@ class MnMMOLConfig(DEQConfig):
     m: float = 0.02  # monotonicity margin: the constraint is L[H_θ](x*; δ) ≤ 1 − m
     leak: float = 0.0  # κ: H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ (docs/maths.md §4); 0 is the paper's model
     leak_on: str = "unmeasured"  # what the leak pulls to 0: "unmeasured", (I − AᴴA) x; "image", x itself
+    leak_to: str = "zero"  # where the leak pulls: "zero", or "sense", the SENSE image of the measurements
 
 
 class MnMMOL(DEQModel):
@@ -49,7 +50,26 @@ class MnMMOL(DEQModel):
             return (1 - self.config.leak) * x - op.normal(x) - self.cnn(x) / self.lam_value
         return (1 - self.config.leak) * (x - op.normal(x)) - self.cnn(x) / self.lam_value
 
+    def _leaked(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        """What the leak acts on: ``(I − AᴴA) x`` (``leak_on = "unmeasured"``) or ``x`` (``"image"``)."""
+        return x if self.config.leak_on == "image" else x - op.normal(x)
+
+    def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        """The constant part ``c(b)`` of the update ``f(x) = H_θ(x) + c(b)``: ``Aᴴb``, plus
+        ``κ (I − AᴴA) x_S`` (or ``κ x_S``) when the leak pulls towards the SENSE image ``x_S``
+        (``leak_to = "sense"``): the pull is then on ``x − x_S``, and ``H_θ`` is unchanged."""
+        c = op.adjoint(kspace)
+        if self.config.leak > 0 and self.config.leak_to == "sense":
+            c = c + self.config.leak * self._leaked(sense_init(op, kspace), op)
+        return c
+
+    def fixed_point_map(self, kspace: torch.Tensor, op: SenseOperator):
+        drive, g = self.drive(kspace, op), self.config.gamma
+
+        def f(x: torch.Tensor) -> torch.Tensor:
+            step = self.H(x, op) + drive
+            return step if g == 1.0 else (1 - g) * x + g * step
+        return f
+
     def iteration(self, x: torch.Tensor, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        g = self.config.gamma
-        step = self.H(x, op) + op.adjoint(kspace)
-        return step if g == 1.0 else (1 - g) * x + g * step
+        return self.fixed_point_map(kspace, op)(x)

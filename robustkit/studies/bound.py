@@ -138,7 +138,7 @@ def bound_cell(lm: LoadedModel, eps: float, config: BoundConfig, dataset, device
         with torch.no_grad():
             x2, adv_stats = lm.solve(b_adv, op)
         adv_cols = _solve_columns(adv_stats, n, "adv_")
-        shift = measure_shift(lm.H_map(op), x1, x2, op.adjoint(b), op.adjoint(b_adv))
+        shift = measure_shift(lm.H_map(op), x1, x2, lm.drive(b, op), lm.drive(b_adv, op))
         perturbation = (torch.linalg.vector_norm((b_adv - b).flatten(1), dim=1)
                         / torch.linalg.vector_norm(b.flatten(1), dim=1)).cpu().tolist()
         for estimator in ESTIMATOR_ROWS:
