@@ -9,7 +9,8 @@ Two protocols, checked structurally (no base class to inherit):
 - :class:`FixedPointModel` (deep-equilibrium): additionally ``fixed_point_map(kspace, op) -> f``,
   the update map whose fixed point ``x* = f(x*)`` is the reconstruction. Optional members, read
   when present: ``H_map(op)`` (``H_θ``, whose local Lipschitz constant ``L[H_θ](x*; δ)`` the audit
-  estimates), ``solver_settings`` (a :class:`SolverSettings` or a dict of its fields), ``m`` (the
+  estimates), ``drive(kspace, op)`` (the right-hand side ``c(b)`` of ``x* = H_θ(x*) + c(b)``;
+  ``Aᴴb`` when absent), ``solver_settings`` (a :class:`SolverSettings` or a dict of its fields), ``m`` (the
   monotonicity margin, threshold ``T = 1 − m``) and ``delta`` (the ball radius δ).
 
 The built-in models (:mod:`robustkit.models`) satisfy both natively; studies reach every model
