@@ -4,11 +4,13 @@ Stages, each a :func:`robustkit.training.train` run in ``OUT/stages/<n>-<name>/`
 resumable), each DEQ stage ending at the convergence gate (:mod:`robustkit.analysis.gate`):
 
 1. ``modl``: the MoDL warm start (K = 10) on the same data, unless ``init_from`` names one;
-2. ``mnmmol``: MnM-MOL with the leak ``κ = 2m`` (``LEAK_IN_MARGINS``) from that F_θ and λ, λ learnt
-   in its own Adam group, the network at ``FINE_TUNE_LR`` × lr, under the penalty ``w · relu(L − T)²``
-   on the largest of the ball, slow-mode and top-singular estimates of ``L[H_θ](x*; δ)``, with
-   ``T = 1 − 2m`` and ``w = mse₀ / m²``
-   (:func:`penalty_weight_for`: a violation of m costs as much as the data loss does at the start);
+2. ``mnmmol``: MnM-MOL with the leak ``κ = 2m`` (``LEAK_IN_MARGINS``) towards the SENSE image
+   (``LEAK_TO``) from that F_θ and λ, λ learnt in its own Adam group, the network at
+   ``FINE_TUNE_LR`` × lr, under the penalty ``w · relu(L − T)²`` on the largest of the ball,
+   slow-mode and top-singular estimates of ``L[H_θ](x*; δ)``, with ``T = 1 − 2m`` and
+   ``w = mse₀ / m²``, mse₀ the data loss of this stage's starting model (the warm start's F_θ and λ
+   in the MnM-MOL equation; :func:`penalty_weight_for`: a violation of m costs as much as the data
+   loss does at the start);
 3. ``lambda``: λ scanned on the validation slices with F_θ fixed (``λ × s`` for ``s`` in
    ``LAMBDA_FACTORS``); the best validation PSNR among the factors that pass the gate is kept;
 4. ``mnmmol-fixed-lambda``: MnM-MOL from stage 3 with λ fixed (``lam_lr = 0``), same penalty.
@@ -45,6 +47,11 @@ LAMBDA_FACTORS: tuple[float, ...] = (1.0, 1.3, 1.7)
 #: penalty's threshold, instead of at 1 (docs/maths.md §4, docs/training.md).
 LEAK_IN_MARGINS = 2.0
 
+#: where the MnM-MOL stages' leak pulls unless ``--set leak_to=…`` says otherwise: the SENSE image of
+#: the measurements. Same ``H_θ`` and certificates as a pull towards 0, but F_θ no longer has to
+#: cancel a pull on the whole image's aliasing (docs/maths.md §4; measured in docs/convergence.md).
+LEAK_TO = "sense"
+
 #: training slices on which the data loss mse₀ that scales the penalty is measured.
 SCALE_SLICES = 4
 
@@ -57,12 +64,11 @@ def penalty_weight_for(mse0: float, m: float) -> float:
     return mse0 / m**2
 
 
-def data_loss(folder: Path, dataset, device, n: int = SCALE_SLICES) -> float:
-    """Mean ``|x − x_gt|²`` of the zoo model in ``folder`` on the first ``n`` slices of ``dataset``."""
+def data_loss(model, dataset, device, n: int = SCALE_SLICES) -> float:
+    """Mean ``|x − x_gt|²`` of ``model`` (in eval mode) on the first ``n`` slices of ``dataset``."""
     from robustkit.batch import operator_of, to_device
-    from robustkit.models.zoo import load_model
 
-    model, _ = load_model(str(folder), map_location=str(device))
+    model = model.to(device).eval()
     losses = []
     for i in range(min(n, len(dataset))):
         batch = to_device({k: v[None] for k, v in dataset[i].items()}, device)
@@ -123,7 +129,7 @@ def _stage_done(folder: Path, epochs: int) -> bool:
 
 def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progress: bool) -> dict[str, Any]:
     from robustkit.distributed import barrier, is_main
-    from robustkit.models.zoo import load_model, read_card, resolve, save_model
+    from robustkit.models.zoo import load_model, read_card, save_model
 
     if out.exists() and not out.is_dir():
         raise RobustkitError(f"--out {out} is a file, not a folder; choose a folder name for the model")
@@ -142,7 +148,8 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     build = {k: v for k, v in c.model_config.items() if k in ("width", "depth")}
     m = float(c.model_config.get("m", 0.02))
     T = c.penalty_threshold if c.penalty_threshold is not None else 1 - 2 * m
-    mnm_model = {**c.model_config, "leak": float(c.model_config.get("leak", LEAK_IN_MARGINS * m))}
+    mnm_model = {**c.model_config, "leak": float(c.model_config.get("leak", LEAK_IN_MARGINS * m)),
+                 "leak_to": c.model_config.get("leak_to", LEAK_TO)}
     stages_dir = out / "stages"
     barrier()  # every rank has checked --out before rank 0 writes into it
     if is_main():
@@ -191,7 +198,8 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     if (folder2 / "card.json").exists():
         weight = read_card(folder2)["training"]["penalty_weight"]
     else:
-        weight = c.penalty_weight or penalty_weight_for(data_loss(resolve(warm), _dataset(c, "train", vary=False), device), m)
+        weight = c.penalty_weight or penalty_weight_for(
+            data_loss(_stage_start(mnm_model, warm), _dataset(c, "train", vary=False), device), m)
     mnm = dict(model_config=mnm_model, lr=c.lr * FINE_TUNE_LR, penalty_weight=weight, penalty_threshold=T,
                penalty_kind=c.penalty_kind, lipschitz_estimate=c.lipschitz_estimate, lipschitz_steps=c.lipschitz_steps,
                slow_threshold=c.slow_threshold, gate_threshold=c.gate_threshold, **common)
@@ -216,6 +224,16 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         save_model(out, model, card)
     barrier()
     return read_card(out)
+
+
+def _stage_start(model_config: dict[str, Any], warm: str):
+    """The MnM-MOL that stage 2 starts from: ``model_config`` with the F_θ and λ of ``warm``."""
+    from robustkit.models.zoo import resolve
+    from robustkit.training import warm_start
+
+    model = build_model("mnmmol", model_config)
+    warm_start(model, str(resolve(warm)))
+    return model
 
 
 def _stopped(stage: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -194,7 +194,8 @@ def _check_finite(loss: torch.Tensor, config: TrainConfig, epoch: int, out: Path
         )
 
 
-def _warm_start(model, ref: str) -> None:
+def warm_start(model, ref: str) -> None:
+    """Copy F_θ and λ of the zoo model ``ref`` (e.g. a trained MoDL) into ``model``."""
     from robustkit.models.zoo import load_model
 
     source, _ = load_model(ref)
@@ -423,7 +424,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.model_config).to(device)
     if config.init_from and not resume:
-        _warm_start(model, config.init_from)
+        warm_start(model, config.init_from)
         model.to(device)
     # group 0: F_θ at lr; group 1: λ at lam_lr (see LAM_LR_RELATIVE)
     network = [p for n, p in model.named_parameters() if n != "lam"]

@@ -130,9 +130,10 @@ def test_default_recipe_stages_and_gates_are_recorded(data, tmp_path, capsys):
         (r for r in scan if r["passed"]), key=lambda r: r["psnr"])["factor"]
     assert card["stages"][2]["training"]["lam_lr"] == 0.0
     assert card["stages"][0]["training"]["penalty_threshold"] == pytest.approx(0.96)  # 1 − 2m
-    # the MnM-MOL stages train with the leak κ = 2m, and the final model carries it
+    # the MnM-MOL stages train with the leak κ = 2m towards the SENSE image, and the final model carries it
     assert all(s["training"]["model_config"]["leak"] == pytest.approx(0.04) for s in card["stages"] if "training" in s)
-    assert card["config"]["leak"] == pytest.approx(0.04)
+    assert all(s["training"]["model_config"]["leak_to"] == "sense" for s in card["stages"] if "training" in s)
+    assert card["config"]["leak"] == pytest.approx(0.04) and card["config"]["leak_to"] == "sense"
 
 
 def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, capsys, monkeypatch):
