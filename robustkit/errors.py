@@ -12,9 +12,14 @@ class StudyInterrupted(RobustkitError):
 
 
 class GateFailed(RobustkitError):
-    """A trained model failed its convergence gate: training stops and the CLI exits with code 3."""
+    """A trained model failed its convergence gate: training stops and the CLI exits with code 3.
+    ``check`` names the first failed check (``converged``, ``lipschitz``, ``ball_starts``)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, check: str | None = None):
+        super().__init__(message)
+        self.check = check
 
 
 class TrainingStopped(RobustkitError):

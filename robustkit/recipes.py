@@ -11,6 +11,9 @@ resumable), each DEQ stage ending at the convergence gate (:mod:`robustkit.analy
    ``w = mse₀ / m²``, mse₀ the data loss of this stage's starting model (the warm start's F_θ and λ
    in the MnM-MOL equation; :func:`penalty_weight_for`: a violation of m costs as much as the data
    loss does at the start);
+2b. ``mnmmol-tightened``, only when stage 2's gate fails on ``L ≤ 1 − m`` alone: stage 2 continued
+   for a third of the epochs with the weight × ``TIGHTEN_WEIGHT`` and ``T`` lowered by m/2; the
+   stages below start from it and keep its penalty;
 3. ``lambda``: λ scanned on the validation slices with F_θ fixed (``λ × s`` for ``s`` in
    ``LAMBDA_FACTORS``); the best validation PSNR among the factors that pass the gate is kept;
 4. ``mnmmol-fixed-lambda``: MnM-MOL from stage 3 with λ fixed (``lam_lr = 0``), same penalty.
@@ -51,6 +54,12 @@ LEAK_IN_MARGINS = 2.0
 #: the measurements. Same ``H_θ`` and certificates as a pull towards 0, but F_θ no longer has to
 #: cancel a pull on the whole image's aliasing (docs/maths.md §4; measured in docs/convergence.md).
 LEAK_TO = "sense"
+
+#: when stage 2 fails its gate on ``L ≤ 1 − m`` alone, stage ``2b`` continues it for a third of the
+#: epochs with the weight × ``TIGHTEN_WEIGHT`` and the threshold lowered by m/2 (what the gate's
+#: advice says; measured in docs/training.md).
+TIGHTEN_WEIGHT = 4.0
+TIGHTENED = "2b-mnmmol-tightened"
 
 #: training slices on which the data loss mse₀ that scales the penalty is measured.
 SCALE_SLICES = 4
@@ -163,6 +172,15 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         """Minutes left of this call's ``max_minutes``."""
         return None if c.max_minutes is None else c.max_minutes - (time.perf_counter() - t_start) / 60
 
+    def summarise(name: str, what: str) -> dict[str, Any]:
+        """Append stage ``name``'s summary (settings, validation, gate, wall-clock); its card."""
+        folder = stages_dir / name
+        card = read_card(folder)
+        summaries.append({"stage": name, "what": what, "folder": str(folder.relative_to(out)), "epochs": card.get("epochs_done", 0),
+                          "training": card["training"], "validation": card.get("validation"), "gate": card.get("gate"),
+                          "train_seconds": card.get("train_seconds")})
+        return card
+
     def stage(name: str, stage_config: TrainConfig, what: str) -> dict[str, Any] | None:
         """Run (or continue, or skip when done) one training stage; ``None`` when the budget stopped it."""
         folder = stages_dir / name
@@ -178,11 +196,8 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
             try:
                 train(stage_config, folder, device, resume=(folder / "train_state.pt").exists(), progress=progress)
             except GateFailed as exc:
-                raise GateFailed(f"stage {name} ({what}): {exc}") from None
-        card = read_card(folder)
-        summaries.append({"stage": name, "what": what, "folder": str(folder.relative_to(out)), "epochs": card.get("epochs_done", 0),
-                          "training": card["training"], "validation": card.get("validation"), "gate": card.get("gate"),
-                          "train_seconds": card.get("train_seconds")})
+                raise GateFailed(f"stage {name} ({what}): {exc}", check=exc.check) from None
+        card = summarise(name, what)
         _record(out, c, summaries)
         return None if "stopped" in card else card
 
@@ -203,10 +218,25 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     mnm = dict(model_config=mnm_model, lr=c.lr * FINE_TUNE_LR, penalty_weight=weight, penalty_threshold=T,
                penalty_kind=c.penalty_kind, lipschitz_estimate=c.lipschitz_estimate, lipschitz_steps=c.lipschitz_steps,
                slow_threshold=c.slow_threshold, gate_threshold=c.gate_threshold, **common)
-    if stage("2-mnmmol", TrainConfig(model="mnmmol", init_from=warm, lam_lr=c.lam_lr, **mnm),
-             "MnM-MOL, λ learnt, constrained") is None:
-        return _stopped(current[-1], summaries)
-    chosen = _lambda_scan(stages_dir / "2-mnmmol", stages_dir / "3-lambda", c, device)
+    source, tightened = stages_dir / "2-mnmmol", stages_dir / TIGHTENED
+    what2 = "MnM-MOL, λ learnt, constrained"
+    try:
+        if not tightened.exists() and stage("2-mnmmol", TrainConfig(model="mnmmol", init_from=warm, lam_lr=c.lam_lr, **mnm),
+                                            what2) is None:
+            return _stopped(current[-1], summaries)
+    except GateFailed as exc:
+        if exc.check != "lipschitz":  # only a certificate short of its margin has a next stage
+            raise
+        tightened.mkdir(exist_ok=True)  # marks the decision, so a resume does not re-gate stage 2
+    if tightened.exists():
+        summarise("2-mnmmol", what2 + ": gate failed on L ≤ 1 − m")
+        mnm.update(penalty_weight=weight * TIGHTEN_WEIGHT, penalty_threshold=T - m / 2)
+        if stage(TIGHTENED, TrainConfig(model="mnmmol", init_from=str(source), lam_lr=c.lam_lr,
+                                        **{**mnm, "epochs": max(1, c.epochs // 3)}),
+                 f"MnM-MOL, constraint tightened (w × {TIGHTEN_WEIGHT:g}, T − m/2)") is None:
+            return _stopped(current[-1], summaries)
+        source = tightened
+    chosen = _lambda_scan(source, stages_dir / "3-lambda", c, device)
     summaries.append({"stage": "3-lambda", "what": "λ scan on validation, F_θ fixed", "folder": "stages/3-lambda",
                       "lambda_scan": chosen["lambda_scan"], "chosen": chosen["chosen"], "gate": chosen["gate"],
                       "train_seconds": chosen["train_seconds"]})

@@ -563,7 +563,8 @@ def gate(model, card: dict[str, Any], out: Path, val_set, device, config: TrainC
         save_model(out, model, card)
     barrier()
     if not result.passed:
-        raise GateFailed(result.failure(where or f"after training {config.model} into {out}") + "; the model is kept there, marked failed")
+        raise GateFailed(result.failure(where or f"after training {config.model} into {out}") + "; the model is kept there, marked failed",
+                         check=result.failed_check)
     return card["gate"]
 
 

@@ -136,6 +136,46 @@ def test_default_recipe_stages_and_gates_are_recorded(data, tmp_path, capsys):
     assert card["config"]["leak"] == pytest.approx(0.04) and card["config"]["leak_to"] == "sense"
 
 
+def test_a_recipe_whose_certificate_misses_its_margin_tightens_the_constraint(data, tmp_path, capsys, monkeypatch):
+    """Stage 2 failing the gate on L ≤ 1 − m alone is followed by stage 2b (weight × 4, T − m/2, a
+    third of the epochs), from which the λ scan and stage 4 continue; any other failed check still
+    stops the recipe with exit 3."""
+    import robustkit.analysis.gate as gate
+    from robustkit.recipes import TIGHTEN_WEIGHT, TIGHTENED
+
+    real, calls = gate.convergence_gate, []
+
+    def first_fails_on(check):
+        def fake(*args, **kwargs):
+            result = real(*args, **kwargs)
+            calls.append(result)
+            if len(calls) == 1:  # stage 2's gate
+                for c in result.checks:
+                    if c["name"] == check:
+                        c.update(passed=False, value=0.0)
+            return result
+        return fake
+
+    monkeypatch.setattr(gate, "convergence_gate", first_fails_on("lipschitz"))
+    out = tmp_path / "m"
+    args = ["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "3", "--lr", "1e-6",
+            "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2"]
+    code, err = run_cli([*args, "--out", str(out)], capsys)
+    assert code == 0, err
+    card = read_card(out)
+    assert [s["stage"] for s in card["stages"]] == ["2-mnmmol", TIGHTENED, "3-lambda", "4-mnmmol-fixed-lambda"]
+    two, tight, four = card["stages"][0], card["stages"][1], card["stages"][3]
+    assert two["gate"]["passed"] is False and tight["gate"]["passed"] and card["gate"]["passed"]
+    assert tight["training"]["penalty_weight"] == pytest.approx(TIGHTEN_WEIGHT * two["training"]["penalty_weight"])
+    assert tight["training"]["penalty_threshold"] == pytest.approx(0.95) and tight["epochs"] == 1
+    assert four["training"]["penalty_weight"] == pytest.approx(tight["training"]["penalty_weight"])
+
+    calls.clear()
+    monkeypatch.setattr(gate, "convergence_gate", first_fails_on("ball_starts"))
+    code, err = run_cli([*args, "--out", str(tmp_path / "n")], capsys)
+    assert code == 3 and "gate 'ball_starts' failed" in err and not (tmp_path / "n" / "stages" / TIGHTENED).exists()
+
+
 def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, capsys, monkeypatch):
     import robustkit.training
 

@@ -67,6 +67,11 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "n": self.n, "psnr": self.psnr, "checks": [dict(c) for c in self.checks]}
 
+    @property
+    def failed_check(self) -> str | None:
+        """Name of the first failed check, ``None`` when the gate passed."""
+        return next((c["name"] for c in self.checks if not c["passed"]), None)
+
     def failure(self, where: str) -> str:
         """One line: the first failed check, its measured value and what to try."""
         c = next(c for c in self.checks if not c["passed"])
