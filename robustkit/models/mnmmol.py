@@ -46,13 +46,13 @@ class MnMMOL(DEQModel):
         ``(AᴴA + κ I) x + F_θ(x)/λ = Aᴴb`` (MoDL's ``(μ − 1)/λ`` term, larger). F_θ can cancel this
         pull on image content with a local map (``−λκ x``), where the ``unmeasured`` pull
         ``κ (I − AᴴA) x`` holds the aliasing of the mask, which a small CNN cannot reproduce."""
-        if self.config.leak_on == "image":
-            return (1 - self.config.leak) * x - op.normal(x) - self.cnn(x) / self.lam_value
-        return (1 - self.config.leak) * (x - op.normal(x)) - self.cnn(x) / self.lam_value
+        r = x - op.normal(x)
+        return r - self.config.leak * self._leaked(x, r) - self.cnn(x) / self.lam_value
 
-    def _leaked(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        """What the leak acts on: ``(I − AᴴA) x`` (``leak_on = "unmeasured"``) or ``x`` (``"image"``)."""
-        return x if self.config.leak_on == "image" else x - op.normal(x)
+    def _leaked(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """What the leak acts on, given ``r = (I − AᴴA) x``: ``r`` (``leak_on = "unmeasured"``) or ``x``
+        (``"image"``). The one place the choice is made, for ``H_θ`` and for :meth:`drive`."""
+        return x if self.config.leak_on == "image" else r
 
     def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """The constant part ``c(b)`` of the update ``f(x) = H_θ(x) + c(b)``: ``Aᴴb``, plus
@@ -60,7 +60,8 @@ class MnMMOL(DEQModel):
         (``leak_to = "sense"``): the pull is then on ``x − x_S``, and ``H_θ`` is unchanged."""
         c = op.adjoint(kspace)
         if self.config.leak > 0 and self.config.leak_to == "sense":
-            c = c + self.config.leak * self._leaked(sense_init(op, kspace), op)
+            x_s = sense_init(op, kspace)
+            c = c + self.config.leak * self._leaked(x_s, x_s - op.normal(x_s))
         return c
 
     def fixed_point_map(self, kspace: torch.Tensor, op: SenseOperator):
