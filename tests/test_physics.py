@@ -133,3 +133,20 @@ def test_sense_init_recovers_image_when_fully_sampled():
 def test_mask_size_mismatch_is_a_clear_error():
     with pytest.raises(RobustkitError, match="does not match"):
         SenseOperator(normalised_maps(torch.complex64), torch.ones(H + 1, W))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("shape", [(12, 10), (12, 9), (13, 7)])
+def test_sense_normal_equals_the_centred_formula(shape, dtype):
+    """``normal`` moves the centring shifts off the coil axis (docs/performance.md §6): the same
+    products and FFTs in another memory order, so it equals ``Sᴴ Fᴴ M F S x`` to rounding (at odd
+    sizes a product may fall in a vector loop's scalar tail and round differently by one ulp)."""
+    h, w = shape
+    maps = random_complex((B, C, h, w), dtype, 8)
+    mask = torch.from_numpy(cartesian_mask((h, w), 2, np.random.default_rng(1)))
+    op = SenseOperator(maps, mask)
+    x = random_complex((B, h, w), dtype, 9)
+    centred = (maps.conj() * ifft2c(op.mask * fft2c(maps * x.unsqueeze(-3)))).sum(dim=-3)
+    bound = 10 * torch.finfo(x.real.dtype).eps * centred.abs().max()
+    assert (op.normal(x) - centred).abs().max() <= bound
+    assert (op[1:].normal(x[1:]) - centred[1:]).abs().max() <= bound  # a sub-batch shifts its own factors

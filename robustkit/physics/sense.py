@@ -95,6 +95,7 @@ class SenseOperator(LinearOperator):
         self.mask = mask
         b, c, h, w = maps.shape
         self.ishape, self.oshape = (b, h, w), (b, c, h, w)
+        self._shifted: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mask * fft2c(self.maps * x.unsqueeze(-3))
@@ -103,8 +104,24 @@ class SenseOperator(LinearOperator):
         return (self.maps.conj() * ifft2c(self.mask * y)).sum(dim=-3)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
-        # M is idempotent, so AᴴA = Sᴴ Fᴴ M F S with the mask applied once.
-        return (self.maps.conj() * ifft2c(self.mask * fft2c(self.maps * x.unsqueeze(-3)))).sum(dim=-3)
+        """``AᴴA x = Sᴴ Fᴴ M F S x`` (M idempotent, so the mask is applied once).
+
+        The centring shifts of :func:`fft2c` / :func:`ifft2c` are permutations that commute with
+        the pointwise products, so ``AᴴA x = fftshift(Σ_c conj(S̃_c) ⊙ ifft2(M̃ ⊙ fft2(S̃_c ⊙ x̃)))``
+        with ``S̃ = ifftshift(S)``, ``M̃ = ifftshift(M)`` (built once) and ``x̃ = ifftshift(x)``: two
+        ``(B, H, W)`` shifts per product instead of four ``(B, C, H, W)`` ones, and the same values
+        to rounding (docs/performance.md §6).
+        """
+        maps, mask = self._shifted_factors()
+        x = torch.fft.ifftshift(x, dim=(-2, -1)).unsqueeze(-3)
+        coil = torch.fft.ifft2(mask * torch.fft.fft2(maps * x, norm="ortho"), norm="ortho")
+        return torch.fft.fftshift((maps.conj() * coil).sum(dim=-3), dim=(-2, -1))
+
+    def _shifted_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ifftshift(S), ifftshift(M))`` over the image axes, built on first use."""
+        if self._shifted is None:
+            self._shifted = (torch.fft.ifftshift(self.maps, dim=(-2, -1)), torch.fft.ifftshift(self.mask, dim=(-2, -1)))
+        return self._shifted
 
     def to(self, device: torch.device | str) -> "SenseOperator":
         return SenseOperator(self.maps.to(device), self.mask.to(device))

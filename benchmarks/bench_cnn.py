@@ -1,0 +1,95 @@
+"""How close ``F_θ`` runs to this machine's floating-point rate: the solves' cost floor.
+
+Every solve, certificate and attack of robustkit spends most of its time in ``F_θ`` (the
+reference ScoreCNN: 5 conv 3×3 layers, 64 channels; docs/performance.md §1). This prints, in one
+run and interleaved:
+
+- the rate of a large fp32 matrix product (the machine's practical fp32 ceiling);
+- the rate of one 64 → 64 conv layer at the solves' size, with the activations in channels-last
+  order (what ``F_θ`` gets: ``to_channels`` is a view of a complex image, channel stride 1) and
+  in contiguous order;
+- milliseconds per ``F_θ`` pass (forward under ``no_grad``, and forward + VJP as in an implicit
+  backward or an ascent step), at batch 1, 2 and 4, with the conv weights as stored and in
+  channels-last order, with the ratio of the two;
+- the largest difference between the two weight orders' outputs (the same maths, to rounding).
+
+Usage: python benchmarks/bench_cnn.py [--size 120x104] [--repeats 5]
+"""
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+from robustkit.models.cnn import ScoreCNN
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--size", default="120x104")
+parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+parser.add_argument("--calls", type=int, default=10, help="calls per round")
+args = parser.parse_args()
+h, w = (int(v) for v in args.size.split("x"))
+
+
+def ms_per_call(fn, calls: int = args.calls) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t) / calls * 1e3
+
+
+def median_of(fns: dict) -> dict:
+    times: dict = {k: [] for k in fns}
+    for _ in range(args.repeats):
+        for k, fn in fns.items():
+            times[k].append(ms_per_call(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+gen = torch.Generator().manual_seed(0)
+print(f"{torch.get_num_threads()} threads, {h}×{w}, median of {args.repeats} interleaved rounds × {args.calls} calls\n")
+
+n = 2048
+a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+act = torch.randn(2, 64, h, w, generator=gen)
+weight = torch.randn(64, 64, 3, 3, generator=gen)
+act_cl = act.contiguous(memory_format=torch.channels_last)
+conv = torch.nn.functional.conv2d
+t = median_of({
+    "matmul": lambda: a @ b,
+    "conv, channels-last": lambda: conv(act_cl, weight, padding=1),
+    "conv, contiguous": lambda: conv(act, weight, padding=1),
+})
+conv_flop = 2 * 2 * h * w * 64 * 64 * 9
+print(f"{'kernel':44s} {'ms':>8s} {'GFLOP/s':>9s}")
+print(f"{'fp32 matmul 2048²':44s} {t['matmul']:8.2f} {2 * n ** 3 / t['matmul'] / 1e6:9.1f}")
+for k in ("conv, channels-last", "conv, contiguous"):
+    print(f"{'64→64 conv 3×3, batch 2, ' + k:44s} {t[k]:8.2f} {conv_flop / t[k] / 1e6:9.1f}")
+
+net = ScoreCNN().eval()
+net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+
+
+def forward(cnn, x):
+    return torch.no_grad()(lambda: cnn(x))
+
+
+def forward_vjp(cnn, x):
+    def run():
+        xg = x.detach().requires_grad_(True)
+        y = cnn(xg)
+        return torch.autograd.grad(y, xg, torch.ones_like(y))[0]
+    return run
+
+
+print(f"\n{'F_θ pass':24s} {'batch':>5s} {'weights as stored ms':>21s} {'channels-last ms':>17s} {'ratio':>6s} {'max diff':>9s}")
+for batch in (1, 2, 4):
+    x = torch.randn(batch, h, w, dtype=torch.complex64, generator=gen)
+    for name, make in (("forward, no grad", forward), ("forward + VJP", forward_vjp)):
+        f0, f1 = make(net, x), make(net_cl, x)
+        diff = (f0() - f1()).abs().max().item()
+        t = median_of({"stored": f0, "cl": f1})
+        print(f"{name:24s} {batch:5d} {t['stored']:21.2f} {t['cl']:17.2f} {t['cl'] / t['stored']:6.2f} {diff:9.1e}")
+print(f"\nF_θ forward FLOP per image: {2 * h * w * 9 * (2 * 64 + 3 * 64 * 64 + 64 * 2) / 1e9:.2f} G")
