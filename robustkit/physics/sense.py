@@ -10,7 +10,7 @@ import torch
 
 from robustkit.errors import RobustkitError
 from robustkit.physics.cg import CGStats, conjugate_gradient
-from robustkit.physics.fft import fft2c, ifft2c
+from robustkit.physics.fft import IMAGE_DIMS, fft2c, ifft2c
 from robustkit.physics.linop import LinearOperator
 
 
@@ -113,14 +113,14 @@ class SenseOperator(LinearOperator):
         to rounding (docs/performance.md §6).
         """
         maps, mask = self._shifted_factors()
-        x = torch.fft.ifftshift(x, dim=(-2, -1)).unsqueeze(-3)
+        x = torch.fft.ifftshift(x, dim=IMAGE_DIMS).unsqueeze(-3)
         coil = torch.fft.ifft2(mask * torch.fft.fft2(maps * x, norm="ortho"), norm="ortho")
-        return torch.fft.fftshift((maps.conj() * coil).sum(dim=-3), dim=(-2, -1))
+        return torch.fft.fftshift((maps.conj() * coil).sum(dim=-3), dim=IMAGE_DIMS)
 
     def _shifted_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ifftshift(S), ifftshift(M))`` over the image axes, built on first use."""
         if self._shifted is None:
-            self._shifted = (torch.fft.ifftshift(self.maps, dim=(-2, -1)), torch.fft.ifftshift(self.mask, dim=(-2, -1)))
+            self._shifted = (torch.fft.ifftshift(self.maps, dim=IMAGE_DIMS), torch.fft.ifftshift(self.mask, dim=IMAGE_DIMS))
         return self._shifted
 
     def to(self, device: torch.device | str) -> "SenseOperator":
