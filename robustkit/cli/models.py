@@ -207,7 +207,8 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
     device = resolve_device(obj.get("device", "auto"))
     ds, info = eval_dataset(data, split, accel, obj.get("seed", 0), samples)
     models = unique_names([as_model(name, map_location=str(device)) for name in names])  # every name checked first
-    frames = [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
+    # the sense baseline with its default settings is the DEQs' initialisation: named, it replaces the SENSE row
+    frames = [] if any(lm.name == "sense" for lm in models) else [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
     for lm in models:
         _warn_mismatch(lm.name, lm.card, info)
         frames.append(pd.DataFrame(evaluate(lm, ds, device, rate=True)).assign(model=lm.name))
