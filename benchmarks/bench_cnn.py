@@ -11,7 +11,9 @@ run and interleaved:
 - milliseconds per ``F_θ`` pass (forward under ``no_grad``, and forward + VJP as in an implicit
   backward or an ascent step), at batch 1, 2 and 4, with the conv weights as stored and in
   channels-last order, with the ratio of the two;
-- the largest difference between the two weight orders' outputs (the same maths, to rounding).
+- the largest difference between the two weight orders' outputs (the same maths, to rounding);
+- milliseconds per ``F_θ`` forward pass with the convs in bf16 (autocast) against fp32, and the
+  relative difference of the outputs (bf16's 8-bit mantissa: ≈ 3e-3).
 
 Usage: python benchmarks/bench_cnn.py [--size 120x104] [--repeats 5]
 """
@@ -22,6 +24,7 @@ import time
 
 import torch
 
+from robustkit.complex import to_channels
 from robustkit.models.cnn import ScoreCNN
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,4 +95,20 @@ for batch in (1, 2, 4):
         diff = (f0() - f1()).abs().max().item()
         t = median_of({"stored": f0, "cl": f1})
         print(f"{name:24s} {batch:5d} {t['stored']:21.2f} {t['cl']:17.2f} {t['cl'] / t['stored']:6.2f} {diff:9.1e}")
+
+
+def forward_bf16(x):
+    """F_θ's convs in bf16 (autocast; AMX or AVX-512 BF16 where the CPU has them), output in fp32."""
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return net.net(to_channels(x)).float()
+    return run
+
+
+x = torch.randn(2, h, w, dtype=torch.complex64, generator=gen)
+f32 = lambda: torch.no_grad()(lambda: net.net(to_channels(x)))()  # noqa: E731
+t = median_of({"fp32": f32, "bf16": forward_bf16(x)})
+rel = float((f32() - forward_bf16(x)()).norm() / f32().norm())
+print(f"\n{'F_θ forward, batch 2':24s} {'fp32 ms':>8s} {'bf16 ms':>8s} {'ratio':>6s} {'relative difference':>20s}")
+print(f"{'':24s} {t['fp32']:8.2f} {t['bf16']:8.2f} {t['bf16'] / t['fp32']:6.2f} {rel:20.1e}")
 print(f"\nF_θ forward FLOP per image: {2 * h * w * 9 * (2 * 64 + 3 * 64 * 64 + 64 * 2) / 1e9:.2f} G")

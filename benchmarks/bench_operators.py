@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from problem import random_sense
 from torch import nn
 
 from robustkit.models.cnn import ScoreCNN
@@ -31,10 +32,7 @@ parser.add_argument("--calls", type=int, default=20, help="calls per round")
 args = parser.parse_args()
 h, w = (int(v) for v in args.size.split("x"))
 
-gen = torch.Generator().manual_seed(0)
-maps = torch.randn(args.batch, args.coils, h, w, dtype=torch.complex64, generator=gen)
-maps = maps / (maps.abs() ** 2).sum(dim=1, keepdim=True).sqrt()
-mask = (torch.rand(h, w, generator=gen) < 0.3).float()
+maps, mask, gen = random_sense(args.batch, args.coils, h, w)
 x = torch.randn(args.batch, h, w, dtype=torch.complex64, generator=gen)
 op = SenseOperator(maps, mask)
 

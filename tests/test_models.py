@@ -291,3 +291,25 @@ def test_cli_choices_are_the_registry_and_training_names():
             "assert 'mnmmol' in r.output; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_cold_solve_with_the_leak_towards_sense_solves_sense_once(monkeypatch):
+    """The start and the drive of ``leak_to = "sense"`` share one SENSE solve; the fixed point is
+    the one a second, separate SENSE solve gives (bit for bit, CG is deterministic)."""
+    import robustkit.physics.sense as sense
+    from robustkit.solvers.implicit import deq_fixed_point
+
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "sense", "eval_tol": 1e-8, "eval_max_iter": 300}).eval()
+    op, kspace, _ = tiny_problem()
+    calls = []
+    solve = sense.sense_solve
+    monkeypatch.setattr(sense, "sense_solve", lambda *a, **k: calls.append(1) or solve(*a, **k))
+    with torch.no_grad():
+        x = model(kspace, op)
+        assert len(calls) == 1
+        start, drive = sense.sense_init(type(op)(op.maps, op.mask), kspace), model.drive(kspace.clone(), op)
+        assert len(calls) == 3
+        f = model.fixed_point_map(kspace.clone(), op)
+        x_ref, _ = deq_fixed_point(f, start, model.solver_kwargs())
+    assert torch.equal(x, x_ref) and drive.shape == x.shape

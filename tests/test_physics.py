@@ -150,3 +150,43 @@ def test_sense_normal_equals_the_centred_formula(shape, dtype):
     bound = 10 * torch.finfo(x.real.dtype).eps * centred.abs().max()
     assert (op.normal(x) - centred).abs().max() <= bound
     assert (op[1:].normal(x[1:]) - centred[1:]).abs().max() <= bound  # a sub-batch shifts its own factors
+
+
+def test_sense_init_remembers_its_last_image_and_only_that(monkeypatch):
+    """The operator's memo gives the same image bit for bit without a second CG solve; another
+    k-space tensor, the same one changed in place, other settings, or k-space that needs the
+    solve's graph are solved again."""
+    import robustkit.physics.sense as sense
+
+    calls = []
+    solve = sense.sense_solve
+    monkeypatch.setattr(sense, "sense_solve", lambda *a, **k: calls.append(1) or solve(*a, **k))
+    maps = normalised_maps(torch.complex64)
+    mask = torch.from_numpy(cartesian_mask((H, W), 3, np.random.default_rng(0)))
+    op = SenseOperator(maps, mask)
+    b = op(random_complex((B, H, W), torch.complex64, 3))
+    first = sense_init(op, b)
+    again = sense_init(op, b)
+    assert len(calls) == 1 and again is not first and torch.equal(again, first)
+    again.mul_(2)  # a caller's in-place change does not reach the memo
+    assert torch.equal(sense_init(op, b), first) and len(calls) == 1
+    fresh = sense_init(SenseOperator(maps, mask), b)  # another operator: solved, the same values
+    assert len(calls) == 2 and torch.equal(fresh, first)
+    sense_init(op, b, iters=10)
+    sense_init(op, b.clone())
+    assert len(calls) == 4
+    b2 = b.clone()
+    sense_init(op, b2)
+    b2.mul_(2)
+    assert torch.allclose(sense_init(op, b2), 2 * sense_init(op, b), rtol=1e-4) and len(calls) == 7  # b2 changed, and b again
+    leaf = b.clone().requires_grad_(True)
+    x = sense_init(op, leaf)
+    x2 = sense_init(op, leaf)
+    assert len(calls) == 9 and x2.requires_grad
+    with torch.no_grad():
+        sense_init(op, leaf)
+    assert len(calls) == 10  # without grad the memo is filled, and used only without grad
+    with torch.no_grad():
+        sense_init(op, leaf)
+    assert len(calls) == 10 and sense_init(op, leaf).requires_grad and len(calls) == 11
+    del x, x2

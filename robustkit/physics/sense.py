@@ -96,6 +96,7 @@ class SenseOperator(LinearOperator):
         b, c, h, w = maps.shape
         self.ishape, self.oshape = (b, h, w), (b, c, h, w)
         self._shifted: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._sense_memo: tuple | None = None  # sense_init's last (k-space, version, settings, image)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mask * fft2c(self.maps * x.unsqueeze(-3))
@@ -140,8 +141,22 @@ def sense_init(
     iters: int = 50,
 ) -> torch.Tensor:
     """SENSE / regularised least-squares init (*ref*): ``iters`` CG steps from 0 on
-    ``(λ AᴴA + μ I) x = λ Aᴴ b``. ``kspace`` ``(B, C, H, W)`` → image ``(B, H, W)``."""
+    ``(λ AᴴA + μ I) x = λ Aᴴ b``. ``kspace`` ``(B, C, H, W)`` → image ``(B, H, W)``.
+
+    The operator remembers its last result: the same ``kspace`` tensor, unchanged since (its
+    version counter), with the same settings, gets a copy of it instead of a second CG solve, the
+    same values bit for bit. Not when autograd needs the solve's graph (``kspace`` or the coil maps
+    require grad, with grad enabled). A cold solve of a DEQ whose drive uses the SENSE image (MnM-MOL
+    with ``leak_to = "sense"``) asks for it twice: as its start and in its drive.
+    """
+    key = (kspace._version, float(lam), float(mu), int(iters))
+    memo = getattr(op, "_sense_memo", None)
+    needs_graph = torch.is_grad_enabled() and (kspace.requires_grad or op.maps.requires_grad)
+    if not needs_graph and memo is not None and memo[0] is kspace and memo[1] == key:
+        return memo[2].clone()
     x, _ = sense_solve(op, kspace, lam=lam, mu=mu, iters=iters)
+    if not needs_graph:
+        op._sense_memo = (kspace, key, x.detach().clone())
     return x
 
 
