@@ -313,3 +313,5 @@ def test_a_cold_solve_with_the_leak_towards_sense_solves_sense_once(monkeypatch)
         f = model.fixed_point_map(kspace.clone(), op)
         x_ref, _ = deq_fixed_point(f, start, model.solver_kwargs())
     assert torch.equal(x, x_ref) and drive.shape == x.shape
+    with torch.inference_mode():  # a user's inference mode: no memo, the same fixed point
+        assert torch.equal(model(kspace.clone(), op), x)
