@@ -41,9 +41,13 @@ if TYPE_CHECKING:
 def weighted_leak(model, power: float) -> None:
     """Give ``model`` (an MnM-MOL) the leak ``κ W`` with ``W = F⁻¹ diag(|k_pe|/k_max)^power F``
     (module docstring); ``power = 0`` keeps its own ``H``. Built on the model's own ``H`` with its
-    flat leak ``κ``: ``H_W(x) = H(x) + κ (I − W)(x − AᴴA x)``."""
+    flat leak ``κ``: ``H_W(x) = H(x) + κ (I − W)(x − AᴴA x)``, which holds for the leak on
+    ``(I − AᴴA) x`` towards 0 only; other leaks are refused."""
     if power == 0:
         return
+    if (model.config.leak_on, model.config.leak_to) != ("unmeasured", "zero"):
+        raise SystemExit(f"--power {power:g} weights the leak on (I − AᴴA) x towards 0; this model leaks on "
+                         f"{model.config.leak_on!r} towards {model.config.leak_to!r}: use --power 0")
     from robustkit.physics.fft import fft2c, ifft2c
 
     own = model.H
