@@ -19,10 +19,9 @@ Usage: python benchmarks/bench_cnn.py [--size 120x104] [--repeats 5]
 """
 import argparse
 import copy
-import statistics
-import time
 
 import torch
+from common import interleaved_ms
 
 from robustkit.complex import to_channels
 from robustkit.models.cnn import ScoreCNN
@@ -35,20 +34,8 @@ args = parser.parse_args()
 h, w = (int(v) for v in args.size.split("x"))
 
 
-def ms_per_call(fn, calls: int = args.calls) -> float:
-    fn()
-    t = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - t) / calls * 1e3
-
-
 def median_of(fns: dict) -> dict:
-    times: dict = {k: [] for k in fns}
-    for _ in range(args.repeats):
-        for k, fn in fns.items():
-            times[k].append(ms_per_call(fn))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return interleaved_ms(fns, args.repeats, args.calls)
 
 
 gen = torch.Generator().manual_seed(0)
@@ -97,18 +84,19 @@ for batch in (1, 2, 4):
         print(f"{name:24s} {batch:5d} {t['stored']:21.2f} {t['cl']:17.2f} {t['cl'] / t['stored']:6.2f} {diff:9.1e}")
 
 
-def forward_bf16(x):
-    """F_θ's convs in bf16 (autocast; AMX or AVX-512 BF16 where the CPU has them), output in fp32."""
+def forward_convs(x, bf16: bool):
+    """F_θ's conv stack on ``x``'s channels, its convs in fp32 or in bf16 (autocast; AMX or AVX-512
+    BF16 where the CPU has them), output in fp32."""
     def run():
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return net.net(to_channels(x)).float()
     return run
 
 
 x = torch.randn(2, h, w, dtype=torch.complex64, generator=gen)
-f32 = lambda: torch.no_grad()(lambda: net.net(to_channels(x)))()  # noqa: E731
-t = median_of({"fp32": f32, "bf16": forward_bf16(x)})
-rel = float((f32() - forward_bf16(x)()).norm() / f32().norm())
+f32, bf16 = forward_convs(x, bf16=False), forward_convs(x, bf16=True)
+t = median_of({"fp32": f32, "bf16": bf16})
+rel = float((f32() - bf16()).norm() / f32().norm())
 print(f"\n{'F_θ forward, batch 2':24s} {'fp32 ms':>8s} {'bf16 ms':>8s} {'ratio':>6s} {'relative difference':>20s}")
 print(f"{'':24s} {t['fp32']:8.2f} {t['bf16']:8.2f} {t['bf16'] / t['fp32']:6.2f} {rel:20.1e}")
 print(f"\nF_θ forward FLOP per image: {2 * h * w * 9 * (2 * 64 + 3 * 64 * 64 + 64 * 2) / 1e9:.2f} G")

@@ -13,11 +13,9 @@ Usage: python benchmarks/bench_operators.py [--batch 2] [--coils 12] [--size 120
 """
 import argparse
 import copy
-import statistics
-import time
 
 import torch
-from problem import random_sense
+from common import interleaved_ms, random_sense
 from torch import nn
 
 from robustkit.models.cnn import ScoreCNN
@@ -65,21 +63,11 @@ pairs = {
 }
 
 
-def per_call(fn) -> float:
-    t = time.perf_counter()
-    for _ in range(args.calls):
-        fn()
-    return (time.perf_counter() - t) / args.calls * 1e3
-
-
 print(f"batch {args.batch}, {args.coils} coils, {h}×{w}, {torch.get_num_threads()} threads, "
       f"{args.repeats} interleaved rounds × {args.calls} calls")
 print(f"{'kernel: first → second':32s} {'first ms':>10s} {'second ms':>10s} {'ratio':>7s} {'max |difference|':>17s}")
 for name, (first, second) in pairs.items():
     diff = (second() - first()).abs().max().item()
-    times: dict[str, list[float]] = {"first": [], "second": []}
-    for _ in range(args.repeats):
-        times["first"].append(per_call(first))
-        times["second"].append(per_call(second))
-    a, b = statistics.median(times["first"]), statistics.median(times["second"])
+    t = interleaved_ms({"first": first, "second": second}, args.repeats, args.calls)
+    a, b = t["first"], t["second"]
     print(f"{name:32s} {a:10.2f} {b:10.2f} {b / a:7.2f} {diff:17.1e}")

@@ -16,7 +16,7 @@ import statistics
 import time
 
 import torch
-from problem import random_sense
+from common import random_sense
 
 import robustkit.models.base as base_module
 import robustkit.models.mnmmol as mnmmol_module

@@ -146,14 +146,15 @@ def sense_init(
     The operator remembers its last result: the same ``kspace`` tensor, unchanged since (its
     version counter), with the same settings, gets a copy of it instead of a second CG solve, the
     same values bit for bit. Not when autograd needs the solve's graph (``kspace`` or the coil maps
-    require grad, with grad enabled), nor for an inference-mode ``kspace``. A cold solve of a DEQ whose drive uses the SENSE image (MnM-MOL
-    with ``leak_to = "sense"``) asks for it twice: as its start and in its drive.
+    require grad, with grad enabled), nor for an inference-mode ``kspace``. A cold solve of a DEQ
+    whose drive uses the SENSE image (MnM-MOL with ``leak_to = "sense"``) asks for it twice: as its
+    start and in its drive.
     """
     needs_graph = torch.is_grad_enabled() and (kspace.requires_grad or op.maps.requires_grad)
     if needs_graph or kspace.is_inference():  # an inference tensor has no version counter
         return sense_solve(op, kspace, lam=lam, mu=mu, iters=iters)[0]
     key = (kspace._version, float(lam), float(mu), int(iters))
-    memo = getattr(op, "_sense_memo", None)
+    memo = op._sense_memo
     if memo is not None and memo[0] is kspace and memo[1] == key:
         return memo[2].clone()
     x, _ = sense_solve(op, kspace, lam=lam, mu=mu, iters=iters)
