@@ -20,3 +20,15 @@ def toy_data(tmp_path):
     from robustkit.data.toy import toy_dataset
 
     return str(toy_dataset(tmp_path / "toy.h5", n=2, shape=(16, 16), coils=3))
+
+
+@pytest.fixture
+def sense_solve_calls(monkeypatch):
+    """A list that grows by one at every CG SENSE solve (``robustkit.physics.sense.sense_solve``,
+    which ``sense_init`` calls), for tests of what is solved and what is remembered."""
+    import robustkit.physics.sense as sense
+
+    calls: list[int] = []
+    solve = sense.sense_solve
+    monkeypatch.setattr(sense, "sense_solve", lambda *a, **k: calls.append(1) or solve(*a, **k))
+    return calls

@@ -293,7 +293,7 @@ def test_cli_choices_are_the_registry_and_training_names():
     assert out.strip() == "False"
 
 
-def test_a_cold_solve_with_the_leak_towards_sense_solves_sense_once(monkeypatch):
+def test_a_cold_solve_with_the_leak_towards_sense_solves_sense_once(sense_solve_calls):
     """The start and the drive of ``leak_to = "sense"`` share one SENSE solve; the fixed point is
     the one a second, separate SENSE solve gives (bit for bit, CG is deterministic)."""
     import robustkit.physics.sense as sense
@@ -302,9 +302,7 @@ def test_a_cold_solve_with_the_leak_towards_sense_solves_sense_once(monkeypatch)
     torch.manual_seed(0)
     model = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "sense", "eval_tol": 1e-8, "eval_max_iter": 300}).eval()
     op, kspace, _ = tiny_problem()
-    calls = []
-    solve = sense.sense_solve
-    monkeypatch.setattr(sense, "sense_solve", lambda *a, **k: calls.append(1) or solve(*a, **k))
+    calls = sense_solve_calls
     with torch.no_grad():
         x = model(kspace, op)
         assert len(calls) == 1

@@ -152,15 +152,11 @@ def test_sense_normal_equals_the_centred_formula(shape, dtype):
     assert (op[1:].normal(x[1:]) - centred[1:]).abs().max() <= bound  # a sub-batch shifts its own factors
 
 
-def test_sense_init_remembers_its_last_image_and_only_that(monkeypatch):
+def test_sense_init_remembers_its_last_image_and_only_that(sense_solve_calls):
     """The operator's memo gives the same image bit for bit without a second CG solve; another
     k-space tensor, the same one changed in place, other settings, or k-space that needs the
     solve's graph are solved again."""
-    import robustkit.physics.sense as sense
-
-    calls = []
-    solve = sense.sense_solve
-    monkeypatch.setattr(sense, "sense_solve", lambda *a, **k: calls.append(1) or solve(*a, **k))
+    calls = sense_solve_calls
     maps = normalised_maps(torch.complex64)
     mask = torch.from_numpy(cartesian_mask((H, W), 3, np.random.default_rng(0)))
     op = SenseOperator(maps, mask)
@@ -180,7 +176,7 @@ def test_sense_init_remembers_its_last_image_and_only_that(monkeypatch):
     b2.mul_(2)
     assert torch.allclose(sense_init(op, b2), 2 * sense_init(op, b), rtol=1e-4) and len(calls) == 7  # b2 changed, and b again
     leaf = b.clone().requires_grad_(True)
-    x = sense_init(op, leaf)
+    sense_init(op, leaf)
     x2 = sense_init(op, leaf)
     assert len(calls) == 9 and x2.requires_grad
     with torch.no_grad():
@@ -189,7 +185,6 @@ def test_sense_init_remembers_its_last_image_and_only_that(monkeypatch):
     with torch.no_grad():
         sense_init(op, leaf)
     assert len(calls) == 10 and sense_init(op, leaf).requires_grad and len(calls) == 11
-    del x, x2
     with torch.inference_mode():  # inference tensors have no version counter: solved each time
         b3 = b.clone()
         assert torch.equal(sense_init(op, b3), sense_init(op, b3)) and len(calls) == 13
