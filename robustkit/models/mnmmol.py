@@ -73,4 +73,6 @@ class MnMMOL(DEQModel):
         return f
 
     def iteration(self, x: torch.Tensor, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        """One step ``f(x)``. It builds the drive ``c(b)`` for this one call; a loop of steps takes
+        :meth:`fixed_point_map` once, which builds it once (solvers and estimators do)."""
         return self.fixed_point_map(kspace, op)(x)
