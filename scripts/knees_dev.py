@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 
-def knee_samples(rss: np.ndarray, indices: list, seed: int, n_coils: int, margin: int, source: str,
-                 splits: list | None = None):
-    """One :class:`~robustkit.data.sample.Sample` per magnitude image ``rss[j]`` ``(H, W)``, whose
-    index in the input file is ``indices[j]`` (an int, or ``(i, t)`` for crop ``t`` of image ``i``;
-    it seeds the phase), with split ``splits[j]`` (``None``: no split)."""
+def knee_samples(rss: np.ndarray, indices: list[tuple[int, int]], seed: int, n_coils: int, margin: int, source: str,
+                 splits: list[str | None]):
+    """One :class:`~robustkit.data.sample.Sample` per magnitude image ``rss[j]`` ``(H, W)``: crop ``t``
+    of image ``i`` of the input file, ``(i, t) = indices[j]`` (they seed the phase), with split
+    ``splits[j]`` (``None``: no split)."""
     from scipy import ndimage
 
     from robustkit.data.builtin import BRAIN_LEVEL, COIL_RADIUS, LOOP_RADIUS, encode_slice, smooth_phase
@@ -46,17 +46,14 @@ def knee_samples(rss: np.ndarray, indices: list, seed: int, n_coils: int, margin
     from robustkit.physics.coils import birdcage_maps
 
     coils = birdcage_maps((n_coils, *rss.shape[1:]), COIL_RADIUS, LOOP_RADIUS)
-    splits = [None] * len(rss) if splits is None else splits
-    for i, image, split in zip(indices, rss, splits):
+    for (i, t), image, split in zip(indices, rss, splits):
         magnitude = np.asarray(image, dtype=np.float64)
         support = ndimage.binary_fill_holes(ndimage.binary_dilation(magnitude > BRAIN_LEVEL * magnitude.max(), iterations=margin))
-        key = [seed, *i] if isinstance(i, tuple) else [seed, i]
-        phase = smooth_phase(magnitude.shape, np.random.default_rng(key))
+        phase = smooth_phase(magnitude.shape, np.random.default_rng([seed, i, t] if t else [seed, i]))
         k, maps, target, scale = encode_slice(magnitude, phase, coils, support)
-        slice_, crop = (i if isinstance(i, tuple) else (i, 0))
-        meta = {"source": "knees-dev", "file": source, "slice": slice_, "scale": scale, "seed": seed, "split": split}
-        if crop:
-            meta["crop_index"] = crop
+        meta = {"source": "knees-dev", "file": source, "slice": i, "scale": scale, "seed": seed, "split": split}
+        if t:
+            meta["crop_index"] = t
         yield Sample(kspace=k.astype(np.complex64), maps=maps.astype(np.complex64), target=target.astype(np.complex64), meta=meta)
 
 
@@ -83,15 +80,15 @@ def main(argv: list[str] | None = None) -> Path:
     rss = np.load(args.npz)["rss"]
     chosen = list(range(len(rss)))[parse_slices(args.slices)]
     images = rss[chosen]
-    splits = None
+    splits: list[str | None] = [None] * len(chosen)
     if args.splits is not None:
         counts = [int(n) for n in args.splits.split(",")] if all(n.isdigit() for n in args.splits.split(",")) else []
         if len(counts) != 3 or sum(counts) != len(chosen):
             parser.error(f"--splits {args.splits} must be three counts A,B,C that add up to the {len(chosen)} chosen images")
         splits = ["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2]
-    if args.train_crops > 1 and (args.crop is None or splits is None):
+    if args.train_crops > 1 and (args.crop is None or args.splits is None):
         parser.error("--train-crops 5 needs --crop (the crops' size) and --splits (the training images)")
-    indices: list = list(chosen)
+    indices = [(i, 0) for i in chosen]
     if args.crop is not None:
         size = parse_crop(args.crop)
         if size[0] > rss.shape[1] or size[1] > rss.shape[2]:
@@ -100,15 +97,15 @@ def main(argv: list[str] | None = None) -> Path:
         crops, indices, new_splits = [], [], []
         for j, i in enumerate(chosen):
             shifts = [(0, 0)]
-            if splits is not None and splits[j] == "train" and args.train_crops == 5:
+            if splits[j] == "train" and args.train_crops == 5:
                 shifts += [(dr * size[0] // 4, dc * size[1] // 4) for dr in (-1, 1) for dc in (-1, 1)]
             for t, (dr, dc) in enumerate(shifts):
                 top = min(max(0, centre[0].start + dr), rss.shape[1] - size[0])
                 left = min(max(0, centre[1].start + dc), rss.shape[2] - size[1])
                 crops.append(images[j][top:top + size[0], left:left + size[1]])
-                indices.append((i, t) if t else i)
-                new_splits.append(None if splits is None else splits[j])
-        images, splits = np.stack(crops), (new_splits if splits is not None else None)
+                indices.append((i, t))
+                new_splits.append(splits[j])
+        images, splits = np.stack(crops), new_splits
     provenance = {
         "source": "scripts/knees_dev.py",
         "input": {"file": str(args.npz), "sha256": sha256_file(args.npz), "key": "rss", "shape": list(rss.shape)},
