@@ -195,13 +195,32 @@ def _check_finite(loss: torch.Tensor, config: TrainConfig, epoch: int, out: Path
 
 
 def warm_start(model, ref: str) -> None:
-    """Copy F_θ and λ of the zoo model ``ref`` (e.g. a trained MoDL) into ``model``."""
+    """Copy F_θ and λ of the zoo model ``ref`` (e.g. a trained MoDL) into ``model``.
+
+    A model with an anchor network (MnM-MOL with ``leak_to = "modl"``) also takes its anchor from
+    ``ref``: the whole of ``ref`` when it is a MoDL (whose ``K``, CG steps and μ must be the
+    anchor's), else ``ref``'s own anchor."""
     from robustkit.models.zoo import load_model
 
     source, _ = load_model(ref)
     model.cnn.load_state_dict(source.cnn.state_dict())
     with torch.no_grad():
         model.lam.copy_(source.lam)
+    anchor = getattr(model, "anchor", None)
+    if anchor is None:
+        return
+    if getattr(source, "anchor", None) is not None:
+        anchor.load_state_dict(source.anchor.state_dict())
+    elif source.name == "modl":
+        want = {"K": anchor.config.K, "cg_iters": anchor.config.cg_iters, "mu": anchor.config.mu}
+        have = {k: getattr(source.config, k) for k in want}
+        if have != want:
+            raise RobustkitError(f"{ref} is a MoDL with {have}, the anchor of leak_to=modl expects {want}; "
+                                 "pass --set anchor_K=…, anchor_cg_iters=…, anchor_mu=… to match it")
+        anchor.load_state_dict(source.state_dict())
+    else:
+        raise RobustkitError(f"leak_to=modl takes its anchor from --init-from, but {ref} is a {source.name} without one; "
+                             "warm-start from a trained MoDL")
 
 
 def _validate(model, dataset, device, limit: int | None) -> dict[str, float]:
@@ -426,8 +445,10 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     if config.init_from and not resume:
         warm_start(model, config.init_from)
         model.to(device)
-    # group 0: F_θ at lr; group 1: λ at lam_lr (see LAM_LR_RELATIVE)
-    network = [p for n, p in model.named_parameters() if n != "lam"]
+    elif getattr(model, "anchor", None) is not None and not resume:
+        raise RobustkitError("leak_to=modl pulls towards a trained MoDL's image: pass that MoDL as --init-from")
+    # group 0: F_θ at lr; group 1: λ at lam_lr (see LAM_LR_RELATIVE); frozen parts (an anchor) in neither
+    network = [p for n, p in model.named_parameters() if n != "lam" and p.requires_grad]
     lam_lr = lam_lr_of(model, config)
     opt = torch.optim.Adam([{"params": network, "lr": config.lr}, {"params": [model.lam], "lr": lam_lr}])
     train_set, val_set = _dataset(config, "train", vary=True), _dataset(config, "val", vary=False)

@@ -157,6 +157,49 @@ def test_mnmmol_leak_to_sense_solves_its_equation_and_differentiates_through_the
         build_model("mnmmol", {"leak_to": "ground-truth"})
 
 
+def test_mnmmol_leak_to_modl_solves_its_equation_with_the_anchor_image_and_differentiates_through_it():
+    """``leak_to = "modl"``: the pull acts on ``x − x_M`` with ``x_M`` the frozen anchor MoDL's image
+    of b, so AᴴA x + κ (I − AᴴA)(x − x_M) + F_θ(x)/λ = Aᴴb; H_θ is unchanged; ∂x*/∂b runs through
+    x_M(b) as well (central finite differences); the anchor's weights take no gradient."""
+    torch.manual_seed(0)
+    kappa = 0.05
+    model = build_model("mnmmol", {**SMALL, "lam": 10.0, "leak": kappa, "leak_to": "modl", "anchor_K": 2,
+                                   "eval_tol": 1e-12, "eval_max_iter": 2000, "backward_tol": 1e-12,
+                                   "backward_max_iter": 300}).double().eval()
+    for p in [*model.cnn.parameters(), *model.anchor.cnn.parameters()]:
+        p.data.mul_(0.2)
+    assert model.anchor.config.K == 2 and not any(p.requires_grad for p in model.anchor.parameters())
+    op, b, _ = tiny_problem(dtype=torch.complex128)
+    with torch.no_grad():
+        x = model(b, op)
+        xm = model.anchor(b, op)
+        assert not torch.allclose(xm, sense_init_of(op, b))  # a different anchor from SENSE's
+        lhs = op.normal(x) + kappa * ((x - xm) - op.normal(x - xm)) + model.cnn(x) / model.lam_value
+        rel = torch.linalg.vector_norm((lhs - op.adjoint(b)).flatten(1), dim=1) / torch.linalg.vector_norm(op.adjoint(b).flatten(1), dim=1)
+        assert model.last_stats.converged.all() and (rel < 1e-9).all()
+        H_modl = model.H_map(op)(x)
+        model.config.leak_to = "zero"
+        assert torch.equal(model.H_map(op)(x), H_modl)
+        model.config.leak_to = "modl"
+
+    w, d = torch.randn_like(x), torch.randn_like(b) * op.mask
+    bb = b.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((w.conj() * model(bb, op)).real.sum(), bb)
+    with torch.no_grad():
+        step = 1e-6
+        fd = ((w.conj() * model(b + step * d, op)).real.sum() - (w.conj() * model(b - step * d, op)).real.sum()) / (2 * step)
+    assert abs(float((g.conj() * d).real.sum() - fd)) < 1e-7 * abs(float(fd))
+    (w.conj() * model(b, op)).real.sum().backward()
+    assert all(p.grad is not None for p in model.cnn.parameters()) and model.lam.grad is not None
+    assert all(p.grad is None for p in model.anchor.parameters())
+
+
+def sense_init_of(op, b):
+    from robustkit.physics.sense import sense_init
+
+    return sense_init(op, b)
+
+
 def test_deq_gradients_reach_parameters_lambda_and_kspace():
     torch.manual_seed(0)
     model = build_model("mnmmol", SMALL).eval()
@@ -239,6 +282,37 @@ def test_checkpoint_round_trip(tmp_path):
     assert card["model"] == "mnmmol" and card["config"]["delta"] == 0.1 and card["note"] == "test"
     for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
+
+
+def test_anchor_weights_round_trip_and_come_from_the_warm_start(tmp_path):
+    """An MnM-MOL with ``leak_to = "modl"`` saves and loads its anchor with it; ``warm_start`` copies
+    a MoDL into the anchor (and F_θ, λ into the model), an MnM-MOL's anchor into another's, and
+    refuses a MoDL whose K differs from ``anchor_K`` or a source with no MoDL to take."""
+    from robustkit.training import warm_start
+
+    torch.manual_seed(0)
+    modl = build_model("modl", {**SMALL, "K": 3})
+    save_model(tmp_path / "modl", modl, {})
+    model = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "modl", "anchor_K": 3})
+    warm_start(model, str(tmp_path / "modl"))
+    for k, v in modl.state_dict().items():
+        assert torch.equal(model.anchor.state_dict()[k], v)
+    assert torch.equal(model.lam, modl.lam)
+    assert all(torch.equal(a, b) for a, b in zip(model.cnn.parameters(), modl.cnn.parameters()))
+    save_model(tmp_path / "m", model, {})
+    loaded, card = load_model(str(tmp_path / "m"))
+    assert card["config"]["leak_to"] == "modl" and card["config"]["anchor_K"] == 3
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    assert any(k.startswith("anchor.") for k in loaded.state_dict())
+    other = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "modl", "anchor_K": 3})
+    warm_start(other, str(tmp_path / "m"))
+    assert all(torch.equal(v, other.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
+    with pytest.raises(RobustkitError, match="anchor_K"):
+        warm_start(build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "modl"}), str(tmp_path / "modl"))
+    save_model(tmp_path / "plain", build_model("mnmmol", SMALL), {})
+    with pytest.raises(RobustkitError, match="warm-start from a trained MoDL"):
+        warm_start(build_model("mnmmol", {**SMALL, "leak_to": "modl", "anchor_K": 3}), str(tmp_path / "plain"))
 
 
 def test_tampered_weights_are_refused(tmp_path):

@@ -79,6 +79,28 @@ def test_mnmmol_training_records_lipschitz_and_iterations(data, tmp_path):
     assert "train_L" in row and "val_iterations" in row and np.isfinite(row["train_L"])
 
 
+def test_mnmmol_with_a_modl_anchor_trains_f_theta_and_leaves_the_anchor_as_warm_started(data, tmp_path):
+    """``leak_to = "modl"``: the anchor comes from --init-from and stays frozen through training;
+    without --init-from the run is refused before anything is written."""
+    from robustkit.models.zoo import load_model
+
+    small = {"width": 8, "depth": 3}
+    train(TrainConfig(model="modl", data=data, accel=2, epochs=1, model_config={**small, "K": 2}), tmp_path / "modl",
+          torch.device("cpu"), progress=False)
+    mnm = {**small, "leak": 0.04, "leak_to": "modl", "anchor_K": 2, "max_iter": 30, "eval_max_iter": 40}
+    cfg = TrainConfig(model="mnmmol", data=data, accel=2, epochs=1, lr=1e-3, lipschitz_steps=2, gate=False,
+                      init_from=str(tmp_path / "modl"), model_config=mnm)
+    train(cfg, tmp_path / "mnm", torch.device("cpu"), progress=False)
+    modl, _ = load_model(str(tmp_path / "modl"))
+    trained, _ = load_model(str(tmp_path / "mnm"))
+    assert all(torch.equal(v, trained.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
+    assert not all(torch.equal(a, b) for a, b in zip(trained.cnn.parameters(), modl.cnn.parameters()))
+    cfg.init_from = None
+    with pytest.raises(RobustkitError, match="--init-from"):
+        train(cfg, tmp_path / "fresh", torch.device("cpu"), progress=False)
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_cli_train(data, tmp_path):
     out = tmp_path / "cli-modl"
     result = CliRunner().invoke(cli, ["--seed", "1", "train", "--model", "modl", "--data", data, "--accel", "2", "--epochs", "1",

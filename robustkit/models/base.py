@@ -64,7 +64,10 @@ CONFIG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "m": (lambda v: 0 <= v < 1, "a margin 0 ≤ m < 1"),
     "leak": (lambda v: 0 <= v < 1, "a leak 0 ≤ κ < 1 (MnM-MOL's contraction off the measurements)"),
     "leak_on": _one_of("unmeasured", "image"),
-    "leak_to": _one_of("zero", "sense"),
+    "leak_to": _one_of("zero", "sense", "modl"),
+    "anchor_K": (lambda v: v >= 1, "an integer ≥ 1 (the anchor MoDL's unrolled iterations)"),
+    "anchor_cg_iters": (lambda v: v >= 1, "an integer ≥ 1"),
+    "anchor_mu": (lambda v: v > 0, "a number > 0"),
     "tol": (lambda v: v > 0, "a tolerance > 0"),
     "eval_tol": (lambda v: v > 0, "a tolerance > 0"),
     "backward_tol": (lambda v: v > 0, "a tolerance > 0"),
@@ -127,7 +130,7 @@ class ReconModel(nn.Module):
     def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """The constant ``c(b)`` of the fixed-point equation ``x* = H_θ(x*) + c(b)``, complex
         ``(B, H, W)``: ``Aᴴb`` here (MOL and the paper's MnM-MOL); a model whose equation has another
-        right-hand side overrides it (MnM-MOL with ``leak_to = "sense"``)."""
+        right-hand side overrides it (MnM-MOL with ``leak_to = "sense"`` or ``"modl"``)."""
         return op.adjoint(kspace)
 
     def H_map(self, op: SenseOperator) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: N802

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from robustkit.models.deq import DEQConfig, DEQModel
+from robustkit.models.modl import MoDL, MoDLConfig
 from robustkit.physics.sense import SenseOperator, sense_init
 
 
@@ -18,7 +19,10 @@ class MnMMOLConfig(DEQConfig):
     m: float = 0.02  # monotonicity margin: the constraint is L[H_θ](x*; δ) ≤ 1 − m
     leak: float = 0.0  # κ: H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ (docs/maths.md §4); 0 is the paper's model
     leak_on: str = "unmeasured"  # what the leak pulls to 0: "unmeasured", (I − AᴴA) x; "image", x itself
-    leak_to: str = "zero"  # where the leak pulls: "zero", or "sense", the SENSE image of the measurements
+    leak_to: str = "zero"  # where the leak pulls: "zero"; "sense", the SENSE image x_S; "modl", a frozen MoDL's image
+    anchor_K: int = 10  # noqa: N815 - with leak_to = "modl": the anchor MoDL's unrolled iterations K
+    anchor_cg_iters: int = 5  # … its CG steps per iteration
+    anchor_mu: float = 1.001  # … its μ
 
 
 class MnMMOL(DEQModel):
@@ -31,12 +35,25 @@ class MnMMOL(DEQModel):
     point solves ``AᴴA x + κ (I − AᴴA) x + F_θ(x)/λ = Aᴴb``: a small Tikhonov pull towards 0 on what
     the measurements leave open. Where ``J_F`` vanishes on the null space of ``A`` (a direction
     F_θ does not see), ``J_H`` is ``1 − κ`` there instead of 1: such directions contract by
-    construction, as the ``(1 − m) I`` term does in monotone operator networks.
+    construction, as the ``(1 − m) I`` term does in monotone operator networks. With
+    ``leak_to = "sense"`` or ``"modl"`` the pull acts on ``x − x_a`` instead, ``x_a`` the SENSE image
+    or the image of the frozen MoDL ``anchor`` (:meth:`anchor_image`); ``H_θ`` is the same.
     """
 
     name = "mnmmol"
     config_class = MnMMOLConfig
     config: MnMMOLConfig
+
+    def __init__(self, config: MnMMOLConfig | None = None):
+        super().__init__(config)
+        self.anchor: MoDL | None = None
+        if self.config.leak_to == "modl":
+            # the image the leak pulls towards: a MoDL with F_θ's width and depth, frozen (its weights
+            # come from a warm start, robustkit.training.warm_start, and are saved with the model)
+            c = self.config
+            self.anchor = MoDL(MoDLConfig(width=c.width, depth=c.depth, K=c.anchor_K, cg_iters=c.anchor_cg_iters,
+                                          mu=c.anchor_mu))
+            self.anchor.requires_grad_(False)
 
     def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
         """``H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ``, complex ``(B, H, W)``; with ``κ = 0`` the factor
@@ -54,14 +71,24 @@ class MnMMOL(DEQModel):
         (``"image"``). The one place the choice is made, for ``H_θ`` and for :meth:`drive`."""
         return x if self.config.leak_on == "image" else r
 
+    def anchor_image(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor | None:
+        """The image ``x_a`` the leak pulls towards, complex ``(B, H, W)``: the SENSE image
+        (``leak_to = "sense"``), the frozen anchor MoDL's reconstruction (``"modl"``), or ``None``
+        (``"zero"``). Differentiable in ``kspace`` (attacks see it); the anchor's weights are fixed."""
+        if self.config.leak_to == "sense":
+            return sense_init(op, kspace)
+        if self.config.leak_to == "modl":
+            return self.anchor(kspace, op)
+        return None
+
     def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """The constant part ``c(b)`` of the update ``f(x) = H_θ(x) + c(b)``: ``Aᴴb``, plus
-        ``κ (I − AᴴA) x_S`` (or ``κ x_S``) when the leak pulls towards the SENSE image ``x_S``
-        (``leak_to = "sense"``): the pull is then on ``x − x_S``, and ``H_θ`` is unchanged."""
+        ``κ (I − AᴴA) x_a`` (or ``κ x_a``) when the leak pulls towards an image ``x_a`` of the
+        measurements (:meth:`anchor_image`): the pull is then on ``x − x_a``, and ``H_θ`` is unchanged."""
         c = op.adjoint(kspace)
-        if self.config.leak > 0 and self.config.leak_to == "sense":
-            x_s = sense_init(op, kspace)
-            c = c + self.config.leak * self._leaked(x_s, x_s - op.normal(x_s))
+        x_a = self.anchor_image(kspace, op) if self.config.leak > 0 else None
+        if x_a is not None:
+            c = c + self.config.leak * self._leaked(x_a, x_a - op.normal(x_a))
         return c
 
     def fixed_point_map(self, kspace: torch.Tensor, op: SenseOperator):
