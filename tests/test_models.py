@@ -119,68 +119,39 @@ def test_mnmmol_image_leak_solves_its_equation_and_contracts_the_null_space():
         build_model("mnmmol", {"leak_on": "kspace"})
 
 
-def test_mnmmol_leak_to_sense_solves_its_equation_and_differentiates_through_the_anchor():
-    """``leak_to = "sense"``: the pull acts on ``x − x_S`` (x_S the SENSE image of b), so the fixed
-    point solves AᴴA x + κ (I − AᴴA)(x − x_S) + F_θ(x)/λ = Aᴴb, H_θ is the ``leak_to = "zero"`` one,
-    x* = H_θ(x*) + drive(b) (what plain_map iterates), and ∂x*/∂b, which now also runs through
-    x_S(b), matches central finite differences."""
+@pytest.mark.parametrize("leak_to", ["sense", "modl"])
+def test_mnmmol_leak_towards_an_image_solves_its_equation_and_differentiates_through_it(leak_to):
+    """``leak_to = "sense"`` / ``"modl"``: the pull acts on ``x − x_a`` (x_a the SENSE image of b, or
+    the frozen anchor MoDL's), so the fixed point solves AᴴA x + κ (I − AᴴA)(x − x_a) + F_θ(x)/λ = Aᴴb,
+    H_θ is the ``leak_to = "zero"`` one, x* = H_θ(x*) + drive(b) (what plain_map iterates), and
+    ∂x*/∂b, which also runs through x_a(b), matches central finite differences; the anchor MoDL's
+    weights take no gradient."""
     from robustkit.analysis.contraction import plain_map
     from robustkit.physics.sense import sense_init
 
     torch.manual_seed(0)
     kappa = 0.05
-    model = build_model("mnmmol", {**SMALL, "lam": 10.0, "leak": kappa, "leak_to": "sense", "eval_tol": 1e-12,
-                                   "eval_max_iter": 2000, "backward_tol": 1e-12, "backward_max_iter": 300}).double().eval()
-    for p in model.cnn.parameters():
+    model = build_model("mnmmol", {**SMALL, "lam": 10.0, "leak": kappa, "leak_to": leak_to, "anchor_K": 2,
+                                   "eval_tol": 1e-12, "eval_max_iter": 2000, "backward_tol": 1e-12,
+                                   "backward_max_iter": 300}).double().eval()
+    anchor_params = [] if model.anchor is None else list(model.anchor.parameters())
+    assert (model.anchor is not None) == (leak_to == "modl") and not any(p.requires_grad for p in anchor_params)
+    for p in [*model.cnn.parameters(), *(p for p in anchor_params if p.dim() > 0)]:
         p.data.mul_(0.2)
     op, b, _ = tiny_problem(dtype=torch.complex128)
     with torch.no_grad():
         x = model(b, op)
-        xs = sense_init(op, b)
-        lhs = op.normal(x) + kappa * ((x - xs) - op.normal(x - xs)) + model.cnn(x) / model.lam_value
+        xa = sense_init(op, b) if leak_to == "sense" else model.anchor(b, op)
+        if leak_to == "modl":
+            assert model.anchor.config.K == 2 and not torch.allclose(xa, sense_init(op, b))
+        lhs = op.normal(x) + kappa * ((x - xa) - op.normal(x - xa)) + model.cnn(x) / model.lam_value
         rel = torch.linalg.vector_norm((lhs - op.adjoint(b)).flatten(1), dim=1) / torch.linalg.vector_norm(op.adjoint(b).flatten(1), dim=1)
         assert model.last_stats.converged.all() and (rel < 1e-9).all()
         assert torch.allclose(plain_map(model, b, op)(x), x, atol=1e-9)
-        H_sense = model.H_map(op)(x)
+        H_leaky = model.H_map(op)(x)
         model.config.leak_to = "zero"
-        assert torch.equal(model.H_map(op)(x), H_sense)
-        model.config.leak_to = "sense"
-
-    w, d = torch.randn_like(x), torch.randn_like(b) * op.mask
-    bb = b.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad((w.conj() * model(bb, op)).real.sum(), bb)
-    with torch.no_grad():
-        step = 1e-6
-        fd = ((w.conj() * model(b + step * d, op)).real.sum() - (w.conj() * model(b - step * d, op)).real.sum()) / (2 * step)
-    assert abs(float((g.conj() * d).real.sum() - fd)) < 1e-7 * abs(float(fd))
-    with pytest.raises(RobustkitError, match="leak_to"):
-        build_model("mnmmol", {"leak_to": "ground-truth"})
-
-
-def test_mnmmol_leak_to_modl_solves_its_equation_with_the_anchor_image_and_differentiates_through_it():
-    """``leak_to = "modl"``: the pull acts on ``x − x_M`` with ``x_M`` the frozen anchor MoDL's image
-    of b, so AᴴA x + κ (I − AᴴA)(x − x_M) + F_θ(x)/λ = Aᴴb; H_θ is unchanged; ∂x*/∂b runs through
-    x_M(b) as well (central finite differences); the anchor's weights take no gradient."""
-    torch.manual_seed(0)
-    kappa = 0.05
-    model = build_model("mnmmol", {**SMALL, "lam": 10.0, "leak": kappa, "leak_to": "modl", "anchor_K": 2,
-                                   "eval_tol": 1e-12, "eval_max_iter": 2000, "backward_tol": 1e-12,
-                                   "backward_max_iter": 300}).double().eval()
-    for p in [*model.cnn.parameters(), *model.anchor.cnn.parameters()]:
-        p.data.mul_(0.2)
-    assert model.anchor.config.K == 2 and not any(p.requires_grad for p in model.anchor.parameters())
-    op, b, _ = tiny_problem(dtype=torch.complex128)
-    with torch.no_grad():
-        x = model(b, op)
-        xm = model.anchor(b, op)
-        assert not torch.allclose(xm, sense_init_of(op, b))  # a different anchor from SENSE's
-        lhs = op.normal(x) + kappa * ((x - xm) - op.normal(x - xm)) + model.cnn(x) / model.lam_value
-        rel = torch.linalg.vector_norm((lhs - op.adjoint(b)).flatten(1), dim=1) / torch.linalg.vector_norm(op.adjoint(b).flatten(1), dim=1)
-        assert model.last_stats.converged.all() and (rel < 1e-9).all()
-        H_modl = model.H_map(op)(x)
-        model.config.leak_to = "zero"
-        assert torch.equal(model.H_map(op)(x), H_modl)
-        model.config.leak_to = "modl"
+        assert torch.equal(model.H_map(op)(x), H_leaky)
+        model.config.leak_to = leak_to
 
     w, d = torch.randn_like(x), torch.randn_like(b) * op.mask
     bb = b.clone().requires_grad_(True)
@@ -191,13 +162,9 @@ def test_mnmmol_leak_to_modl_solves_its_equation_with_the_anchor_image_and_diffe
     assert abs(float((g.conj() * d).real.sum() - fd)) < 1e-7 * abs(float(fd))
     (w.conj() * model(b, op)).real.sum().backward()
     assert all(p.grad is not None for p in model.cnn.parameters()) and model.lam.grad is not None
-    assert all(p.grad is None for p in model.anchor.parameters())
-
-
-def sense_init_of(op, b):
-    from robustkit.physics.sense import sense_init
-
-    return sense_init(op, b)
+    assert all(p.grad is None for p in anchor_params)
+    with pytest.raises(RobustkitError, match="leak_to"):
+        build_model("mnmmol", {"leak_to": "ground-truth"})
 
 
 def test_deq_gradients_reach_parameters_lambda_and_kspace():
