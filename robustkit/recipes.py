@@ -5,9 +5,10 @@ resumable), each DEQ stage ending at the convergence gate (:mod:`robustkit.analy
 
 1. ``modl``: the MoDL warm start (K = 10) on the same data, unless ``init_from`` names one;
 2. ``mnmmol``: MnM-MOL with the leak ``κ = 2m`` (``LEAK_IN_MARGINS``) towards the SENSE image
-   (``LEAK_TO``) from that F_θ and λ, λ learnt in its own Adam group, the network at
-   ``FINE_TUNE_LR`` × lr, under the penalty ``w · relu(L − T)²`` on the largest of the ball,
-   slow-mode and top-singular estimates of ``L[H_θ](x*; δ)``, with ``T = 1 − 2m`` and
+   (``LEAK_TO``; with ``leak_to = "modl"`` the warm-start MoDL's, frozen into the model) from that
+   F_θ and λ, λ learnt in its own Adam group, the network at ``FINE_TUNE_LR`` × lr, under the
+   penalty ``w · relu(L − T)²`` on the largest of the ball, slow-mode and top-singular estimates
+   of ``L[H_θ](x*; δ)``, with ``T = 1 − 2m`` and
    ``w = mse₀ / m²``, mse₀ the data loss of this stage's starting model (the warm start's F_θ and λ
    in the MnM-MOL equation; :func:`penalty_weight_for`: a violation of m costs as much as the data
    loss does at the start);
@@ -53,6 +54,8 @@ LEAK_IN_MARGINS = 2.0
 #: where the MnM-MOL stages' leak pulls unless ``--set leak_to=…`` says otherwise: the SENSE image of
 #: the measurements. Same ``H_θ`` and certificates as a pull towards 0, but F_θ no longer has to
 #: cancel a pull on the whole image's aliasing (docs/maths.md §4; measured in docs/convergence.md).
+#: ``--set leak_to=modl`` pulls towards the warm-start MoDL's image instead: ≈ 2.8 dB better clean,
+#: as vulnerable as that MoDL to attacks (docs/training.md, "A MoDL as the anchor").
 LEAK_TO = "sense"
 
 #: when stage 2 fails its gate on ``L ≤ 1 − m`` alone, stage ``2b`` continues it for a third of the
@@ -157,8 +160,6 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     build = {k: v for k, v in c.model_config.items() if k in ("width", "depth")}
     m = float(c.model_config.get("m", 0.02))
     T = c.penalty_threshold if c.penalty_threshold is not None else 1 - 2 * m
-    mnm_model = {**c.model_config, "leak": float(c.model_config.get("leak", LEAK_IN_MARGINS * m)),
-                 "leak_to": c.model_config.get("leak_to", LEAK_TO)}
     stages_dir = out / "stages"
     barrier()  # every rank has checked --out before rank 0 writes into it
     if is_main():
@@ -209,6 +210,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
                  "MoDL warm start, K = 10") is None:
             return _stopped(current[-1], summaries)
         warm = str(stages_dir / "1-modl")
+    mnm_model = _mnmmol_config(c.model_config, warm, m)
     folder2 = stages_dir / "2-mnmmol"
     if (folder2 / "card.json").exists():
         weight = read_card(folder2)["training"]["penalty_weight"]
@@ -254,6 +256,22 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         save_model(out, model, card)
     barrier()
     return read_card(out)
+
+
+def _mnmmol_config(given: dict[str, Any], warm: str, m: float) -> dict[str, Any]:
+    """The MnM-MOL stages' model config: ``given`` (``--set``) with the leak ``κ = 2m`` towards
+    :data:`LEAK_TO` unless it says otherwise. A leak towards a MoDL (``leak_to = "modl"``) takes the
+    warm start's ``K``, CG steps and μ for its anchor unless ``given`` sets them."""
+    from robustkit.models.zoo import read_card, resolve
+
+    config = {**given, "leak": float(given.get("leak", LEAK_IN_MARGINS * m)), "leak_to": given.get("leak_to", LEAK_TO)}
+    card = read_card(resolve(warm))
+    if config["leak_to"] == "modl" and card.get("model") == "modl":
+        modl = card.get("config", {})
+        for key, name in (("K", "anchor_K"), ("cg_iters", "anchor_cg_iters"), ("mu", "anchor_mu")):
+            if key in modl:
+                config.setdefault(name, modl[key])
+    return config
 
 
 def _stage_start(model_config: dict[str, Any], warm: str):

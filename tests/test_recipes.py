@@ -136,6 +136,26 @@ def test_default_recipe_stages_and_gates_are_recorded(data, tmp_path, capsys):
     assert card["config"]["leak"] == pytest.approx(0.04) and card["config"]["leak_to"] == "sense"
 
 
+def test_with_leak_to_modl_the_warm_start_becomes_the_frozen_anchor(data, tmp_path, capsys):
+    """``--set leak_to=modl``: the recipe's MnM-MOL stages pull towards the warm-start MoDL's image
+    (its K as ``anchor_K``), and the final model carries that MoDL unchanged."""
+    from robustkit.models.zoo import load_model
+
+    warm = tmp_path / "warm"
+    save_model(warm, toy_model("modl", 5.0).eval(), {"data": {"accel": 2.0}})
+    modl, _ = load_model(str(warm))
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
+                         "--init-from", str(warm), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
+                         "--set", "leak_to=modl", "--out", str(out)], capsys)
+    assert code == 0, err
+    card = read_card(out)
+    assert all(s["training"]["model_config"]["leak_to"] == "modl" for s in card["stages"] if "training" in s)
+    assert card["config"]["leak_to"] == "modl" and card["config"]["anchor_K"] == modl.config.K
+    final, _ = load_model(str(out))
+    assert all(torch.equal(v, final.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
+
+
 def test_a_recipe_whose_certificate_misses_its_margin_tightens_the_constraint(data, tmp_path, capsys, monkeypatch):
     """Stage 2 failing the gate on L ≤ 1 − m alone is followed by stage 2b (weight × 4, T − m/2, a
     third of the epochs), from which the λ scan and stage 4 continue; any other failed check still
