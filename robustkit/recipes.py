@@ -3,7 +3,8 @@
 Stages, each a :func:`robustkit.training.train` run in ``OUT/stages/<n>-<name>/`` (zoo format,
 resumable), each DEQ stage ending at the convergence gate (:mod:`robustkit.analysis.gate`):
 
-1. ``modl``: the MoDL warm start (K = 10) on the same data, unless ``init_from`` names one;
+1. ``modl``: the MoDL warm start (K = 10) on the same data, unless ``init_from`` names one; with
+   ``leak_to = "modl"`` it takes the epochs, and the MnM-MOL stages 1/``ANCHORED_EPOCH_SHARE`` each;
 2. ``mnmmol``: MnM-MOL with the leak ``κ = 2m`` (``LEAK_IN_MARGINS``) towards the SENSE image
    (``LEAK_TO``; with ``leak_to = "modl"`` the warm-start MoDL's, frozen into the model) from that
    F_θ and λ, λ learnt in its own Adam group, the network at ``FINE_TUNE_LR`` × lr, under the
@@ -57,6 +58,12 @@ LEAK_IN_MARGINS = 2.0
 #: ``--set leak_to=modl`` pulls towards the warm-start MoDL's image instead: ≈ 2.8 dB better clean,
 #: as vulnerable as that MoDL to attacks (docs/training.md, "A MoDL as the anchor").
 LEAK_TO = "sense"
+
+#: with a MoDL anchor (``leak_to = "modl"``) and no ``init_from``, stage 1 trains ``epochs`` epochs
+#: and the MnM-MOL stages (2, 2b, 4) one epoch per ``ANCHORED_EPOCH_SHARE`` of them, at least one:
+#: the anchor sets the quality, and the MnM-MOL stages make their gain over it in their first epoch
+#: (docs/training.md, "A MoDL as the anchor of the leak").
+ANCHORED_EPOCH_SHARE = 20
 
 #: when stage 2 fails its gate on ``L ≤ 1 − m`` alone, stage ``2b`` continues it for a third of the
 #: epochs with the weight × ``TIGHTEN_WEIGHT`` and the threshold lowered by m/2 (what the gate's
@@ -205,11 +212,14 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     common = dict(data=c.data, accel=c.accel, epochs=c.epochs, batch_size=c.batch_size, seed=c.seed, noise=c.noise,
                   augment=c.augment, val_samples=c.val_samples, lr_schedule=c.lr_schedule)
     warm = c.init_from
+    mnm_epochs, tighten_epochs = c.epochs, max(1, c.epochs // 3)
     if warm is None:
         if stage("1-modl", TrainConfig(model="modl", lr=c.lr, model_config={**build, "K": 10}, **common),
                  "MoDL warm start, K = 10") is None:
             return _stopped(current[-1], summaries)
         warm = str(stages_dir / "1-modl")
+        if c.model_config.get("leak_to", LEAK_TO) == "modl":
+            mnm_epochs = tighten_epochs = max(1, c.epochs // ANCHORED_EPOCH_SHARE)
     mnm_model = _mnmmol_config(c.model_config, warm, m)
     folder2 = stages_dir / "2-mnmmol"
     if (folder2 / "card.json").exists():
@@ -219,7 +229,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
             data_loss(_stage_start(mnm_model, warm), _dataset(c, "train", vary=False), device), m)
     mnm = dict(model_config=mnm_model, lr=c.lr * FINE_TUNE_LR, penalty_weight=weight, penalty_threshold=T,
                penalty_kind=c.penalty_kind, lipschitz_estimate=c.lipschitz_estimate, lipschitz_steps=c.lipschitz_steps,
-               slow_threshold=c.slow_threshold, gate_threshold=c.gate_threshold, **common)
+               slow_threshold=c.slow_threshold, gate_threshold=c.gate_threshold, **{**common, "epochs": mnm_epochs})
     source, tightened = stages_dir / "2-mnmmol", stages_dir / TIGHTENED
     what2 = "MnM-MOL, λ learnt, constrained"
     try:
@@ -234,7 +244,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         summarise("2-mnmmol", what2 + ": gate failed on L ≤ 1 − m")
         mnm.update(penalty_weight=weight * TIGHTEN_WEIGHT, penalty_threshold=T - m / 2)
         if stage(TIGHTENED, TrainConfig(model="mnmmol", init_from=str(source), lam_lr=c.lam_lr,
-                                        **{**mnm, "epochs": max(1, c.epochs // 3)}),
+                                        **{**mnm, "epochs": tighten_epochs}),
                  f"MnM-MOL, constraint tightened (w × {TIGHTEN_WEIGHT:g}, T − m/2)") is None:
             return _stopped(current[-1], summaries)
         source = tightened

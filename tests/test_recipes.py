@@ -156,6 +156,39 @@ def test_with_leak_to_modl_the_warm_start_becomes_the_frozen_anchor(data, tmp_pa
     assert all(torch.equal(v, final.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
 
 
+def test_without_init_from_a_modl_anchor_takes_the_epochs_and_the_mnmmol_stages_one(data, tmp_path, capsys, monkeypatch):
+    """One command: ``--set leak_to=modl`` without ``--init-from`` trains the MoDL (stage 1) for
+    ``--epochs`` and each MnM-MOL stage for ``epochs // ANCHORED_EPOCH_SHARE`` (at least 1); the final
+    model's anchor is stage 1's MoDL, bit for bit. Stage 1's trained weights are swapped for the toy
+    ``F_θ(x) = 5x`` (its card kept), so that the MnM-MOL stages' gates pass in two tiny epochs."""
+    import robustkit.recipes as recipes
+    from robustkit.models.zoo import load_model
+    from robustkit.recipes import ANCHORED_EPOCH_SHARE
+
+    def train(config, folder, *args, **kwargs):
+        card = real_train(config, folder, *args, **kwargs)
+        if Path(folder).name == "1-modl":
+            save_model(folder, toy_model("modl", 5.0), {k: v for k, v in read_card(folder).items() if k != "weights_sha256"})
+        return card
+
+    real_train = recipes.train
+    monkeypatch.setattr(recipes, "train", train)
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "2", "--lr", "1e-6",
+                         "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2", "--set", "leak_to=modl",
+                         "--out", str(out)], capsys)
+    assert code == 0, err
+    card = read_card(out)
+    stages = {s["stage"]: s for s in card["stages"]}
+    assert list(stages) == ["1-modl", "2-mnmmol", "3-lambda", "4-mnmmol-fixed-lambda"]
+    assert stages["1-modl"]["epochs"] == 2 and 2 // ANCHORED_EPOCH_SHARE == 0
+    assert stages["2-mnmmol"]["epochs"] == stages["4-mnmmol-fixed-lambda"]["epochs"] == 1
+    modl, _ = load_model(str(out / "stages" / "1-modl"))
+    final, _ = load_model(str(out))
+    assert card["config"]["anchor_K"] == modl.config.K == 10
+    assert all(torch.equal(v, final.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
+
+
 def test_a_recipe_whose_certificate_misses_its_margin_tightens_the_constraint(data, tmp_path, capsys, monkeypatch):
     """Stage 2 failing the gate on L ≤ 1 − m alone is followed by stage 2b (weight × 4, T − m/2, a
     third of the epochs), from which the λ scan and stage 4 continue; any other failed check still
