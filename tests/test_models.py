@@ -354,3 +354,33 @@ def test_a_cold_solve_with_the_leak_towards_sense_solves_sense_once(sense_solve_
     assert torch.equal(x, x_ref) and drive.shape == x.shape
     with torch.inference_mode():  # a user's inference mode: no memo, the same fixed point
         assert torch.equal(model(kspace.clone(), op), x)
+
+
+def test_the_anchor_image_is_remembered_until_its_inputs_or_weights_change():
+    """``leak_to = "modl"``: a second drive of the same k-space tensor and operator reuses the
+    anchor's image (one MoDL pass, the same values bit for bit); an in-place change of the k-space,
+    loaded weights, or a k-space that needs a graph gets a fresh pass, equal to a fresh anchor's."""
+    torch.manual_seed(0)
+    model = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "modl", "anchor_K": 2}).eval()
+    op, b, _ = tiny_problem()
+    calls = []
+    model.anchor.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        first = model.drive(b, op)
+        assert torch.equal(model.drive(b, op), first) and len(calls) == 1
+        x = model(b, op)  # the solve's drive: still one pass
+        assert len(calls) == 1 and model.last_stats.converged.all()
+        b.mul_(2)  # the caller's in-place change is seen
+        doubled = model.drive(b, op)
+        assert len(calls) == 2 and not torch.equal(doubled, first) and torch.equal(model.drive(b.clone(), op), doubled)
+        model.drive(b, op)  # the memo held the clone: one pass, then b is remembered again
+        assert torch.equal(model.drive(b, op), doubled) and len(calls) == 4
+        other = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "modl", "anchor_K": 2}).anchor
+        model.anchor.load_state_dict(other.state_dict())  # new weights are seen
+        reloaded = model.drive(b, op)
+        assert len(calls) == 5 and torch.equal(model.anchor_image(b, op), other.eval()(b, op)) and len(calls) == 5
+        assert not torch.equal(reloaded, doubled)
+    needs_graph = b.clone().requires_grad_(True)
+    for _ in range(2):
+        model.drive(needs_graph, op)
+    assert len(calls) == 7 and x.shape == b.shape[:1] + b.shape[2:]
