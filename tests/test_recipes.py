@@ -150,6 +150,7 @@ def test_with_leak_to_modl_the_warm_start_becomes_the_frozen_anchor(data, tmp_pa
                          "--set", "leak_to=modl", "--out", str(out)], capsys)
     assert code == 0, err
     card = read_card(out)
+    assert [s["stage"] for s in card["stages"]] == ["2-mnmmol"]
     assert all(s["training"]["model_config"]["leak_to"] == "modl" for s in card["stages"] if "training" in s)
     assert card["config"]["leak_to"] == "modl" and card["config"]["anchor_K"] == modl.config.K
     final, _ = load_model(str(out))
@@ -180,11 +181,13 @@ def test_without_init_from_a_modl_anchor_takes_the_epochs_and_the_mnmmol_stages_
     assert code == 0, err
     card = read_card(out)
     stages = {s["stage"]: s for s in card["stages"]}
-    assert list(stages) == ["1-modl", "2-mnmmol", "3-lambda", "4-mnmmol-fixed-lambda"]
-    assert stages["1-modl"]["epochs"] == 2 and 2 // ANCHORED_EPOCH_SHARE == 0
-    assert stages["2-mnmmol"]["epochs"] == stages["4-mnmmol-fixed-lambda"]["epochs"] == 1
+    assert list(stages) == ["1-modl", "2-mnmmol"]  # with a MoDL anchor the recipe ends at stage 2
+    assert stages["1-modl"]["epochs"] == 2 and 2 // ANCHORED_EPOCH_SHARE == 0 and stages["2-mnmmol"]["epochs"] == 1
     modl, _ = load_model(str(out / "stages" / "1-modl"))
     final, _ = load_model(str(out))
+    stage2, _ = load_model(str(out / "stages" / "2-mnmmol"))
+    assert all(torch.equal(v, final.state_dict()[k]) for k, v in stage2.state_dict().items())
+    assert card["gate"]["passed"] and card["epochs_done"] == 3
     assert card["config"]["anchor_K"] == modl.config.K == 10
     assert all(torch.equal(v, final.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
 
