@@ -80,6 +80,9 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         robustkit train --model mnmmol --data knees.h5          # MoDL warm start, then MnM-MOL stages
 
         robustkit train --model mnmmol --init-from modl-4x --recipe one --epochs 5
+
+        robustkit train --model mnmmol --data knees.h5 --set leak_to=modl --epochs 40 --lr-schedule cosine
+        # a MoDL anchor: near MoDL's PSNR, but as fragile as MoDL under attack (docs/training.md)
     """
     from pathlib import Path
 
