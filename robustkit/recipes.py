@@ -215,13 +215,14 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     common = dict(data=c.data, accel=c.accel, epochs=c.epochs, batch_size=c.batch_size, seed=c.seed, noise=c.noise,
                   augment=c.augment, val_samples=c.val_samples, lr_schedule=c.lr_schedule)
     warm = c.init_from
+    anchored = c.model_config.get("leak_to", LEAK_TO) == "modl"  # a MoDL anchor: what _mnmmol_config sets
     mnm_epochs, tighten_epochs = c.epochs, max(1, c.epochs // 3)
     if warm is None:
         if stage("1-modl", TrainConfig(model="modl", lr=c.lr, model_config={**build, "K": 10}, **common),
                  "MoDL warm start, K = 10") is None:
             return _stopped(current[-1], summaries)
         warm = str(stages_dir / "1-modl")
-        if c.model_config.get("leak_to", LEAK_TO) == "modl":
+        if anchored:
             mnm_epochs = tighten_epochs = max(1, c.epochs // ANCHORED_EPOCH_SHARE)
     mnm_model = _mnmmol_config(c.model_config, warm, m)
     folder2 = stages_dir / "2-mnmmol"
@@ -251,7 +252,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
                  f"MnM-MOL, constraint tightened (w × {TIGHTEN_WEIGHT:g}, T − m/2)") is None:
             return _stopped(current[-1], summaries)
         source = tightened
-    if mnm_model["leak_to"] == "modl":  # the anchor sets the quality: stages 3–4 gain ≈ 0.05 dB for half the time
+    if anchored:  # the anchor sets the quality: stages 3–4 gain ≈ 0.05 dB for half the time
         return _finish(out, source, c, summaries)
     chosen = _lambda_scan(source, stages_dir / "3-lambda", c, device)
     summaries.append({"stage": "3-lambda", "what": "λ scan on validation, F_θ fixed", "folder": "stages/3-lambda",
