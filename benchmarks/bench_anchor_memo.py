@@ -47,7 +47,7 @@ model.anchor.register_forward_hook(lambda *_: passes.append(1))
 def step(memo: bool) -> tuple[float, int, dict[str, torch.Tensor]]:
     MnMMOL._anchor_reconstruction = remembered if memo else (lambda self, kspace, op: self.anchor(kspace, op))
     model.load_state_dict(start)
-    model._anchor_memo = None
+    model._anchor_memo.clear()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     passes.clear()
     t = time.perf_counter()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from robustkit.memo import LastResult
 from robustkit.models.deq import DEQConfig, DEQModel
 from robustkit.models.modl import MoDL, MoDLConfig
 from robustkit.physics.sense import SenseOperator, sense_init
@@ -54,7 +55,7 @@ class MnMMOL(DEQModel):
             self.anchor = MoDL(MoDLConfig(width=c.width, depth=c.depth, K=c.anchor_K, cg_iters=c.anchor_cg_iters,
                                           mu=c.anchor_mu))
             self.anchor.requires_grad_(False)
-        self._anchor_memo: tuple | None = None  # the anchor's last (k-space, operator, versions, image)
+        self._anchor_memo = LastResult()  # the anchor's last image
 
     def H(self, x: torch.Tensor, op: SenseOperator) -> torch.Tensor:  # noqa: N802 - the paper's name
         """``H_θ(x) = (1 − κ)(x − AᴴA x) − F_θ(x)/λ``, complex ``(B, H, W)``; with ``κ = 0`` the factor
@@ -85,27 +86,18 @@ class MnMMOL(DEQModel):
     def _anchor_reconstruction(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """The anchor MoDL's image of ``kspace`` ``(B, C, H, W)`` → ``(B, H, W)``.
 
-        The model remembers its last result, as :func:`~robustkit.physics.sense.sense_init` does: the
-        same ``kspace`` tensor and operator, unchanged since (version counters of the k-space, the
-        coil maps, the mask and the anchor's weights and buffers), get a copy of it instead of a
-        second pass of the MoDL, the same values bit for bit. A training step asks for it twice (the
-        solve's drive and the slow-mode estimate's), an audit once per estimate. Not when autograd
-        needs the pass's graph (``kspace``, the coil maps or an anchor weight require grad, with
-        grad enabled), nor for an inference-mode ``kspace``. Changes made through ``.data`` bypass
-        version counters and are not seen; :meth:`load_state_dict` and optimizers are."""
+        The model remembers its last result (:class:`~robustkit.memo.LastResult`), as
+        :func:`~robustkit.physics.sense.sense_init` does: the same ``kspace`` tensor and operator,
+        unchanged since (version counters of the k-space, the coil maps, the mask and the anchor's
+        weights and buffers), in the same train/eval mode, get a copy of it instead of a second pass
+        of the MoDL, the same values bit for bit. A training step asks for it twice (the solve's
+        drive and the slow-mode estimate's), an audit once per estimate. Not when autograd needs the
+        pass's graph (``kspace``, the coil maps or an anchor weight require grad, with grad
+        enabled), nor for inference-mode tensors. :meth:`load_state_dict` and optimizers are seen;
+        changes made through ``.data`` are not."""
         anchor = self.anchor
-        needs_graph = torch.is_grad_enabled() and (kspace.requires_grad or op.maps.requires_grad
-                                                   or any(p.requires_grad for p in anchor.parameters()))
-        if needs_graph or any(t.is_inference() for t in (kspace, op.maps, op.mask)):
-            return anchor(kspace, op)
-        state = anchor.state_dict(keep_vars=True).values()
-        key = (kspace._version, op.maps._version, op.mask._version, anchor.training, tuple(t._version for t in state))
-        memo = self._anchor_memo
-        if memo is not None and memo[0] is kspace and memo[1] is op and memo[2] == key:
-            return memo[3].clone()
-        x = anchor(kspace, op)
-        self._anchor_memo = (kspace, op, key, x.detach().clone())
-        return x
+        tensors = (kspace, op.maps, op.mask, *anchor.state_dict(keep_vars=True).values())
+        return self._anchor_memo(lambda: anchor(kspace, op), (kspace, op), tensors, (anchor.training,))
 
     def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """The constant part ``c(b)`` of the update ``f(x) = H_θ(x) + c(b)``: ``Aᴴb``, plus

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from robustkit.errors import RobustkitError
+from robustkit.memo import LastResult
 from robustkit.physics.cg import CGStats, conjugate_gradient
 from robustkit.physics.fft import IMAGE_DIMS, fft2c, ifft2c
 from robustkit.physics.linop import LinearOperator
@@ -96,7 +97,7 @@ class SenseOperator(LinearOperator):
         b, c, h, w = maps.shape
         self.ishape, self.oshape = (b, h, w), (b, c, h, w)
         self._shifted: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._sense_memo: tuple | None = None  # sense_init's last (k-space, version, settings, image)
+        self._sense_memo = LastResult()  # sense_init's last image
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mask * fft2c(self.maps * x.unsqueeze(-3))
@@ -143,23 +144,15 @@ def sense_init(
     """SENSE / regularised least-squares init (*ref*): ``iters`` CG steps from 0 on
     ``(λ AᴴA + μ I) x = λ Aᴴ b``. ``kspace`` ``(B, C, H, W)`` → image ``(B, H, W)``.
 
-    The operator remembers its last result: the same ``kspace`` tensor, unchanged since (its
-    version counter), with the same settings, gets a copy of it instead of a second CG solve, the
-    same values bit for bit. Not when autograd needs the solve's graph (``kspace`` or the coil maps
-    require grad, with grad enabled), nor for an inference-mode ``kspace``. A cold solve of a DEQ
-    whose drive uses the SENSE image (MnM-MOL with ``leak_to = "sense"``) asks for it twice: as its
-    start and in its drive.
+    The operator remembers its last result (:class:`~robustkit.memo.LastResult`): the same
+    ``kspace`` tensor, unchanged since (its version counter, and the coil maps' and mask's), with the
+    same settings, gets a copy of it instead of a second CG solve, the same values bit for bit. Not
+    when autograd needs the solve's graph (``kspace`` or the coil maps require grad, with grad
+    enabled), nor for inference-mode tensors. A cold solve of a DEQ whose drive uses the SENSE
+    image (MnM-MOL with ``leak_to = "sense"``) asks for it twice: as its start and in its drive.
     """
-    needs_graph = torch.is_grad_enabled() and (kspace.requires_grad or op.maps.requires_grad)
-    if needs_graph or kspace.is_inference():  # an inference tensor has no version counter
-        return sense_solve(op, kspace, lam=lam, mu=mu, iters=iters)[0]
-    key = (kspace._version, float(lam), float(mu), int(iters))
-    memo = op._sense_memo
-    if memo is not None and memo[0] is kspace and memo[1] == key:
-        return memo[2].clone()
-    x, _ = sense_solve(op, kspace, lam=lam, mu=mu, iters=iters)
-    op._sense_memo = (kspace, key, x.clone())
-    return x
+    return op._sense_memo(lambda: sense_solve(op, kspace, lam=lam, mu=mu, iters=iters)[0], (kspace,),
+                          (kspace, op.maps, op.mask), (float(lam), float(mu), int(iters)))
 
 
 def sense_solve(
