@@ -356,6 +356,24 @@ def test_a_cold_solve_with_the_leak_towards_sense_solves_sense_once(sense_solve_
         assert torch.equal(model(kspace.clone(), op), x)
 
 
+def test_the_sense_anchor_takes_its_own_lambda_and_cg_steps():
+    """``sense_lam`` and ``sense_iters`` set the SENSE anchor: ``(λ_S AᴴA + 1.001 I) x = λ_S Aᴴb`` by
+    that many CG steps from 0. The defaults give the SENSE start itself, bit for bit."""
+    from robustkit.physics.sense import sense_init, sense_solve
+
+    op, b, _ = tiny_problem()
+    default = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "sense"})
+    custom = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "sense", "sense_lam": 1e4, "sense_iters": 7})
+    with torch.no_grad():
+        start = sense_init(type(op)(op.maps, op.mask), b)
+        assert torch.equal(default.anchor_image(b, op), start)
+        x = custom.anchor_image(b, op)
+        assert torch.equal(x, sense_solve(type(op)(op.maps, op.mask), b, lam=1e4, iters=7)[0])
+        assert not torch.allclose(x, start, atol=1e-4)
+    with pytest.raises(RobustkitError, match="sense_iters=0 is not valid"):
+        build_model("mnmmol", {**SMALL, "sense_iters": 0})
+
+
 def test_the_anchor_image_is_remembered_until_its_inputs_or_weights_change():
     """``leak_to = "modl"``: a second drive of the same k-space tensor and operator reuses the
     anchor's image (one MoDL pass, the same values bit for bit); an in-place change of the k-space,

@@ -68,6 +68,8 @@ CONFIG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "anchor_K": (lambda v: v >= 1, "an integer ≥ 1 (the anchor MoDL's unrolled iterations)"),
     "anchor_cg_iters": (lambda v: v >= 1, "an integer ≥ 1"),
     "anchor_mu": (lambda v: v > 0, "a number > 0"),
+    "sense_lam": (lambda v: v > 0, "a number > 0 (the SENSE anchor's λ_S)"),
+    "sense_iters": (lambda v: v >= 1, "an integer ≥ 1 (the SENSE anchor's CG steps)"),
     "tol": (lambda v: v > 0, "a tolerance > 0"),
     "eval_tol": (lambda v: v > 0, "a tolerance > 0"),
     "backward_tol": (lambda v: v > 0, "a tolerance > 0"),

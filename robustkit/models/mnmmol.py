@@ -24,6 +24,8 @@ class MnMMOLConfig(DEQConfig):
     anchor_K: int = 10  # noqa: N815 - with leak_to = "modl": the anchor MoDL's unrolled iterations K
     anchor_cg_iters: int = 5  # … its CG steps per iteration
     anchor_mu: float = 1.001  # … its μ
+    sense_lam: float = 100.0  # with leak_to = "sense": the SENSE image solves (λ_S AᴴA + 1.001 I) x = λ_S Aᴴb …
+    sense_iters: int = 50  # … by this many CG steps from 0 (the defaults are the SENSE start's)
 
 
 class MnMMOL(DEQModel):
@@ -78,7 +80,7 @@ class MnMMOL(DEQModel):
         (``leak_to = "sense"``), the frozen anchor MoDL's reconstruction (``"modl"``), or ``None``
         (``"zero"``). Differentiable in ``kspace`` (attacks see it); the anchor's weights are fixed."""
         if self.config.leak_to == "sense":
-            return sense_init(op, kspace)
+            return sense_init(op, kspace, lam=self.config.sense_lam, iters=self.config.sense_iters)
         if self.config.leak_to == "modl":
             return self._anchor_reconstruction(kspace, op)
         return None
