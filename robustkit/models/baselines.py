@@ -24,12 +24,12 @@ from torch import nn
 
 from robustkit.choices import BASELINE_NAMES
 from robustkit.errors import RobustkitError
-from robustkit.physics.sense import SenseOperator, sense_solve
+from robustkit.physics.sense import SENSE_ITERS, SENSE_LAM, SENSE_MU, SenseOperator, sense_solve
 
 #: the settings of each baseline and their defaults (docs/maths.md §13; the ℓ1 λ was chosen by
 #: ``python scripts/choose_l1_lambda.py`` on the built-in validation split at 4×).
 DEFAULTS: dict[str, dict[str, float]] = {
-    "sense": {"lam": 100.0, "mu": 1.001, "iters": 50},
+    "sense": {"lam": SENSE_LAM, "mu": SENSE_MU, "iters": SENSE_ITERS},
     "l1-wavelet": {"lam": 0.00003, "iters": 100, "levels": 4},
 }
 _INTEGER = ("iters", "levels")
@@ -105,7 +105,7 @@ class SenseBaseline(_Baseline):
 
     kind = "sense"
 
-    def __init__(self, lam: float = 100.0, mu: float = 1.001, iters: int = 50):
+    def __init__(self, lam: float = SENSE_LAM, mu: float = SENSE_MU, iters: int = SENSE_ITERS):
         super().__init__(lam=lam, mu=mu, iters=iters)
 
     def forward(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:

@@ -134,12 +134,19 @@ class SenseOperator(LinearOperator):
         return SenseOperator(self.maps[index], mask)
 
 
+#: the SENSE image's settings (*ref*): ``SENSE_ITERS`` CG steps on ``(λ AᴴA + μ I) x = λ Aᴴ b``, the
+#: DEQs' start, the ``sense`` baseline and MnM-MOL's default SENSE anchor.
+SENSE_LAM: float = 100.0
+SENSE_MU: float = 1.001
+SENSE_ITERS: int = 50
+
+
 def sense_init(
     op: SenseOperator,
     kspace: torch.Tensor,
-    lam: float = 100.0,
-    mu: float = 1.001,
-    iters: int = 50,
+    lam: float = SENSE_LAM,
+    mu: float = SENSE_MU,
+    iters: int = SENSE_ITERS,
 ) -> torch.Tensor:
     """SENSE / regularised least-squares init (*ref*): ``iters`` CG steps from 0 on
     ``(λ AᴴA + μ I) x = λ Aᴴ b``. ``kspace`` ``(B, C, H, W)`` → image ``(B, H, W)``.
@@ -156,7 +163,7 @@ def sense_init(
 
 
 def sense_solve(
-    op: SenseOperator, kspace: torch.Tensor, lam: float = 100.0, mu: float = 1.001, iters: int = 50
+    op: SenseOperator, kspace: torch.Tensor, lam: float = SENSE_LAM, mu: float = SENSE_MU, iters: int = SENSE_ITERS
 ) -> tuple[torch.Tensor, CGStats]:
     """:func:`sense_init` returning the CG statistics too."""
     rhs = lam * op.adjoint(kspace)
