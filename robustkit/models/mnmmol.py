@@ -9,7 +9,7 @@ import torch
 from robustkit.memo import LastResult
 from robustkit.models.deq import DEQConfig, DEQModel
 from robustkit.models.modl import MoDL, MoDLConfig
-from robustkit.physics.sense import SenseOperator, sense_init
+from robustkit.physics.sense import SENSE_ITERS, SENSE_LAM, SenseOperator, sense_init
 
 
 @dataclass
@@ -24,8 +24,8 @@ class MnMMOLConfig(DEQConfig):
     anchor_K: int = 10  # noqa: N815 - with leak_to = "modl": the anchor MoDL's unrolled iterations K
     anchor_cg_iters: int = 5  # … its CG steps per iteration
     anchor_mu: float = 1.001  # … its μ
-    sense_lam: float = 100.0  # with leak_to = "sense": the SENSE image solves (λ_S AᴴA + 1.001 I) x = λ_S Aᴴb …
-    sense_iters: int = 50  # … by this many CG steps from 0 (the defaults are the SENSE start's)
+    sense_lam: float = SENSE_LAM  # with leak_to = "sense": the SENSE image solves (λ_S AᴴA + μ I) x = λ_S Aᴴb …
+    sense_iters: int = SENSE_ITERS  # … by this many CG steps from 0 (the defaults are the SENSE start's)
 
 
 class MnMMOL(DEQModel):
@@ -98,7 +98,7 @@ class MnMMOL(DEQModel):
         enabled), nor for inference-mode tensors. :meth:`load_state_dict` and optimizers are seen;
         changes made through ``.data`` are not."""
         anchor = self.anchor
-        tensors = (kspace, op.maps, op.mask, *anchor.state_dict(keep_vars=True).values())
+        tensors = (kspace, op.maps, op.mask, *anchor.parameters(), *anchor.buffers())
         return self._anchor_memo(lambda: anchor(kspace, op), (kspace, op), tensors, (anchor.training,))
 
     def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
