@@ -3,7 +3,7 @@
 A DEQ solve asks for some images of its measurements more than once: the SENSE image as its start
 and in its drive (:func:`robustkit.physics.sense.sense_init`), the anchor MoDL's image in the drive
 of the solve and of the slow-mode estimate (:class:`robustkit.models.mnmmol.MnMMOL`). A
-:class:`LastResult` keeps the last one and hands out copies while its inputs are unchanged.
+:class:`LastResult` keeps the last one per settings and hands out copies while its inputs are unchanged.
 """
 
 from __future__ import annotations
@@ -14,28 +14,34 @@ import torch
 
 
 class LastResult:
-    """The last result of one computation, reused while its inputs are the same and unchanged.
+    """The last result of one computation per settings, reused while its inputs are the same and unchanged.
 
     ``memo(compute, same, tensors, settings)`` returns ``compute()``, or a clone of the result it
-    kept when every object of ``same`` is the one given last time (identity, not equality), the
-    version counters of ``tensors`` (bumped by every in-place change) are the same, and
-    ``settings`` compare equal. The clone keeps a caller's in-place change off what is kept.
+    kept for these ``settings`` when every object of ``same`` is the one given then (identity, not
+    equality) and the version counters of ``tensors`` (bumped by every in-place change) are the
+    same. The clone keeps a caller's in-place change off what is kept.
+
+    One result is kept per ``settings`` value, for the ``slots`` most recently used values (the
+    oldest is dropped): a caller that asks for two settings in turn on the same inputs (an MnM-MOL
+    whose SENSE start and SENSE anchor use different λ_S) does not evict one with the other.
 
     Nothing is reused or kept when autograd needs the computation's graph (grad enabled and a
     tensor of ``tensors`` requires grad), nor for an inference tensor, which has no version
     counter. Changes made through ``.data`` bypass version counters and are not seen.
     """
 
-    __slots__ = ("_same", "_key", "_value")
+    __slots__ = ("_kept", "_slots")
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int = 2) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self._slots = slots
         self.clear()
 
     def clear(self) -> None:
-        """Forget the kept result."""
-        self._same: tuple[object, ...] = ()
-        self._key: tuple | None = None
-        self._value: torch.Tensor | None = None
+        """Forget every kept result."""
+        # settings -> (objects, version counters, value), oldest first
+        self._kept: dict[tuple, tuple[tuple[object, ...], tuple[int, ...], torch.Tensor]] = {}
 
     def __call__(self, compute: Callable[[], torch.Tensor], same: tuple[object, ...],
                  tensors: Sequence[torch.Tensor], settings: tuple = ()) -> torch.Tensor:
@@ -43,10 +49,14 @@ class LastResult:
             return compute()
         if any(t.is_inference() for t in tensors):
             return compute()
-        key = (tuple(t._version for t in tensors), settings)
-        if (self._value is not None and len(same) == len(self._same)
-                and all(a is b for a, b in zip(same, self._same)) and key == self._key):
-            return self._value.clone()
+        versions = tuple(t._version for t in tensors)
+        kept = self._kept.pop(settings, None)
+        if (kept is not None and len(same) == len(kept[0])
+                and all(a is b for a, b in zip(same, kept[0])) and versions == kept[1]):
+            self._kept[settings] = kept  # now the most recent
+            return kept[2].clone()
         value = compute()
-        self._same, self._key, self._value = same, key, value.detach().clone()
+        self._kept[settings] = (same, versions, value.detach().clone())
+        while len(self._kept) > self._slots:
+            del self._kept[next(iter(self._kept))]
         return value

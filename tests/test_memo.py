@@ -50,3 +50,27 @@ def test_nothing_is_reused_when_autograd_needs_the_graph_or_for_inference_tensor
         for _ in range(2):
             memo(lambda: (calls.append(1), z + 1)[1], (z,), (z,))
     assert len(calls) == 5
+
+
+def test_one_result_is_kept_per_settings_for_the_most_recent_settings():
+    """Two settings asked for in turn on the same inputs (an MnM-MOL's SENSE start and its SENSE
+    anchor with another λ_S) are both reused; a third evicts the least recently used."""
+    memo, calls = LastResult(slots=2), []
+    x = torch.randn(3)
+
+    def scaled(s: float) -> torch.Tensor:
+        calls.append(s)
+        return s * x
+
+    for _ in range(3):
+        assert torch.equal(memo(lambda: scaled(1.0), (x,), (x,), (1.0,)), x)
+        assert torch.equal(memo(lambda: scaled(2.0), (x,), (x,), (2.0,)), 2 * x)
+    assert calls == [1.0, 2.0]
+    memo(lambda: scaled(1.0), (x,), (x,), (1.0,))  # 1.0 is now the most recent, 2.0 the oldest
+    memo(lambda: scaled(3.0), (x,), (x,), (3.0,))  # evicts 2.0
+    memo(lambda: scaled(1.0), (x,), (x,), (1.0,))
+    memo(lambda: scaled(2.0), (x,), (x,), (2.0,))
+    assert calls == [1.0, 2.0, 3.0, 2.0]
+    x.add_(1)  # an in-place change invalidates every settings' result
+    memo(lambda: scaled(1.0), (x,), (x,), (1.0,))
+    assert calls == [1.0, 2.0, 3.0, 2.0, 1.0]

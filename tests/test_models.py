@@ -374,6 +374,21 @@ def test_the_sense_anchor_takes_its_own_lambda_and_cg_steps():
         build_model("mnmmol", {**SMALL, "sense_iters": 0})
 
 
+def test_a_sense_anchor_with_its_own_lambda_does_not_evict_the_sense_start(monkeypatch):
+    """With ``sense_lam`` other than the start's, a solve asks for two SENSE images (the start and
+    the anchor); solving the same k-space again reuses both: two CG solves in all, not four."""
+    import robustkit.physics.sense as sense
+
+    op, b, _ = tiny_problem()
+    model = build_model("mnmmol", {**SMALL, "leak": 0.04, "leak_to": "sense", "sense_lam": 1e3}).eval()
+    solves, solve = [], sense.sense_solve
+    monkeypatch.setattr(sense, "sense_solve", lambda *a, **k: (solves.append(k["lam"]), solve(*a, **k))[1])
+    with torch.no_grad():
+        first = model(b, op)
+        again = model(b, op)
+    assert sorted(solves) == [100.0, 1e3] and torch.equal(first, again)
+
+
 def test_the_anchor_image_is_remembered_until_its_inputs_or_weights_change():
     """``leak_to = "modl"``: a second drive of the same k-space tensor and operator reuses the
     anchor's image (one MoDL pass, the same values bit for bit); an in-place change of the k-space,

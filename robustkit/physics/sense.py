@@ -151,7 +151,7 @@ def sense_init(
     """SENSE / regularised least-squares init (*ref*): ``iters`` CG steps from 0 on
     ``(λ AᴴA + μ I) x = λ Aᴴ b``. ``kspace`` ``(B, C, H, W)`` → image ``(B, H, W)``.
 
-    The operator remembers its last result (:class:`~robustkit.memo.LastResult`): the same
+    The operator remembers its last result per settings (:class:`~robustkit.memo.LastResult`): the same
     ``kspace`` tensor, unchanged since (its version counter, and the coil maps' and mask's), with the
     same settings, gets a copy of it instead of a second CG solve, the same values bit for bit. Not
     when autograd needs the solve's graph (``kspace`` or the coil maps require grad, with grad
