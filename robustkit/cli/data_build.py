@@ -36,4 +36,7 @@ def build(out: Path | None, resolution: str, coils: int, plane: str, overwrite: 
 
     click.echo(summarize(path))
     if sense_report:
-        click.echo(builtin.format_sense_report(builtin.sense_report(path, seed=seed)))
+        from robustkit.evaluate import format_sense_report
+        from robustkit.evaluate import sense_report as report
+
+        click.echo(format_sense_report(report(path, seed=seed)))
