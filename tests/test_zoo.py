@@ -89,6 +89,19 @@ def test_a_user_entry_shadows_the_shipped_one_of_the_same_name(zoo):
     assert "shipped (shadowed by yours)" in result.output
 
 
+def test_a_plain_training_into_a_shipped_name_keeps_the_registry_name_on_the_shipped_default(zoo):
+    """``robustkit train --model modl`` writes ``./models/modl-4x`` (not marked default): the name
+    ``modl-4x`` now means the user's folder, but ``modl`` still means the shipped default."""
+    import shutil
+
+    shutil.rmtree(zoo / "good")  # the fixture's user default
+    save_model(zoo / "modl-4x", build_model("modl", SMALL), {"data": {"accel": 4.0}})
+    assert resolve("modl-4x") == zoo / "modl-4x"
+    assert resolve("modl") == shipped_zoo() / "modl-4x"
+    save_model(zoo / "mine", build_model("modl", SMALL), {"data": {"accel": 4.0}, "default": True})
+    assert resolve("modl") == zoo / "mine"  # until the user marks one of theirs default
+
+
 def test_a_missing_name_lists_both_zoos(zoo):
     with pytest.raises(RobustkitError) as exc:
         resolve("nope")

@@ -154,16 +154,20 @@ def _available(entries: list[ZooEntry], root: Path | None) -> str:
 def resolve(ref: str, root: Path | None = None) -> Path:
     """A model folder from a path, a zoo folder name, or a registry name (its default zoo entry).
 
-    Names are looked up in the user zoo, then the shipped zoo (only in ``root`` if given).
+    Names are looked up in the user zoo, then the shipped zoo (only in ``root`` if given). A
+    registry name means the first entry marked default (``robustkit train --default``), the user
+    zoo's first: a user folder that only shares a shipped folder's name (``./models/modl-4x`` from
+    a plain ``robustkit train --model modl``) hides that folder's name, not the shipped default.
     """
     path = Path(ref)
     if (path / CARD).exists():
         return path
-    entries = [e for e in zoo_entries(root) if not e.shadowed]
+    every = zoo_entries(root)
+    entries = [e for e in every if not e.shadowed]
     for entry in entries:
         if entry.name == ref:
             return entry.folder
-    for entry in entries:
+    for entry in every:
         if entry.usable and entry.card.get("model") == ref and entry.card.get("default"):
             return entry.folder
     where = f"the zoo {root}" if root is not None else "the user zoo or the shipped zoo"
