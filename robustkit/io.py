@@ -79,6 +79,23 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def check_replaceable(path: str | os.PathLike, mark: str, fix: str) -> None:
+    """Refuse (one-line :class:`RobustkitError`) to replace an existing file at ``path`` that robustkit
+    did not write: one whose start does not hold ``mark``. ``fix`` says what to do instead."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise RobustkitError(f"{path} is a folder; {fix}")
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise RobustkitError(f"cannot read {path} ({exc.strerror}); {fix}") from None
+    if mark not in head:
+        raise RobustkitError(f"{path} exists and was not written by robustkit; it is left as it is: {fix}")
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -255,3 +255,13 @@ def test_data_without_samples_in_the_chosen_split_exits_2_naming_what_the_file_h
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert re.search(r"file .*p\.h5 has 2 samples without a split; no 'test' — use --split all", err)
     assert not reports.exists()
+
+
+@pytest.mark.parametrize("argv", [[], ["models"], ["data"]])
+def test_a_bare_command_group_prints_its_help_as_written(argv, capsys):
+    """``robustkit``, ``robustkit models``: the group's help with its line breaks, exit 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("Usage: robustkit") and err.count("\n") > 5
+    assert "robustkit: error" not in err and "Commands:" in err

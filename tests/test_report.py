@@ -533,3 +533,36 @@ def test_page_renders_in_headless_chromium(tmp_path, zoo):
                          check=True, capture_output=True, text=True, timeout=120).stdout
     widths = [int(w) for w in re.search(r'data-widths="([^"]*)"', dom).group(1).split(",")]
     assert len(widths) == len(read_page(page).imgs) >= 3 and all(w > 50 for w in widths)
+
+
+def test_a_folder_that_is_not_a_run_leaves_the_users_files_alone(tmp_path):
+    """``robustkit report site/photos`` (not a run) and ``robustkit leaderboard`` of a folder without
+    runs exit 2 and write nothing: the user's ``site/index.html`` is not replaced."""
+    site = tmp_path / "site"
+    (site / "photos").mkdir(parents=True)
+    (site / "index.html").write_text("<p>my home page</p>")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for args in (["report", str(site / "photos")], ["leaderboard", str(site / "photos")], ["leaderboard", str(site)]):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2, args
+    assert (site / "index.html").read_text() == "<p>my home page</p>"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_index_or_leaderboard_robustkit_did_not_write_is_not_replaced(tmp_path, zoo, fast_figures):
+    from robustkit.report.leaderboard import build_leaderboard
+
+    run = make_run(tmp_path, "sweep-delta")
+    (tmp_path / "index.html").write_text("<p>mine</p>")
+    with pytest.raises(RobustkitError, match="not written by robustkit"):
+        build_index(tmp_path)
+    assert (tmp_path / "index.html").read_text() == "<p>mine</p>"
+    (tmp_path / "index.html").unlink()
+    build_report([run])  # robustkit's own index is replaced freely
+    build_report([run])
+    assert 'name="generator" content="robustkit"' in (tmp_path / "index.html").read_text()
+    (tmp_path / "leaderboard.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(RobustkitError, match="not written by robustkit"):
+        build_leaderboard(tmp_path)
+    assert (tmp_path / "leaderboard.csv").read_text() == "a,b\n1,2\n" and not (tmp_path / "leaderboard.html").exists()

@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("robustkit: interrupted; completed work is kept", err=True)
         sys.exit(130)
     except click.UsageError as exc:  # a bad option value or a missing argument: one line too
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # a bare group: its help, as written
+            click.echo(exc.ctx.get_help(), err=True)
+            sys.exit(exc.exit_code)
         where = exc.ctx.command_path if exc.ctx is not None else "robustkit"
         message = " ".join(exc.format_message().split()).rstrip(".")
         click.echo(f"robustkit: error: {message}; see '{where} --help'", err=True)

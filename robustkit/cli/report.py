@@ -49,7 +49,9 @@ def _leaderboards(targets: list[Path]) -> None:
     from robustkit.report.leaderboard import build_leaderboard
     from robustkit.report.runs import is_run, is_suite
 
-    roots = dict.fromkeys((t.parent if is_run(t) or is_suite(t) else t).resolve() for t in targets)
+    roots = dict.fromkeys((t.parent if is_run(t) or is_suite(t) else t).resolve() for t in targets
+                          if is_run(t) or is_suite(t) or t.is_dir() and any(is_run(c) or is_suite(c) for c in t.iterdir()
+                                                                            if c.is_dir()))
     for root in roots:
         if root.is_dir():
             click.echo(f"wrote {build_leaderboard(root)[1]}")

@@ -172,7 +172,9 @@ def _index_row(folder: Path) -> dict[str, Any]:
 
 
 def build_index(reports_root: str | os.PathLike) -> Path:
-    """Write ``<reports_root>/index.html`` linking every run and suite page found there, newest first."""
+    """Write ``<reports_root>/index.html`` linking every run and suite page found there, newest first.
+    An ``index.html`` there that robustkit did not write is left as it is (a :class:`RobustkitError`)."""
+    from robustkit.io import check_replaceable
     from robustkit.report import html
 
     root = Path(reports_root)
@@ -180,6 +182,7 @@ def build_index(reports_root: str | os.PathLike) -> Path:
         raise RobustkitError(f"reports folder {root} does not exist; pass the folder holding the run folders (e.g. reports)")
     folders = sorted((p for p in root.iterdir() if p.is_dir() and (is_run(p) or is_suite(p))), key=_order_key, reverse=True)
     page = root / INDEX
+    check_replaceable(page, "robustkit", "move it, or pass another reports folder")
     _write_text(page, html.index_page(root, [_index_row(p) for p in folders]))
     return page
 
@@ -228,10 +231,8 @@ def build_report(paths: Iterable[str | os.PathLike]) -> list[Path]:
             built += exc.built
             bad.append(str(exc))
             roots.append(root)
-        except RobustkitError as exc:
+        except RobustkitError as exc:  # not a run: its folder's index is not ours to write
             bad.append(str(exc))
-            if folder.is_dir():
-                roots.append(root)
     for root in dict.fromkeys(r.resolve() for r in roots):
         built.append(build_index(root))
     if bad:

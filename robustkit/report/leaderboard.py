@@ -266,6 +266,7 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
     html = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n"
+        "<meta name=\"generator\" content=\"robustkit\">\n"
         f"<title>robustkit leaderboard — {esc(root.name)}</title>\n<style>{CSS} th {{ cursor: pointer; }}</style>\n"
         "</head>\n<body>\n<main>\n"
         f"<h1>Leaderboard</h1>\n<p class=\"sub\">Built only from the stored runs in {esc(root)}; each number's run is named "
@@ -281,7 +282,8 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
 
 def build_leaderboard(reports_root: str | Path) -> tuple[Path, Path, pd.DataFrame]:
     """Write ``leaderboard.csv`` and ``leaderboard.html`` into ``reports_root``; returns both paths and
-    the frame. A missing folder or a file is a :class:`RobustkitError` and nothing is written."""
+    the frame. A missing folder, a file, a folder without study runs, or a ``leaderboard.*`` that
+    robustkit did not write is a :class:`RobustkitError`, and nothing is written."""
     from robustkit.io import write_text
 
     root = Path(reports_root)
@@ -289,8 +291,17 @@ def build_leaderboard(reports_root: str | Path) -> tuple[Path, Path, pd.DataFram
         raise RobustkitError(f"reports folder {root} does not exist; pass the folder holding the run folders (e.g. reports)")
     if not root.is_dir():
         raise RobustkitError(f"{root} is a file, not a reports folder; pass the folder holding the run folders (e.g. reports)")
-    frame = leaderboard_frame(root)
+    from robustkit.io import check_replaceable
+    from robustkit.report.runs import is_run, is_suite
+
+    if not any(p.is_dir() and (is_run(p) or is_suite(p)) for p in root.iterdir()):
+        raise RobustkitError(f"no study runs in {root}; run a study first (e.g. robustkit attack) or pass the folder "
+                             "holding the run folders (e.g. reports)")
     csv_path, html_path = root / CSV, root / HTML
+    fix = "move it, or pass another reports folder"
+    check_replaceable(csv_path, ",".join(HEAD[:3]), fix)
+    check_replaceable(html_path, "robustkit", fix)
+    frame = leaderboard_frame(root)
     write_text(csv_path, frame.to_csv(index=False))
     write_text(html_path, leaderboard_html(frame, root))
     return csv_path, html_path, frame
