@@ -285,7 +285,8 @@ def test_cli_bad_input_exit_codes(zoo, capsys):
     from robustkit.cli import main
 
     for args, message in [
-        (["attack", "--eps", "-0.1"], "--eps must be >= 0"),
+        (["attack", "--eps", "-0.1"], "--eps must be > 0"),
+        (["attack", "--eps", "0"], "ε = 0 is the clean row"),
         (["attack", "--model", "nope"], "no model 'nope'"),
         (["init-test", "--model", "modl"], "unrolled"),
     ]:
@@ -294,6 +295,22 @@ def test_cli_bad_input_exit_codes(zoo, capsys):
         assert info.value.code == 2
         assert message in capsys.readouterr().err
     assert not zoo["reports"].exists()
+
+
+def test_the_attack_config_refuses_eps_zero_and_warns_of_eps_above_one():
+    """ε = 0 has no amplification (0/0): refused, also from a study file; ε > 1 (5 meant as 5 %?) warns."""
+    from robustkit.errors import RobustkitWarning
+    from robustkit.studies.attack import AttackConfig
+
+    with pytest.raises(RobustkitError, match="eps = 0 is the clean solve"):
+        AttackConfig(eps=[0.0, 0.05]).validate()
+    with pytest.warns(RobustkitWarning, match="500 % of ‖b‖"):
+        AttackConfig(eps=[5.0]).validate()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RobustkitWarning)
+        AttackConfig(eps=[1.5], kinds=["motion"]).validate()  # ε in rad and pixels per width: no warning
 
 
 @pytest.mark.parametrize("name", ["quick", "paper"])

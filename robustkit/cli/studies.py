@@ -183,8 +183,9 @@ def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, 
 
         robustkit attack --kind spikes --kind motion --kind coil-map --eps 0.02
     """
-    if any(e < 0 for e in eps):
-        raise RobustkitError(f"--eps must be >= 0, got {min(eps)}")
+    if any(e <= 0 for e in eps):
+        raise RobustkitError(f"--eps must be > 0, got {min(eps)} (ε = 0 is the clean row every run reports); "
+                             "e.g. --eps 0.05 is 5 % of ‖b‖")
     mapping = {**_common(models, samples, split, data, accel, batch_size),
                **_mapping(eps=eps, kinds=kinds, steps=steps, restarts=restarts, step_size=step_size,
                           optimizer=optimizer, target=target, roi=roi, draws=draws,

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 
 from robustkit.choices import ATTACK_KINDS, PERTURBATION_FAMILIES
-from robustkit.errors import RobustkitError
+from robustkit.errors import RobustkitError, warn
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, check_eps
 
 KINDS = ATTACK_KINDS
@@ -91,6 +91,13 @@ class AttackConfig(StudyConfig):
     def validate(self) -> None:
         super().validate()
         self.eps = check_eps(self.eps)
+        if min(self.eps) == 0:
+            raise RobustkitError("eps = 0 is the clean solve, which every attack run reports as its 'clean' row; "
+                                 "give ε > 0, e.g. --eps 0.05 (5 % of ‖b‖)")
+        relative = [k for k in self.kinds if k in ("adversarial", "gaussian", "spikes")]
+        if relative and max(self.eps) > 1:
+            warn(f"ε = {max(self.eps):g} makes the {relative[0]} perturbation {100 * max(self.eps):g} % of ‖b‖ "
+                 "(ε is relative: 0.05 is 5 %); the solves may not converge at that size")
         for name, value, allowed in (("kind", self.kinds, KINDS), ("target", [self.target], TARGETS),
                                      ("roi", [self.roi], ROIS), ("optimizer", [self.optimizer], ("pgd", "adam")),
                                      ("deq_backward", [self.deq_backward], ("implicit", "jfb", "phantom"))):
