@@ -254,6 +254,22 @@ def test_cli_commands_end_to_end(zoo, args):
     assert run_dir.name.startswith(args[0]) and (run_dir / "results.csv").exists()
 
 
+def test_cli_resume_takes_the_runs_own_settings(zoo):
+    """``robustkit attack --resume DIR`` alone continues the run with its recorded settings (as the
+    interrupt message says); an option given that differs from the run's is still refused."""
+    args = ["attack", "--model", "mnmmol", "--eps", "0.05", "--kind", "gaussian", "--draws", "1", "--samples", "1"]
+    assert invoke(args + cli_common(zoo)).exit_code == 0
+    (run_dir,) = list(zoo["reports"].iterdir())
+    before = (run_dir / "results.csv").read_text()
+    result = invoke(["--seed", "0", "attack", "--resume", str(run_dir), "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "results.csv").read_text() == before and len(list(zoo["reports"].iterdir())) == 1
+    with pytest.raises(RobustkitError, match=r"differ .*keys: eps"):
+        invoke(["attack", "--resume", str(run_dir), "--eps", "0.1", "--no-report"])
+    with pytest.raises(RobustkitError, match=r"differ .*keys: seed"):
+        invoke(["--seed", "3", "attack", "--resume", str(run_dir), "--no-report"])
+
+
 def test_cli_run_study_file(zoo, tmp_path):
     study = tmp_path / "s.toml"
     study.write_text(

@@ -73,7 +73,8 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, device: str, seed: int, zoo: str | None) -> None:
     """robustkit: train MoDL, MOL and MnM-MOL MRI reconstruction networks and measure how robust
     (k-space attacks) and how convergent (fixed-point and L[H_θ] audits) they are."""
-    ctx.obj = {"device": device, "seed": seed}
+    ctx.obj = {"device": device, "seed": seed,
+               "seed_given": ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT}
     if zoo is not None:
         from robustkit.locations import using_zoo
 

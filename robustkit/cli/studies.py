@@ -85,7 +85,10 @@ def execute(obj: dict, name: str, mapping: dict[str, Any], reports_dir: str, res
     from robustkit.studies import make_config, run
 
     obj = obj or {}
-    mapping.setdefault("seed", obj.get("seed", 0))
+    if obj.get("seed_given") or not resume:
+        mapping.setdefault("seed", obj.get("seed", 0))
+    if resume:  # the options not given are the run's own: `--resume DIR` alone continues it
+        mapping = {**_stored_settings(resume, name), **mapping}
     config = make_config(name, mapping, where)
     frame = run(name, config, device=obj.get("device", "auto"), reports_dir=reports_dir, resume=resume)
     if not is_main():  # under torchrun rank 0 alone prints and builds the report
@@ -95,6 +98,20 @@ def execute(obj: dict, name: str, mapping: dict[str, Any], reports_dir: str, res
     if report:
         _report(run_dir)
     return frame
+
+
+def _stored_settings(run_dir: str, name: str) -> dict[str, Any]:
+    """The settings recorded in ``run_dir/config.json`` (without ``study``); ``{}`` when there are
+    none, so that :meth:`~robustkit.studies.rundir.RunDir.resume` names what is wrong."""
+    import json
+
+    try:
+        stored = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict) or stored.get("study") != name:
+        return {}
+    return {k: v for k, v in stored.items() if k != "study"}
 
 
 def _summarize(name: str, frame, run_dir: Path) -> None:
