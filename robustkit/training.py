@@ -344,11 +344,21 @@ RESUMABLE = ("epochs", "max_minutes", "val_samples")
 _now = time.perf_counter
 
 
+def _holds(out: Path) -> str:
+    """What a non-empty ``--out`` folder holds, for the refusal: a model, a run, or other files."""
+    if (out / "card.json").exists():
+        return "it holds a model"
+    if (out / "train_state.pt").exists() or (out / "recipe.json").exists():
+        return "it holds a training run"
+    names = sorted(p.name for p in out.iterdir())
+    return "it holds " + ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+
+
 def _check_out(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RobustkitError(f"--out {out} is a file, not a folder; choose a folder name for the model")
     if out.exists() and any(out.iterdir()) and not resume:
-        raise RobustkitError(f"{out} already holds a model; pass --resume to continue it or choose another --out")
+        raise RobustkitError(f"{out} is not empty ({_holds(out)}); pass --resume to continue a run there or choose another --out")
     if resume and not (out / "train_state.pt").exists():
         raise RobustkitError(f"nothing to resume in {out} (no train_state.pt); drop --resume to start afresh")
 

@@ -265,3 +265,23 @@ def test_a_bare_command_group_prints_its_help_as_written(argv, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("Usage: robustkit") and err.count("\n") > 5
     assert "robustkit: error" not in err and "Commands:" in err
+
+
+def test_train_and_study_file_errors_name_the_option_and_the_file(tmp_path, capsys):
+    """One option per message; a non-empty --out says what it holds; a study file's bad value names
+    its table and file."""
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    suite = tmp_path / "samp0.toml"
+    suite.write_text("[attack]\nsamples = 0\n")
+    for argv, message in [
+        (["train", "--model", "modl", "--epochs", "0"], "--epochs must be ≥ 1, got 0"),
+        (["train", "--model", "modl", "--accel", "0.5"], "--accel must be ≥ 1, got 0.5"),
+        (["train", "--model", "modl", "--out", str(tmp_path / "full")], "is not empty (it holds keep.txt)"),
+        (["run", str(suite)], f"samples must be >= 1, got 0 (in [attack] of {suite})"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and message in err and "\n" not in err, (argv, err)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"

@@ -181,7 +181,7 @@ def test_bad_study_settings_are_named(zoo):
         make_config("attack", {"eps": [-0.1]})
     with pytest.raises(RobustkitError, match="unknown study"):
         study_module("atack")
-    with pytest.raises(RobustkitError, match=r"splits train \(2\), val \(2\); no 'test' — pass --split"):
+    with pytest.raises(RobustkitError, match=r"splits train \(2\), val \(2\); no 'test' — pass one of its splits \(train, val\) or all, e\.g\. --split (train|val)"):
         run("attack", make_config("attack", common(zoo, split="test")), reports_dir=zoo["reports"], progress=False)
     assert not zoo["reports"].exists()  # nothing written for a refused run
 
@@ -434,7 +434,7 @@ def test_the_default_split_is_every_sample_without_splits_and_test_with_them(zoo
 
     assert eval_dataset(unsplit, None, 2.0)[1].split == "all"
     assert eval_dataset(zoo["data"], "val", 2.0)[1].n == 2
-    with pytest.raises(RobustkitError, match=r"has splits train \(2\), val \(2\); no 'test' — pass --split"):
+    with pytest.raises(RobustkitError, match=r"has splits train \(2\), val \(2\); no 'test' — pass one of its splits \(train, val\) or all, e\.g\. --split (train|val)"):
         eval_dataset(zoo["data"], None, 2.0)
     with pytest.raises(RobustkitError, match=r"has 4 samples without a split; no 'val' — use --split all"):
         eval_dataset(unsplit, "val", 2.0)

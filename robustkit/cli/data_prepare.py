@@ -66,6 +66,7 @@ def prepare(
     Coil maps come from the file (MoDL, BART --maps) or ESPIRiT; the target is the coil-combined
     fully sampled image; each slice is scaled so that max|target| = 1. Example:
 
+    \b
         robustkit data prepare knee.h5 --out knee-320x256.h5 --crop 320x256
     """
     import itertools

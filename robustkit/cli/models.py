@@ -115,6 +115,7 @@ def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | Non
     NAME is a zoo model or your own fixed-point network (FILE.py:FACTORY or package.module:FACTORY
     returning an nn.Module with fixed_point_map(kspace, op) and H_map(op); docs/api.md). Example:
 
+    \b
         robustkit models check mnmmol --data knees.h5 --limit 4
     """
     import json
@@ -190,6 +191,7 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
     l1-wavelet:lam=0.001,iters=200; docs/maths.md §13) or your own networks (FILE.py:FACTORY or
     package.module:FACTORY; docs/api.md). Example:
 
+    \b
         robustkit models evaluate modl mol mnmmol sense l1-wavelet --data knees.h5 --samples 4
     """
     import pandas as pd

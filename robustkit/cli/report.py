@@ -67,6 +67,7 @@ def leaderboard(reports_dir: Path) -> None:
     recomputed: each number comes from the newest run holding it, named in the table; a study no run
     holds leaves empty cells. [default REPORTS_DIR: reports]
 
+    \b
         robustkit leaderboard reports
     """
     from robustkit.report.leaderboard import build_leaderboard

@@ -196,8 +196,10 @@ def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, 
     (rotation up to ε rad and translation ε·W px for the last lines), coil-map (maps off by
     ‖S̃ − S‖ = ε‖S‖); the worst of --candidates per slice is kept. Examples:
 
+    \b
         robustkit attack --model mnmmol --eps 0.05
 
+    \b
         robustkit attack --kind spikes --kind motion --kind coil-map --eps 0.02
     """
     if any(e <= 0 for e in eps):
@@ -223,6 +225,7 @@ def sweep_delta(obj, deltas, train, common_delta, adv_eps, models, samples, spli
     """Compare MnM-MOL models trained with different ball radii δ: quality, L[H_θ] at their own
     and a common δ, the fraction within 1 − m, init-test success and adversarial damage. Example:
 
+    \b
         robustkit sweep-delta --deltas 0.05 --deltas 0.1 --deltas 0.3 --deltas 0.5
     """
     mapping = {**_common(models, samples, split, data, accel, batch_size),
@@ -243,6 +246,7 @@ def init_test(obj, starts, radii, delta, cap_factor, models, samples, split, dat
     """Iterate each DEQ model from several starts (docs/maths.md §8) and check they reach the fixed point
     of the SENSE start: iterations, residual, distance, residual traces. Example:
 
+    \b
         robustkit init-test --model mnmmol
     """
     mapping = {**_common(models, samples, split, data, accel, batch_size),
@@ -264,6 +268,7 @@ def audit(obj, delta, steps, restarts, power_iters, models, samples, split, data
     1 − m, the observed contraction rate of the plain iteration (flagged when it exceeds that bound),
     and each model's end-to-end amplification. Example:
 
+    \b
         robustkit audit --model mnmmol --delta 0.3
     """
     mapping = {**_common(models, samples, split, data, accel, batch_size),
@@ -296,6 +301,7 @@ def features(obj, features, sizes, contrasts, positions, searches, budget, thres
     matched-filter detection; a feature not detected is a false negative. The adversarial search
     (FNAF) keeps, per size and contrast, the candidate the model loses most. Example:
 
+    \b
         robustkit features --model mnmmol --size 2 --size 4 --contrast 0.5
     """
     mapping = {**_common(models, samples, split, data, accel, batch_size),
@@ -324,6 +330,7 @@ def bound(obj, eps, adv_steps, adv_restarts, delta, steps, restarts, power_iters
     proof that the local constraint fails there, when both solves converged). MOL is checked on
     its own fixed-point equation. Example:
 
+    \b
         robustkit bound --model mnmmol --eps 0.05
     """
     if any(e <= 0 for e in eps):
@@ -358,6 +365,7 @@ def shift(obj, axes, accels, masks, noises, coils, anatomy, models, samples, spl
     Per condition: PSNR/SSIM, the drop from the nominal condition and, for DEQs, whether the
     solves converged. Example:
 
+    \b
         robustkit shift --model modl --model mnmmol --axis accel --eval-accel 2 --eval-accel 8
     """
     mapping = {**_common(models, samples, split, data, accel, batch_size),

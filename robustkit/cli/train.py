@@ -77,10 +77,13 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
 
     Examples:
 
+    \b
         robustkit train --model mnmmol --data knees.h5          # MoDL warm start, then MnM-MOL stages
 
+    \b
         robustkit train --model mnmmol --init-from modl-4x --recipe one --epochs 5
 
+    \b
         robustkit train --model mnmmol --data knees.h5 --set leak_to=modl --epochs 40 --lr-schedule cosine
         # a MoDL anchor: near MoDL's PSNR, but as fragile as MoDL under attack (docs/training.md)
     """
@@ -93,8 +96,12 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     from robustkit.training import TrainConfig
 
     obj = ctx.obj or {}
-    if epochs < 1 or batch_size < 1 or lr <= 0 or accel < 1 or lipschitz_steps < 1 or (lam_lr is not None and lam_lr < 0):
-        raise RobustkitError("--epochs, --batch-size and --lipschitz-steps must be ≥ 1, --lr > 0, --lam-lr ≥ 0 and --accel ≥ 1")
+    for option, value, ok, rule in (("--epochs", epochs, epochs >= 1, "≥ 1"), ("--batch-size", batch_size, batch_size >= 1, "≥ 1"),
+                                    ("--lipschitz-steps", lipschitz_steps, lipschitz_steps >= 1, "≥ 1"),
+                                    ("--lr", lr, lr > 0, "> 0"), ("--accel", accel, accel >= 1, "≥ 1"),
+                                    ("--lam-lr", lam_lr, lam_lr is None or lam_lr >= 0, "≥ 0")):
+        if not ok:
+            raise RobustkitError(f"{option} must be {rule}, got {value}; see 'robustkit train --help'")
     if val_samples is not None and val_samples < 1:
         raise RobustkitError(f"--val-samples must be ≥ 1, got {val_samples}")
     if max_minutes is not None and not max_minutes > 0:

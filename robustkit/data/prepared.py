@@ -102,11 +102,13 @@ def _open(path: str | os.PathLike):
 
     path = Path(path)
     if not path.exists():
-        raise RobustkitError(f"{path} does not exist; check the path or build it with `robustkit data build`")
+        raise RobustkitError(f"{path} does not exist; check the path, prepare a file with `robustkit data prepare`, "
+                             "or use the built-in data (--data builtin)")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise RobustkitError(f"{path} is not a readable HDF5 file ({exc}); re-create it") from None
+        raise RobustkitError(f"{path} is not a readable HDF5 file ({exc}); pass a file written by "
+                             "`robustkit data prepare` (or --data builtin)") from None
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise RobustkitError(
@@ -218,7 +220,8 @@ def resolve_split(path: str | os.PathLike, split: str | None) -> str:
     if not has_splits:
         fix = "use --split all (or no --split) to read every sample, or prepare the file again with --split"
     else:
-        fix = f"pass --split {max((n, name) for name, n in counts.items() if name != _NO_SPLIT)[1]}"
+        names = sorted(name for name in counts if name != _NO_SPLIT)
+        fix = f"pass one of its splits ({', '.join(names)}) or all, e.g. --split {max((counts[n], n) for n in names)[1]}"
     raise RobustkitError(f"{describe_splits(path, counts)}; no {split!r} — {fix}")
 
 

@@ -116,7 +116,7 @@ class ModelAdapter(nn.Module):
         if not ok:
             raise RobustkitError(
                 f"{study} needs the fixed-point protocol member {member}; {self.missing(member)} "
-                "(see docs/api.md, or drop the model from this study)"
+                "(the protocol is in docs/api.md; pass a DEQ model that implements it)"
             )
 
     # ------------------------------------------------------------------ maps and solves

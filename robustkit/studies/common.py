@@ -88,7 +88,12 @@ class StudyConfig:
         values = {key: convert(value, hints[key], key, where, objects=key in _OBJECT_FIELDS)
                   for key, value in mapping.items()}
         config = cls(**values)
-        config.validate()
+        try:
+            config.validate()
+        except RobustkitError as exc:
+            if where.startswith("[") and where not in str(exc):  # a study file: name its table and file
+                raise RobustkitError(f"{exc} (in {where})") from None
+            raise
         return config
 
 
