@@ -466,3 +466,17 @@ def test_an_unconverged_toy_deq_is_flagged_in_table_csv_and_conclusion(zoo, tmp_
     assert any("clean solve converged on 0 of 1 slices; the robustness numbers below are not of a fixed point" in s
                for s in sentences), sentences
     assert any("implicit backward behind the attack's gradients converged on 0 % of steps" in s for s in sentences)
+
+
+def test_the_terminal_table_summarises_numbers_flags_residuals_and_text():
+    from robustkit.studies.common import summary_table
+
+    frame = pd.DataFrame({"model": ["a", "a", "b"], "eps": [0.05] * 3, "L": [0.9, 0.95, 0.97],
+                          "status": ["holds", "violated", "holds"], "converged": [True, True, False],
+                          "residual": [1e-6, 3e-6, 2e-3]})
+    table = summary_table(frame, ["model", "eps"], ["L", "status", "converged", "residual"])
+    assert list(table.columns) == ["model", "eps", "L", "status", "converged", "residual", "n"]
+    a, b = table.to_dict("records")
+    assert a == {"model": "a", "eps": 0.05, "L": "0.925 ± 0.035", "status": "holds 1, violated 1", "converged": "2/2",
+                 "residual": "max 3.0e-06", "n": 2}
+    assert b["status"] == "holds 1" and b["converged"] == "0/1!" and b["L"] == "0.970 ± 0.000"

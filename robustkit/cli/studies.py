@@ -183,7 +183,7 @@ def _leaderboard(root: Path) -> None:
 @click.option("--spikes", type=click.IntRange(min=1), default=None,
               help="Corrupted k-space samples of --kind spikes; together ‖γ‖ = ε‖b‖. [default: 4]")
 @click.option("--motion-lines", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-              help="Fraction of the measured phase-encode lines acquired after the --kind motion. [default: 0.5]")
+              help="--kind motion: the fraction of the measured phase-encode lines acquired after the patient moved. [default: 0.5]")
 @common_options("modl mol mnmmol")
 @click.pass_obj
 def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, draws, candidates, spikes, motion_lines,

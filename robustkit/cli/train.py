@@ -10,17 +10,18 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.command()
 @click.option("--model", "model_name", required=True, type=click.Choice(MODEL_NAMES), help="Which model to train.")
 @click.option("--data", default="builtin", show_default=True, help="'builtin' or a prepared HDF5 file (robustkit data prepare).")
-@click.option("--accel", type=float, default=4.0, show_default=True, help="Acceleration of the 1-D Cartesian masks.")
-@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--accel", type=float, default=4.0, show_default=True, help="Acceleration of the 1-D Cartesian masks (≥ 1).")
+@click.option("--epochs", type=int, default=10, show_default=True,
+              help="Epochs of each training stage (≥ 1; docs/training.md for the recipe's stages).")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Slices per step; under torchrun per process (global batch = processes × --batch-size).")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (> 0).")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
               help="cosine: anneal the learning rate to lr/100 at the last of --epochs.")
 @click.option("--lam-lr", type=float, default=None,
               help="Adam learning rate of λ (its own group, same schedule as --lr). [default: 1e-2 × the model's initial λ; "
                    "the network's lr would leave λ where it started]")
-@click.option("--delta", type=float, default=None, help="MnM-MOL: ball radius δ of the local constraint (default 0.3).")
+@click.option("--delta", type=float, default=None, help="MnM-MOL: ball radius δ of the local constraint. [default: 0.3]")
 @click.option("--init-from", default=None, help="Warm-start F_θ and λ from this zoo model (e.g. a trained MoDL).")
 @click.option("--penalty-weight", type=float, default=None, help="Weight of the constraint term. [default: MnM-MOL 0.5, MOL 1e-6]")
 @click.option("--penalty-threshold", type=float, default=None, help="T of the MnM-MOL penalty relu(L − T)² or of the MOL barrier. [default: MnM-MOL 0.95, MOL 1 − m]")
@@ -162,7 +163,21 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         save_model(out, model, {**read_card(out), "default": True})
     gate = card.get("gate")
     passed = "" if gate is None else f"; convergence gate passed on {gate['n']} validation slices"
-    click.echo(f"trained {model_name} for {card['epochs_done']} epochs into {out}: {card['validation']}{passed}")
+    click.echo(f"trained {model_name} for {card['epochs_done']} epochs into {out}: {_validation_text(card['validation'])}{passed}")
+
+
+def _validation_text(validation: dict) -> str:
+    """``validation PSNR 35.37 dB, SSIM 0.931, NMSE 0.0065, converged 2/2 (27.5 iterations)`` from the card."""
+    if not isinstance(validation, dict) or "val_psnr" not in validation:
+        return "no validation"
+    text = f"validation PSNR {validation['val_psnr']:.2f} dB, SSIM {validation.get('val_ssim', float('nan')):.3f}"
+    if "val_nmse" in validation:
+        text += f", NMSE {validation['val_nmse']:.4f}"
+    if "val_converged" in validation:
+        text += f", converged {100 * validation['val_converged']:.0f} %"
+        if "val_iterations" in validation:
+            text += f" ({validation['val_iterations']:.1f} iterations)"
+    return text
 
 
 #: CLI parameter → TrainConfig field, where the names differ.

@@ -172,4 +172,4 @@ COLUMNS = ("study", "model", "sample", "eps", "estimator", "L", "m_eff", "measur
            "adv_residual", "adv_converged", "adv_steps", "seed")
 
 SUMMARY_BY = ["model", "eps", "estimator"]
-SUMMARY_COLUMNS = ["L", "m_eff", "measured", "bound", "in_ball", "converged", "adv_converged", "residual", "adv_residual"]
+SUMMARY_COLUMNS = ["L", "m_eff", "measured", "bound", "status", "in_ball", "converged", "adv_converged", "residual", "adv_residual"]

@@ -401,8 +401,9 @@ def _stop(run, status: str, error: str | None = None) -> int:
 
 def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
     """A printable frame of strings grouped by ``by``: mean ± std of ``columns``, except flags
-    (:data:`FLAG_COLUMNS`, shown ``k/n``; an unconverged solve gets a ``!``) and residuals
-    (:data:`RESIDUAL_COLUMNS`, the largest, ``max 1.2e-03``)."""
+    (:data:`FLAG_COLUMNS`, shown ``k/n``; an unconverged solve gets a ``!``), residuals
+    (:data:`RESIDUAL_COLUMNS`, the largest, ``max 1.2e-03``) and text columns (the count of each
+    value, ``holds 3, violated 1``)."""
     present = [c for c in columns if c in frame]
     frame = frame.copy()
     for c in present:
@@ -420,6 +421,10 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
             out[c] = [f"max {v:.1e}" if pd.notna(v) else "—" for v in largest[c]]
         else:
             out[c] = [f"{m:.3f} ± {s:.3f}" if pd.notna(m) else "—" for m, s in zip(mean[c], std[c])]
+    for c in present:
+        if c not in mean.columns and c not in FLAG_COLUMNS:  # text: how often each value occurs
+            out[c] = [", ".join(f"{v} {n}" for v, n in values.value_counts().items()) or "—" for _, values in frame.groupby(by, sort=False, dropna=False)[c]]
+    out = out[[c for c in present if c in out.columns]]
     out["n"] = grouped.size()
     return out.reset_index()
 
