@@ -480,3 +480,12 @@ def test_the_terminal_table_summarises_numbers_flags_residuals_and_text():
     assert a == {"model": "a", "eps": 0.05, "L": "0.925 ± 0.035", "status": "holds 1, violated 1", "converged": "2/2",
                  "residual": "max 3.0e-06", "n": 2}
     assert b["status"] == "holds 1" and b["converged"] == "0/1!" and b["L"] == "0.970 ± 0.000"
+
+
+def test_an_unknown_study_key_suggests_the_close_one_and_a_missing_group_key_prints_a_dash():
+    from robustkit.studies.common import summary_table
+
+    with pytest.raises(RobustkitError, match=r"unknown key 'eval_accels' in \[shift\] of s\.toml; did you mean 'accels'\?"):
+        make_config("shift", {"eval_accels": [2.0]}, "[shift] of s.toml")
+    frame = pd.DataFrame({"model": ["a", "a"], "radius": [0.5, float("nan")], "iterations": [3.0, 4.0]})
+    assert list(summary_table(frame, ["model", "radius"], ["iterations"])["radius"]) == [0.5, "—"]

@@ -81,8 +81,12 @@ class StudyConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(mapping) - set(known))
         if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0].replace("-", "_"), list(known), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise RobustkitError(
-                f"unknown key {unknown[0]!r} in {where}; known keys: {', '.join(sorted(known))}"
+                f"unknown key {unknown[0]!r} in {where}; {hint}known keys: {', '.join(sorted(known))}"
             )
         hints = typing.get_type_hints(cls)
         values = {key: convert(value, hints[key], key, where, objects=key in _OBJECT_FIELDS)
@@ -426,7 +430,11 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
             out[c] = [", ".join(f"{v} {n}" for v, n in values.value_counts().items()) or "—" for _, values in frame.groupby(by, sort=False, dropna=False)[c]]
     out = out[[c for c in present if c in out.columns]]
     out["n"] = grouped.size()
-    return out.reset_index()
+    out = out.reset_index()
+    for c in by:  # a group without that setting (init-test's radius of a non-ball start): a dash, not NaN
+        if out[c].isna().any():
+            out[c] = out[c].astype(object).where(out[c].notna(), "—")
+    return out
 
 
 def convergence_warnings(frame: pd.DataFrame, by: list[str]) -> list[str]:
