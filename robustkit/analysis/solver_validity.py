@@ -29,7 +29,8 @@ Operator = Callable[[torch.Tensor], torch.Tensor]
 REFERENCE_GAMMA = 0.1
 
 VERDICTS = {
-    "H_theta": "H_θ contracts: γ = 1 with Anderson is valid (and the damped step too)",
+    "H_theta": "no estimate of L[H_θ] reached 1 (lower bounds: no non-contractive direction found, not a proof "
+               "of contraction): γ = 1 with Anderson is not ruled out",
     "damped-only": "only the damped step contracts: keep γ = {gamma:g} with plain iteration; "
                    "γ = 1 / Anderson is not justified (L[H_θ] ≥ 1 found)",
     "neither": "no contraction: L ≥ 1 found for the damped step too; the fixed point is not guaranteed",
@@ -85,7 +86,7 @@ def _has_damped_h_step(model) -> bool:
 
 def solver_validity(model, kspace: torch.Tensor, op, *, x_star: torch.Tensor | None = None, gamma: float | None = None,
                     delta: float | None = None, steps: int = 20, restarts: int = 2, slow_steps: int = 10,
-                    generator: torch.Generator | None = None) -> SolverValidity:
+                    generator: torch.Generator | None = None, known_L_H: torch.Tensor | None = None) -> SolverValidity:
     """Estimate ``L[H_θ](x*; δ)`` and ``L[(1 − γ)I + γH_θ](x*; δ)`` and say which solver they allow.
 
     Args:
@@ -96,6 +97,9 @@ def solver_validity(model, kspace: torch.Tensor, op, *, x_star: torch.Tensor | N
         delta: ball radius δ (default: the model's, else 0.3).
         steps, restarts, slow_steps: of the two-point ascents (docs/maths.md).
         generator: RNG of the ascents.
+        known_L_H: ``(B,)`` lower bounds of ``L[H_θ](x*; δ)`` found elsewhere (``models check``'s
+            Lanczos and top-singular estimates); ``L_H`` is the largest of them and the ascents', so
+            the verdict never rests on a smaller bound than the caller already has.
     """
     delta = float(delta if delta is not None else getattr(model.config, "delta", 0.3))
     if x_star is None:
@@ -116,6 +120,8 @@ def solver_validity(model, kspace: torch.Tensor, op, *, x_star: torch.Tensor | N
     atb = drive_of(model, kspace, op)  # Aᴴb, or the model's own right-hand side
     G = damped_step(H, gamma)
     L_H = largest_lower_bound(H, lambda x: H(x) + atb, x_star, delta, steps, restarts, slow_steps, generator)
+    if known_L_H is not None:
+        L_H = torch.maximum(L_H, torch.as_tensor(known_L_H, dtype=L_H.dtype, device=L_H.device).reshape(L_H.shape))
     L_step = largest_lower_bound(G, lambda x: G(x) + gamma * atb, x_star, delta, steps, restarts, slow_steps,
                                  generator)
     verdict = ["H_theta" if h < 1 else "damped-only" if s < 1 else "neither"
@@ -124,8 +130,9 @@ def solver_validity(model, kspace: torch.Tensor, op, *, x_star: torch.Tensor | N
 
 
 def validity_rows(model, dataset, device: torch.device | str = "cpu", limit: int | None = None, seed: int = 0,
-                  **kwargs: Any) -> list[dict[str, Any]]:
-    """One row per slice of ``dataset``: ``index, gamma, delta, L_H, L_step, verdict``."""
+                  known_L_H: list[float] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """One row per slice of ``dataset``: ``index, gamma, delta, L_H, L_step, verdict``. ``known_L_H``:
+    per slice, a lower bound of ``L[H_θ]`` found elsewhere (:func:`solver_validity`)."""
     from robustkit.batch import operator_of, to_device
 
     model.eval()
@@ -134,7 +141,8 @@ def validity_rows(model, dataset, device: torch.device | str = "cpu", limit: int
     rows = []
     for i in range(n):
         batch = to_device({k: v[None] for k, v in dataset[i].items()}, device)
-        v = solver_validity(model, batch["kspace"], operator_of(batch), generator=g, **kwargs)
+        known = None if known_L_H is None else torch.tensor([known_L_H[i]])
+        v = solver_validity(model, batch["kspace"], operator_of(batch), generator=g, known_L_H=known, **kwargs)
         rows.append({"index": int(batch["index"][0]), "gamma": v.gamma, "delta": v.delta,
                      "L_H": float(v.L_H[0]), "L_step": float(v.L_step[0]), "verdict": v.verdict[0]})
     return rows

@@ -142,13 +142,15 @@ def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | Non
     _warn_mismatch(lm.name, lm.card, datasets[0][1])
     results = {}
     for ds, info in datasets:
-        summary = summarize_checks(deq_checks(lm, ds, delta, device), threshold)
+        rows = deq_checks(lm, ds, delta, device)
+        summary = summarize_checks(rows, threshold)
         results[info.split] = summary
         click.echo(f"{info.split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
         for warning in check_warnings(summary, threshold):
             click.echo(f"{info.split}: WARNING: {warning}")
         if lm.source == "zoo":  # the validity check reads the built-in models' solver config
-            summary["solver_validity"] = _solver_validity(lm.model, ds, device, None, obj.get("seed", 0), info.split)
+            summary["solver_validity"] = _solver_validity(lm.model, ds, device, None, obj.get("seed", 0), info.split,
+                                                          [r["L_max"] for r in rows])
     if write_card:
         folder = resolve(name)
         where = "" if data == "builtin" else f"--data {data} "
@@ -157,12 +159,14 @@ def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | Non
                                                             "command": command, **results}})
 
 
-def _solver_validity(model, dataset, device, limit: int | None, seed: int, split: str) -> dict:
+def _solver_validity(model, dataset, device, limit: int | None, seed: int, split: str,
+                     known_L_H: list[float] | None = None) -> dict:
     """Print and return which fixed-point solver the model's contraction allows (damped step only, or
-    H_θ itself: γ = 1 with Anderson), from lower bounds of L at each slice's fixed point."""
+    H_θ itself: γ = 1 with Anderson), from lower bounds of L at each slice's fixed point; ``known_L_H``
+    are the checks' own largest bounds per slice, so the two lines never disagree."""
     from robustkit.analysis.solver_validity import summarize_validity, validity_rows
 
-    s = summarize_validity(validity_rows(model, dataset, device, limit=limit, seed=seed))
+    s = summarize_validity(validity_rows(model, dataset, device, limit=limit, seed=seed, known_L_H=known_L_H))
     if s["gamma"] == s["gamma"]:  # a damped H_θ step (MnM-MOL)
         click.echo(f"{split} solver validity (lower bounds, {s['n']} slices): max L[H_θ] = {s['L_H_max']:.5f}, "
                    f"max L[(1−γ)I + γH_θ] = {s['L_step_max']:.5f} at γ = {s['gamma']:g}: {s['explanation']}")
