@@ -269,6 +269,12 @@ def training(entries: list[tuple[str, str, str | None]], used_by: str, colours: 
                                "its curves are of the current weights"))
         if card.get("history"):
             histories[name] = card["history"]
+            stages = card.get("lineage") or card.get("stages") or []
+            total = sum(s.get("epochs", 0) or 0 for s in stages if isinstance(s, dict))
+            if len(stages) > 1 and total > len(card["history"]):
+                blocks.append(Note(f"{name} trained in {len(stages)} stages, {total} epochs in all; its card's history, "
+                                   f"drawn here, is its last stage's {len(card['history'])} epochs "
+                                   f"(every stage: robustkit models show {name})", "info"))
         else:
             blocks.append(Note(f"the card of {name} has no training history", "info"))
     if histories:
