@@ -546,6 +546,8 @@ def test_a_folder_that_is_not_a_run_leaves_the_users_files_alone(tmp_path):
         with pytest.raises(SystemExit) as exit_:
             main(args)
         assert exit_.value.code == 2, args
+    with pytest.raises(ReportIncomplete, match=r"1 of 1 folders unusable \(nothing was written\)"):
+        build_report([site / "photos"])
     assert (site / "index.html").read_text() == "<p>my home page</p>"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 

@@ -236,5 +236,6 @@ def build_report(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for root in dict.fromkeys(r.resolve() for r in roots):
         built.append(build_index(root))
     if bad:
-        raise ReportIncomplete(f"{len(bad)} of {len(seen)} folders unusable (the others were built): " + " | ".join(bad), built)
+        rest = "nothing was written" if len(bad) == len(seen) else "the others were built"
+        raise ReportIncomplete(f"{len(bad)} of {len(seen)} folders unusable ({rest}): " + " | ".join(bad), built)
     return built
