@@ -42,7 +42,7 @@ import torch
 from robustkit.choices import RECIPES
 from robustkit.errors import GateFailed, RobustkitError
 from robustkit.models.registry import build_model
-from robustkit.training import TrainConfig, _check_out, _dataset, _holds, check_same_run, train
+from robustkit.training import TrainConfig, _check_out, _dataset, check_same_run, refuse_not_empty, train
 
 #: network learning rate of the MnM-MOL stages relative to ``config.lr`` (a fine-tune of the warm start).
 FINE_TUNE_LR = 0.1
@@ -162,8 +162,8 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
             _check_out(out, resume)
         stored = stored_config(out) or {}
         check_same_run({"model": stored.pop("model", None), "training": stored}, config, out)
-    elif out.exists() and any(out.iterdir()):
-        raise RobustkitError(f"{out} is not empty ({_holds(out)}); pass --resume to continue a run there or choose another --out")
+    else:
+        refuse_not_empty(out)
     c = config
     build_model(c.model, c.model_config)  # a bad --set or data file fails here, before anything is written
     _dataset(c, "val", vary=False)

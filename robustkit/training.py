@@ -354,11 +354,17 @@ def _holds(out: Path) -> str:
     return "it holds " + ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
 
 
+def refuse_not_empty(out: Path) -> None:
+    """A one-line refusal of a non-empty ``--out`` (without ``--resume``), saying what it holds."""
+    if out.exists() and any(out.iterdir()):
+        raise RobustkitError(f"{out} is not empty ({_holds(out)}); pass --resume to continue a run there or choose another --out")
+
+
 def _check_out(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RobustkitError(f"--out {out} is a file, not a folder; choose a folder name for the model")
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise RobustkitError(f"{out} is not empty ({_holds(out)}); pass --resume to continue a run there or choose another --out")
+    if not resume:
+        refuse_not_empty(out)
     if resume and not (out / "train_state.pt").exists():
         raise RobustkitError(f"nothing to resume in {out} (no train_state.pt); drop --resume to start afresh")
 

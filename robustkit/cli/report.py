@@ -21,14 +21,14 @@ def report(run_dirs: tuple[Path, ...], reports_dir: Path) -> None:
     """
     from robustkit.errors import RobustkitError
     from robustkit.report import ReportIncomplete, build_index, build_report
-    from robustkit.report.runs import is_run, is_suite
+    from robustkit.report.runs import run_folders
 
     targets = list(run_dirs)
     if not targets:
         if not reports_dir.is_dir():
             raise RobustkitError(f"reports folder {reports_dir} does not exist; run a study first "
                                  "(e.g. robustkit attack) or pass RUN_DIR")
-        if not any(p.is_dir() and (is_run(p) or is_suite(p)) for p in reports_dir.iterdir()):
+        if not run_folders(reports_dir):
             click.echo(f"no study runs in {reports_dir} yet; wrote {build_index(reports_dir)}")
             return
         targets = [reports_dir]
@@ -47,11 +47,10 @@ def report(run_dirs: tuple[Path, ...], reports_dir: Path) -> None:
 def _leaderboards(targets: list[Path]) -> None:
     """The leaderboard of each reports folder involved (a run or suite folder's parent)."""
     from robustkit.report.leaderboard import build_leaderboard
-    from robustkit.report.runs import is_run, is_suite
+    from robustkit.report.runs import is_run, is_suite, run_folders
 
     roots = dict.fromkeys((t.parent if is_run(t) or is_suite(t) else t).resolve() for t in targets
-                          if is_run(t) or is_suite(t) or t.is_dir() and any(is_run(c) or is_suite(c) for c in t.iterdir()
-                                                                            if c.is_dir()))
+                          if is_run(t) or is_suite(t) or run_folders(t))
     for root in roots:
         if root.is_dir():
             click.echo(f"wrote {build_leaderboard(root)[1]}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from robustkit.errors import RobustkitError
-from robustkit.report.runs import SUITE, is_run, is_suite, load_run
+from robustkit.report.runs import SUITE, is_run, is_suite, load_run, run_folders
 
 PAGE = "report.html"
 SUMMARY = "report.json"
@@ -180,9 +180,9 @@ def build_index(reports_root: str | os.PathLike) -> Path:
     root = Path(reports_root)
     if not root.is_dir():
         raise RobustkitError(f"reports folder {root} does not exist; pass the folder holding the run folders (e.g. reports)")
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and (is_run(p) or is_suite(p))), key=_order_key, reverse=True)
+    folders = sorted(run_folders(root), key=_order_key, reverse=True)
     page = root / INDEX
-    check_replaceable(page, "robustkit", "move it, or pass another reports folder")
+    check_replaceable(page, html.OWN_MARK, "move it, or pass another reports folder")
     _write_text(page, html.index_page(root, [_index_row(p) for p in folders]))
     return page
 

@@ -50,13 +50,18 @@ def href(target: Path, page_dir: Path) -> str:
     return esc(quote(Path(rel).as_posix(), safe="/"))
 
 
+#: what every page robustkit writes carries in its head; a page without "robustkit" there is not
+#: robustkit's, and is never replaced (:func:`robustkit.io.check_replaceable`).
+OWN_MARK = "robustkit"
+GENERATOR = f"<meta name=\"generator\" content=\"{OWN_MARK}\">\n"
+
+
 def document(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        "<meta name=\"generator\" content=\"robustkit\">\n"
-        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+        f"{GENERATOR}<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
 
 

@@ -246,7 +246,7 @@ def _cell(value: Any, column: str) -> tuple[str, str]:
 
 
 def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
-    from robustkit.report.html import CSS, esc
+    from robustkit.report.html import CSS, GENERATOR, esc
 
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
@@ -266,8 +266,7 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
     html = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n"
-        "<meta name=\"generator\" content=\"robustkit\">\n"
-        f"<title>robustkit leaderboard — {esc(root.name)}</title>\n<style>{CSS} th {{ cursor: pointer; }}</style>\n"
+        f"{GENERATOR}<title>robustkit leaderboard — {esc(root.name)}</title>\n<style>{CSS} th {{ cursor: pointer; }}</style>\n"
         "</head>\n<body>\n<main>\n"
         f"<h1>Leaderboard</h1>\n<p class=\"sub\">Built only from the stored runs in {esc(root)}; each number's run is named "
         f"in the run columns. {esc(note)}Empty cells: no run of that study holds the model. L is the largest stored "
@@ -292,15 +291,16 @@ def build_leaderboard(reports_root: str | Path) -> tuple[Path, Path, pd.DataFram
     if not root.is_dir():
         raise RobustkitError(f"{root} is a file, not a reports folder; pass the folder holding the run folders (e.g. reports)")
     from robustkit.io import check_replaceable
-    from robustkit.report.runs import is_run, is_suite
+    from robustkit.report.html import OWN_MARK
+    from robustkit.report.runs import run_folders
 
-    if not any(p.is_dir() and (is_run(p) or is_suite(p)) for p in root.iterdir()):
+    if not run_folders(root):
         raise RobustkitError(f"no study runs in {root}; run a study first (e.g. robustkit attack) or pass the folder "
                              "holding the run folders (e.g. reports)")
     csv_path, html_path = root / CSV, root / HTML
     fix = "move it, or pass another reports folder"
     check_replaceable(csv_path, ",".join(HEAD[:3]), fix)
-    check_replaceable(html_path, "robustkit", fix)
+    check_replaceable(html_path, OWN_MARK, fix)
     frame = leaderboard_frame(root)
     write_text(csv_path, frame.to_csv(index=False))
     write_text(html_path, leaderboard_html(frame, root))

@@ -221,3 +221,10 @@ def is_suite(path: Path) -> bool:
 
 def is_run(path: Path) -> bool:
     return (path / "config.json").is_file()
+
+
+def run_folders(root: Path) -> list[Path]:
+    """The run and suite folders directly inside ``root`` (unsorted); ``[]`` for a file or a missing path."""
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and (is_run(p) or is_suite(p))]

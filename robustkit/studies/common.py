@@ -413,7 +413,8 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
     for c in present:
         if c in FLAG_COLUMNS:
             frame[c] = as_bool(frame[c])
-    grouped = frame.groupby(by, sort=False, dropna=False)[present]
+    groups = frame.groupby(by, sort=False, dropna=False)
+    grouped = groups[present]
     mean, std = grouped.mean(numeric_only=True), grouped.std(numeric_only=True).fillna(0.0)
     count, total, largest = grouped.sum(numeric_only=True), grouped.count(), grouped.max(numeric_only=True)
     out = mean.copy().astype(object)
@@ -427,7 +428,7 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
             out[c] = [f"{m:.3f} ± {s:.3f}" if pd.notna(m) else "—" for m, s in zip(mean[c], std[c])]
     for c in present:
         if c not in mean.columns and c not in FLAG_COLUMNS:  # text: how often each value occurs
-            out[c] = [", ".join(f"{v} {n}" for v, n in values.value_counts().items()) or "—" for _, values in frame.groupby(by, sort=False, dropna=False)[c]]
+            out[c] = [", ".join(f"{v} {n}" for v, n in values.value_counts().items()) or "—" for _, values in groups[c]]
     out = out[[c for c in present if c in out.columns]]
     out["n"] = grouped.size()
     out = out.reset_index()
