@@ -224,3 +224,14 @@ def test_attacking_a_baseline_prints_no_device_warning(capsys):
     assert next(target.parameters()).device == b.device
     KSpacePGD(target, op.mask, eps=0.05, steps=1)
     assert "Failed to set device" not in capsys.readouterr().out
+
+
+def test_models_evaluate_prints_spread_zero_for_one_slice(toy_data):
+    """One slice: std 0, as the study tables print it (not NaN); more slices: the sample std."""
+    one = invoke(["models", "evaluate", "l1-wavelet:iters=30", "--data", toy_data, "--samples", "1"])
+    assert one.exit_code == 0, one.output
+    row = {line.split()[0]: line.split() for line in one.output.splitlines() if line.strip()}["SENSE"]
+    assert float(row[2]) == 0.0 and float(row[4]) == 0.0 and "NaN" not in " ".join(row)
+    two = invoke(["models", "evaluate", "l1-wavelet:iters=30", "--data", toy_data, "--samples", "2"])
+    row = {line.split()[0]: line.split() for line in two.output.splitlines() if line.strip()}["SENSE"]
+    assert float(row[2]) > 0

@@ -223,7 +223,7 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
     cols = [c for c in ("psnr", "ssim", "nmse", "iterations", "converged", "rate") if c in df]
     agg = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
     agg.loc[:, (slice(None), "std")] = agg.loc[:, (slice(None), "std")].where(
-        df.groupby("model", sort=False)[cols].count().to_numpy() > 1, 0.0)  # one slice: spread 0, as the studies print
+        df.groupby("model", sort=False)[cols].count().to_numpy() != 1, 0.0)  # one slice: spread 0, as the studies print
     h, w = info.shape
     what = "all samples" if info.split == "all" else f"{info.split} split"
     click.echo(f"{info.name} ({what}), {info.n} slices of {h}x{w}, {accel:g}×")
