@@ -103,6 +103,9 @@ def _rank_device(device: str, local_rank: int, local_world: int) -> torch.device
     if count < local_world:
         raise RobustkitError(f"--device cuda with {local_world} ranks on this node but only {count} GPU(s): one GPU per "
                              f"rank; use torchrun --nproc_per_node {count} or --device cpu")
+    from robustkit.device import full_fp32
+
+    full_fp32()
     return torch.device("cuda", local_rank)
 
 

@@ -39,3 +39,10 @@ def test_synthetic_batch_is_consistent():
     assert torch.all(batch["kspace"][..., batch["mask"][0, 0] == 0] == 0)
     energy = batch["maps"].abs().pow(2).sum(1)
     assert torch.allclose(energy[energy > 0], torch.ones(()), atol=1e-4)
+
+
+def test_tol_tightens_only_the_deq_solves():
+    bench = _bench()
+    assert bench._shipped("mnmmol-4x", 1e-7).settings.tol == 1e-7
+    assert bench._shipped("mnmmol-4x", None).settings.tol == 1e-5  # the model's own eval_tol
+    assert bench._shipped("modl-4x", 1e-7).settings is None  # MoDL has no fixed-point solve to tighten
