@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from robustkit import rng
 from robustkit.batch import operator_of, to_device
 from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, PENALTY_KINDS
 from robustkit.errors import RobustkitError
@@ -473,7 +474,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     barrier()  # every rank has checked --out before rank 0 writes into it
 
     start_epoch, start_step, elapsed, sums = 0, 0, 0.0, {}
-    ascent_rng = torch.Generator(device=device).manual_seed(config.seed)
+    ascent_rng = rng.generator(config.seed)
     if resume:
         _load_weights(model, out)
         if len(state["optimizer"].get("param_groups", [])) != len(opt.param_groups):

@@ -28,6 +28,7 @@ from typing import Callable, Literal
 
 import torch
 
+from robustkit import rng
 from robustkit.solvers.fixed_point import _flatten, _unflatten
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -59,11 +60,11 @@ def _per_sample(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _default_generator(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
     # Never the global RNG: a fixed seed when the caller gives no generator.
-    return generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
+    return generator if generator is not None else rng.generator(0)
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return rng.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
 def _random_unit(x: torch.Tensor, generator: torch.Generator, support: torch.Tensor | None) -> torch.Tensor:
@@ -306,7 +307,7 @@ def local_lipschitz(
 
     def uniform_ball() -> torch.Tensor:
         n = float(x0[0].numel() * (2 if x0.is_complex() else 1))
-        radius = torch.rand(x0.shape[0], generator=gen, device=x0.device, dtype=eps.dtype) ** (1.0 / n)
+        radius = rng.rand((x0.shape[0],), generator=gen, device=x0.device, dtype=eps.dtype) ** (1.0 / n)
         return _random_unit(x0, gen, mask) * _per_sample(radius, x0)
 
     best = None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from robustkit import rng
 from robustkit.analysis.lipschitz import (
     LipschitzResult,
     Operator,
@@ -120,8 +121,8 @@ def lipschitz_lower_bound(
     # ReLU CNN has kinks, and a fixed point can sit on one (pixels exactly 0 in an empty background,
     # where PyTorch's ReLU'(0) = 0 turns the Jacobian into a different matrix). A random shift of
     # 1e-4‖x‖ (far inside the ball) lands off the kinks almost surely.
-    gen = generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
-    shift = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=gen)
+    gen = generator if generator is not None else rng.generator(0)
+    shift = rng.randn(x.shape, dtype=x.dtype, device=x.device, generator=gen)
     shift = shift * (POWER_SHIFT * _norm(x) / _norm(shift).clamp_min(torch.finfo(x.real.dtype).tiny)).reshape(-1, *([1] * (x.ndim - 1)))
     power = jacobian_spectral_norm(H, x + shift, iters=power_iters, tol=power_tol, generator=generator)
     top = local_lipschitz(H, x, delta, steps=seeded_steps, restarts=1, init=power.vector,

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from robustkit import rng
 from robustkit.analysis.lipschitz import local_lipschitz, slow_direction
 from robustkit.models.base import drive_of
 
@@ -136,7 +137,7 @@ def validity_rows(model, dataset, device: torch.device | str = "cpu", limit: int
     from robustkit.batch import operator_of, to_device
 
     model.eval()
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = rng.generator(seed)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     rows = []
     for i in range(n):

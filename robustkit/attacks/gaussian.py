@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torchattacks.attack import Attack
 
+from robustkit import rng
 from robustkit.attacks.target import BoundReconstructor
 from robustkit.attacks.threat import KSpaceBall, _expand
 
@@ -25,8 +26,8 @@ class KSpaceGaussian(Attack):
 
     def forward(self, kspace: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         ball = KSpaceBall(kspace, self.mask, self.eps)
-        if self._generator is None or self._generator.device != kspace.device:
-            self._generator = torch.Generator(device=kspace.device).manual_seed(self.seed)
+        if self._generator is None:
+            self._generator = rng.generator(self.seed)  # a CPU stream: the same draws on every device
         gamma = ball.random_direction(kspace, self._generator) * _expand(ball.radius, kspace)
         self.last_gamma = gamma
         return kspace.detach() + gamma

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torchattacks.attack import Attack
 
+from robustkit import rng
 from robustkit.attacks.target import BoundReconstructor
 from robustkit.attacks.threat import KSpaceBall, _expand, per_sample_norm
 
@@ -106,7 +107,7 @@ class KSpacePGD(Attack):
                 reference = self.get_logits(kspace)
         reference = reference.detach()
         ball = KSpaceBall(kspace, self.mask, self.eps)
-        generator = torch.Generator(device=kspace.device).manual_seed(self.seed)
+        generator = rng.generator(self.seed)  # a CPU stream: the same draws on every device
         batch = kspace.shape[0]
         best_loss = torch.full((batch,), -1.0, device=kspace.device, dtype=ball.radius.dtype)
         best_gamma = torch.zeros_like(kspace)

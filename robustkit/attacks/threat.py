@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from robustkit import rng
 from robustkit.physics.sense import as_mask
 
 
@@ -40,13 +41,13 @@ class KSpaceBall:
 
     def random_direction(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A complex Gaussian on the sampled locations, normalised to unit norm per sample."""
-        noise = torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator) * self.mask
+        noise = rng.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator) * self.mask
         return noise / _expand(per_sample_norm(noise).clamp_min(1e-30), noise)
 
     def random_point(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A uniform random point of the ball on the sampled locations (radius ``r·U^{1/n}``)."""
         n = int(self.mask.expand_as(like)[0].sum().item()) * 2  # real dimension of one sample
-        u = torch.rand(like.shape[0], device=like.device, dtype=self.radius.dtype, generator=generator)
+        u = rng.rand((like.shape[0],), device=like.device, dtype=self.radius.dtype, generator=generator)
         r = self.radius * u ** (1.0 / max(n, 1))
         return self.random_direction(like, generator) * _expand(r, like)
 

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robustkit import rng
 from robustkit.errors import RobustkitError
 from robustkit.studies.common import BallConfig, Cell, LoadedModel, batches
 from robustkit.studies.init_test import model_delta
@@ -148,7 +149,7 @@ def audit_batch(lm: LoadedModel, batch, config: AuditConfig, generator, seed: in
 
 
 def _model_cell(lm: LoadedModel, config: AuditConfig, dataset, device):
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    generator = rng.generator(config.seed)
     rows, traces = [], []
     lm.set_backward("implicit")
     for i, batch in enumerate(batches(dataset, config.batch_size, device)):

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robustkit import rng
 from robustkit.errors import RobustkitError
 from robustkit.studies.common import BallConfig, Cell, LoadedModel, batches, check_eps
 from robustkit.studies.init_test import model_delta
@@ -108,7 +109,7 @@ class CleanPoints:
             with torch.no_grad():
                 x1, stats = lm.solve(b, op)
             delta = model_delta(lm, c.delta)
-            generator = torch.Generator(device=device).manual_seed(c.seed * 100_003 + i)
+            generator = rng.generator(c.seed * 100_003 + i)
             lb = lipschitz_lower_bound(lm.H_map(op), x1.detach(), delta, f=lm.fixed_point_map(b, op),
                                        steps=c.steps, restarts=c.restarts, seeded_steps=c.slow_steps,
                                        power_iters=c.power_iters, power_tol=c.power_tol, generator=generator)

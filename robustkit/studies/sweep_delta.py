@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robustkit import rng
 from robustkit.analysis.checks import same_fixed_point
 from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, EstimatorConfig, LoadedModel, batches
@@ -194,8 +195,8 @@ def _model_cell(lm: LoadedModel, config: SweepDeltaConfig, dataset, device, run)
     from robustkit.studies.init_test import InitTestConfig, starts_of
 
     delta, threshold = lm.delta, model_threshold(lm)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    cpu_gen = torch.Generator().manual_seed(config.seed)
+    generator = rng.generator(config.seed)
+    cpu_gen = rng.generator(config.seed)
     init_cfg = InitTestConfig(models=[lm.name], starts=config.init_starts, radii=config.init_radii)
     rows: list[dict[str, Any]] = []
     lm.set_backward("implicit")
