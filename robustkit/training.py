@@ -593,7 +593,8 @@ def gate(model, card: dict[str, Any], out: Path, val_set, device, config: TrainC
 
     from robustkit.distributed import barrier, is_main
 
-    # every rank evaluates the (deterministic) gate, so all of them agree on the exit; rank 0 writes
+    # every rank evaluates the gate and takes rank 0's verdict (convergence_gate), so all of them
+    # agree on the exit; rank 0 writes
     result = convergence_gate(model, val_set, device, GateConfig(limit=config.val_samples, seed=config.seed,
                                                                   threshold=config.gate_threshold))
     card["gate"] = result.to_dict()

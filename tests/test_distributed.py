@@ -310,3 +310,23 @@ def test_torchrun_cli_trains_and_resumes(data, tmp_path):
     refused = subprocess.run([sys.executable, "-m", "robustkit", "train", "--model", "modl", "--data", data, "--accel", "2",
                               "--epochs", "3", "--out", str(tmp_path / "a"), "--resume"], capture_output=True, text=True, env=env)
     assert refused.returncode == 2 and "trained by 2 process(es)" in refused.stderr
+
+
+def _gate_rank(rank: int, data: str, folder: str) -> None:
+    from robustkit.analysis.gate import GateConfig, convergence_gate
+    from robustkit.recipes import _dataset
+    from tests.test_recipes import toy_model
+
+    distributed.dist_context("cpu")
+    val = _dataset(TrainConfig(model="mol", data=data, accel=2), "val", vary=False)
+    # L[F_θ] = ½: rank 0's bound 0.9 passes it, rank 1's 0.4 would fail it
+    result = convergence_gate(toy_model("mol", 0.5), val, config=GateConfig(threshold=0.9 if rank == 0 else 0.4))
+    Path(folder, f"gate-{rank}.json").write_text(json.dumps(result.to_dict()))
+
+
+def test_every_rank_takes_rank_0s_gate_verdict(data, tmp_path):
+    """A gate that would pass on rank 0 and fail on rank 1 (on GPUs: other convolution algorithms
+    at a threshold) gives both ranks rank 0's result, so they stop or go on together."""
+    assert run_ranks(_gate_rank, tmp_path, data, str(tmp_path)) == [0, 0]
+    verdicts = [json.loads((tmp_path / f"gate-{r}.json").read_text()) for r in range(2)]
+    assert verdicts[0] == verdicts[1] and verdicts[0]["passed"]

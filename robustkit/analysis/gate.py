@@ -121,5 +121,11 @@ def convergence_gate(model, dataset, device: torch.device | str = "cpu", config:
     ]
     for check in checks:
         check.update(required=config.fraction, passed=check["value"] >= config.fraction)
-    return GateResult(checks=checks, n=n, psnr=sum(r["psnr"] for r in rows) / n)
+    result = GateResult(checks=checks, n=n, psnr=sum(r["psnr"] for r in rows) / n)
+    # Under torchrun every rank evaluates the gate; all take rank 0's verdict. On GPUs the ranks may
+    # run other convolution algorithms, and a slice at a threshold could pass on one rank and fail
+    # on another: that rank would stop while the others wait for it at the next collective.
+    from robustkit.distributed import all_gather_object
+
+    return all_gather_object(result)[0]
 
