@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 
 #: public name → module that defines it.
 _EXPORTS: dict[str, str] = {
+    # device: full fp32 on CUDA (docs/gpu.md)
+    "full_fp32": "robustkit.device",
+    "resolve_device": "robustkit.device",
     # physics and data
     "SenseOperator": "robustkit.physics.sense",
     "sense_init": "robustkit.physics.sense",
