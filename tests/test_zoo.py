@@ -102,6 +102,37 @@ def test_a_plain_training_into_a_shipped_name_keeps_the_registry_name_on_the_shi
     assert resolve("modl") == zoo / "mine"  # until the user marks one of theirs default
 
 
+def test_a_user_folder_beside_the_shipped_one_of_its_name_keeps_both_in_one_table(zoo, capsys):
+    """``modl`` (the shipped ``modl-4x``) and ``modl-4x`` (the user's ``./models/modl-4x``) are two
+    models: the studies and ``models evaluate`` keep both, the shipped one labelled
+    ``modl-4x-shipped``; two names for one folder stay one model. (The studies used to drop the
+    user's model without a word: both had the label ``modl-4x``.)"""
+    import shutil
+
+    import torch
+
+    from robustkit.models.zoo import zoo_labels
+    from robustkit.studies.common import load_models
+
+    shutil.rmtree(zoo / "good")
+    save_model(zoo / "modl-4x", build_model("modl", SMALL), {"data": {"accel": 4.0}})
+    assert zoo_labels([shipped_zoo() / "modl-4x", zoo / "modl-4x", shipped_zoo() / "mol-4x"]) == [
+        "modl-4x-shipped", "modl-4x", "mol-4x"]
+    data = [{"target": torch.zeros(120, 104, dtype=torch.complex64)}]
+    models = load_models(["modl", "modl-4x", "mol"], data, 4.0, torch.device("cpu"))
+    assert [m.name for m in models] == ["modl-4x-shipped", "modl-4x", "mol-4x"]
+    assert models[1].model.cnn.convs[0].out_channels == SMALL["width"]  # the user's network, not the shipped one
+    assert [m.name for m in load_models(["mol", "mol-4x"], data, 4.0, torch.device("cpu"))] == ["mol-4x"]
+    # models evaluate labels the same way
+    from types import SimpleNamespace
+
+    from robustkit.cli.models import _zoo_relabelled
+
+    refs = ["modl", "sense", "modl-4x", "modl-4x"]
+    kept = _zoo_relabelled(refs, [SimpleNamespace(name=r) for r in refs])
+    assert [m.name for m in kept] == ["modl-4x-shipped", "sense", "modl-4x"]
+
+
 def test_a_missing_name_lists_both_zoos(zoo):
     with pytest.raises(RobustkitError) as exc:
         resolve("nope")

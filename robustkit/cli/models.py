@@ -68,6 +68,29 @@ def show(name: str) -> None:
     click.echo(json.dumps(card, indent=2, sort_keys=True))
 
 
+def _zoo_relabelled(refs, models):
+    """``models`` (one per ref, every name checked first) without a second entry for a zoo folder
+    already listed (``modl`` and ``modl-4x`` may be one), zoo models labelled as the studies label
+    them (:func:`robustkit.models.zoo.zoo_labels`)."""
+    from robustkit.models.baselines import is_baseline_ref
+    from robustkit.models.plugins import is_plugin_ref
+    from robustkit.models.zoo import resolve, zoo_labels
+
+    folders = {i: resolve(r).resolve() for i, r in enumerate(refs)
+               if isinstance(r, str) and not is_baseline_ref(r) and not is_plugin_ref(r)}
+    unique = list(dict.fromkeys(folders.values()))
+    label = dict(zip(unique, zoo_labels(unique)))
+    out, seen = [], set()
+    for i, model in enumerate(models):
+        if i in folders:
+            if folders[i] in seen:
+                continue
+            seen.add(folders[i])
+            model.name = label[folders[i]]
+        out.append(model)
+    return out
+
+
 def _warn_mismatch(name: str, card: dict, info) -> dict:
     """Warn (one line) when ``info``'s data differs from the card's training data; returns the difference."""
     from robustkit.models.mismatch import warn_mismatch
@@ -213,7 +236,7 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
         raise RobustkitError(f"--samples must be >= 1, got {samples}")
     device = resolve_device(obj.get("device", "auto"))
     ds, info = eval_dataset(data, split, accel, obj.get("seed", 0), samples)
-    models = unique_names([as_model(name, map_location=str(device)) for name in names])  # every name checked first
+    models = unique_names(_zoo_relabelled(names, [as_model(name, map_location=str(device)) for name in names]))
     # the sense baseline with its default settings is the DEQs' initialisation: named, it replaces the SENSE row
     frames = [] if any(lm.name == "sense" for lm in models) else [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]
     for lm in models:

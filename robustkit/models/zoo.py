@@ -177,6 +177,18 @@ def resolve(ref: str, root: Path | None = None) -> Path:
     )
 
 
+def zoo_labels(folders: list[Path]) -> list[str]:
+    """Labels for zoo folders that appear together in one table: the folder name, and
+    ``NAME-shipped`` for a shipped folder whose name one of the user's folders in the list shares
+    (``./models/modl-4x`` beside the shipped ``modl-4x``, reached as ``modl``)."""
+    from robustkit.locations import shipped_zoo
+
+    shipped = shipped_zoo().resolve()
+    is_shipped = [f.resolve().parent == shipped for f in folders]
+    user_names = {f.name for f, s in zip(folders, is_shipped) if not s}
+    return [f"{f.name}-shipped" if s and f.name in user_names else f.name for f, s in zip(folders, is_shipped)]
+
+
 def load_model(ref: str, root: Path | None = None, map_location: str = "cpu"):
     """Build and load a zoo model, verifying the weights' sha256. Returns ``(model, card)`` in eval mode."""
     return _load_folder(resolve(ref, root), map_location)

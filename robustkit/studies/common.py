@@ -253,20 +253,25 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     from robustkit.models.baselines import is_baseline_ref
     from robustkit.models.mismatch import warn_mismatch
     from robustkit.models.plugins import is_plugin_ref
-    from robustkit.models.zoo import load_model, resolve
+    from robustkit.models.zoo import load_model, resolve, zoo_labels
 
     shape = list(dataset[0]["target"].shape[-2:])
+    refs = list(refs)
+    folders = {i: resolve(ref).resolve() for i, ref in enumerate(refs)
+               if isinstance(ref, str) and not is_baseline_ref(ref) and not is_plugin_ref(ref)}
+    unique = list(dict.fromkeys(folders.values()))  # one model per folder: `modl` and `modl-4x` may be one
+    label = dict(zip(unique, zoo_labels(unique)))
     out: list[ModelAdapter] = []
     seen = set()
-    for ref in refs:
-        if not isinstance(ref, str) or is_baseline_ref(ref) or is_plugin_ref(ref):
+    for i, ref in enumerate(refs):
+        if i not in folders:
             out.append(as_model(ref, map_location=str(device)))
             continue
-        name = resolve(ref).name
-        if name in seen:
+        if folders[i] in seen:
             continue
-        seen.add(name)
-        model, card = load_model(ref, map_location=str(device))
+        seen.add(folders[i])
+        name = label[folders[i]]
+        model, card = load_model(str(folders[i]), map_location=str(device))
         adapter = ModelAdapter(name, model, card)
         adapter.mismatch = warn_mismatch(name, card, data, shape, accel)
         out.append(adapter)
