@@ -128,7 +128,7 @@ def test_bound_cli_and_bad_input(zoo, capsys):
                      "--restarts", "1", "--power-iters", "2", "--samples", "1"] + cli_common(zoo))
     assert result.exit_code == 0, result.output
     assert "results:" in result.output
-    for args, message in [(["bound", "--model", "modl"], "unrolled"), (["bound", "--eps", "0"], "--eps must be > 0")]:
+    for args, message in [(["bound", "--model", "modl"], "unrolled"), (["bound", "--eps", "0"], "eps must be a finite number > 0, got 0.0 (an attack of size 0")]:
         with pytest.raises(SystemExit) as info:
             main(args + cli_common(zoo) + ["--reports-dir", str(zoo["reports"] / "bad")])
         assert info.value.code == 2

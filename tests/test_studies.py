@@ -177,7 +177,7 @@ def test_bad_study_settings_are_named(zoo):
         make_config("attack", {"eps": []})
     with pytest.raises(RobustkitError, match="number"):
         make_config("attack", {"eps": ["x"]})
-    with pytest.raises(RobustkitError, match=">= 0"):
+    with pytest.raises(RobustkitError, match="> 0, got -0.1; e.g. --eps 0.05"):
         make_config("attack", {"eps": [-0.1]})
     with pytest.raises(RobustkitError, match="unknown study"):
         study_module("atack")
@@ -301,8 +301,8 @@ def test_cli_bad_input_exit_codes(zoo, capsys):
     from robustkit.cli import main
 
     for args, message in [
-        (["attack", "--eps", "-0.1"], "--eps must be > 0"),
-        (["attack", "--eps", "0"], "ε = 0 is the clean row"),
+        (["attack", "--eps", "-0.1"], "eps must be a finite number > 0, got -0.1"),
+        (["attack", "--eps", "0"], "eps must be a finite number > 0, got 0.0 (ε = 0 is the clean solve"),
         (["attack", "--model", "nope"], "no model 'nope'"),
         (["init-test", "--model", "modl"], "unrolled"),
     ]:
@@ -318,7 +318,7 @@ def test_the_attack_config_refuses_eps_zero_and_warns_of_eps_above_one():
     from robustkit.errors import RobustkitWarning
     from robustkit.studies.attack import AttackConfig
 
-    with pytest.raises(RobustkitError, match="eps = 0 is the clean solve"):
+    with pytest.raises(RobustkitError, match="ε = 0 is the clean solve"):
         AttackConfig(eps=[0.0, 0.05]).validate()
     with pytest.warns(RobustkitWarning, match="500 % of ‖b‖"):
         AttackConfig(eps=[5.0]).validate()

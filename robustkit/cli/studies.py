@@ -202,9 +202,6 @@ def attack(obj, eps, kinds, steps, restarts, step_size, optimizer, target, roi, 
     \b
         robustkit attack --kind spikes --kind motion --kind coil-map --eps 0.02
     """
-    if any(e <= 0 for e in eps):
-        raise RobustkitError(f"--eps must be > 0, got {min(eps)} (ε = 0 is the clean row every run reports); "
-                             "e.g. --eps 0.05 is 5 % of ‖b‖")
     mapping = {**_common(models, samples, split, data, accel, batch_size),
                **_mapping(eps=eps, kinds=kinds, steps=steps, restarts=restarts, step_size=step_size,
                           optimizer=optimizer, target=target, roi=roi, draws=draws,
@@ -333,8 +330,6 @@ def bound(obj, eps, adv_steps, adv_restarts, delta, steps, restarts, power_iters
     \b
         robustkit bound --model mnmmol --eps 0.05
     """
-    if any(e <= 0 for e in eps):
-        raise RobustkitError(f"--eps must be > 0, got {min(eps)}")
     mapping = {**_common(models, samples, split, data, accel, batch_size),
                **_mapping(eps=eps, adv_steps=adv_steps, adv_restarts=adv_restarts, delta=delta, steps=steps,
                           restarts=restarts, power_iters=power_iters)}

@@ -90,10 +90,7 @@ class AttackConfig(StudyConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.eps = check_eps(self.eps)
-        if min(self.eps) == 0:
-            raise RobustkitError("eps = 0 is the clean solve, which every attack run reports as its 'clean' row; "
-                                 "give ε > 0, e.g. --eps 0.05 (5 % of ‖b‖)")
+        self.eps = check_eps(self.eps, positive="ε = 0 is the clean solve, the 'clean' row every attack run reports")
         relative = [k for k in self.kinds if k in ("adversarial", "gaussian", "spikes")]
         if relative and max(self.eps) > 1:
             warn(f"ε = {max(self.eps):g} makes the {relative[0]} perturbation {100 * max(self.eps):g} % of ‖b‖ "

@@ -71,9 +71,7 @@ class BoundConfig(BallConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.eps = check_eps(self.eps)
-        if any(e == 0 for e in self.eps):
-            raise RobustkitError("the bound study needs eps > 0 (an attack of size 0 measures nothing); drop 0")
+        self.eps = check_eps(self.eps, positive="an attack of size 0 measures nothing")
         if min(self.adv_steps, self.adv_restarts) < 1:
             raise RobustkitError("adv_steps and adv_restarts must be >= 1")
 

@@ -203,19 +203,23 @@ class BallConfig(EstimatorConfig):
             raise RobustkitError(f"delta must be > 0, got {self.delta}")
 
 
-def check_eps(values: Iterable[Any]) -> list[float]:
-    """ε grid: numbers ≥ 0, at least one."""
+def check_eps(values: Iterable[Any], positive: str | None = None, name: str = "eps") -> list[float]:
+    """A grid of relative sizes (ε, noise σ): numbers ≥ 0, at least one; with ``positive`` (why 0
+    means nothing here) numbers > 0. The one check for the CLI and the study files alike."""
     out = []
+    bound = "> 0" if positive else ">= 0"
+    hint = f"; e.g. --{name} 0.05 is 5 % of ‖b‖" if name == "eps" else ""
     for v in values:
         try:
             e = float(v)
         except (TypeError, ValueError):
-            raise RobustkitError(f"eps must be a number >= 0, got {v!r}") from None
-        if not math.isfinite(e) or e < 0:
-            raise RobustkitError(f"eps must be a finite number >= 0, got {v!r}")
+            raise RobustkitError(f"{name} must be a number {bound}, got {v!r}{hint}") from None
+        if not math.isfinite(e) or e < 0 or (positive and e == 0):
+            why = f" ({positive})" if e == 0 else ""
+            raise RobustkitError(f"{name} must be a finite number {bound}, got {v!r}{why}{hint}")
         out.append(e)
     if not out:
-        raise RobustkitError("the eps grid is empty; give at least one value, e.g. --eps 0.05")
+        raise RobustkitError(f"the {name} grid is empty; give at least one value{hint.replace('; e.g.', ', e.g.')}")
     return out
 
 

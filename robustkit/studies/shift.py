@@ -86,7 +86,7 @@ class ShiftConfig(StudyConfig):
         for a in self.accels:
             if not (np.isfinite(a) and a >= 1):
                 raise RobustkitError(f"accels must be finite numbers >= 1, got {a!r}")
-        self.noises = check_eps(self.noises) if self.noises else []
+        self.noises = check_eps(self.noises, name="noises") if self.noises else []
         for n in self.coils:
             if n < 1:
                 raise RobustkitError(f"coils must be >= 1, got {n}")
