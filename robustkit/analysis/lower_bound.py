@@ -132,8 +132,8 @@ def lipschitz_lower_bound(
     pair_values = torch.stack([r.estimate.detach() for r in pairs])  # (P, B)
     best_pair = pair_values.argmax(dim=0)
     if differentiable:
-        u = torch.stack([r.u for r in pairs])[best_pair, torch.arange(x.shape[0])]
-        v = torch.stack([r.v for r in pairs])[best_pair, torch.arange(x.shape[0])]
+        u = torch.stack([r.u for r in pairs])[best_pair, torch.arange(x.shape[0], device=best_pair.device)]
+        v = torch.stack([r.v for r in pairs])[best_pair, torch.arange(x.shape[0], device=best_pair.device)]
         with torch.enable_grad():
             pair_estimate = pair_ratio(H, x, delta, u, v)
     else:
