@@ -148,6 +148,11 @@ def test_features_from_the_command_line(toy_data, tmp_path):
     bad = CliRunner().invoke(cli, ["features", "--model", "tests/user_nets.py:tiny_net", "--data", toy_data,
                                    "--size", "0", "--reports-dir", str(reports)])
     assert bad.exit_code == 2 and "--size" in bad.output
+    # a feature larger than the image (it used to exhaust the memory) is refused before anything is written
+    huge = CliRunner().invoke(cli, ["features", "--model", "tests/user_nets.py:tiny_net", "--data", toy_data, "--accel", "2",
+                                    "--size", "500", "--reports-dir", str(tmp_path / "huge")])
+    assert huge.exit_code == 2 and "a disc of size 500 px spans 503 px" in huge.output and "give sizes up to" in huge.output
+    assert not (tmp_path / "huge").exists()
 
 
 @pytest.mark.parametrize("mapping, words", [

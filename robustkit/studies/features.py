@@ -90,6 +90,20 @@ class FeaturesConfig(StudyConfig):
             raise RobustkitError(f"support_level must be in [0, 1), got {self.support_level}")
 
 
+def check_data(config: FeaturesConfig, dataset) -> None:
+    """Refuse, before anything is written, a feature whose profile does not fit in the image."""
+    from robustkit.data.features import kernel
+
+    h, w = (int(n) for n in dataset[0]["target"].shape[-2:])
+    for size in config.sizes:
+        for kind in config.features:
+            k = kernel(kind, size).shape[-1]
+            if k > min(h, w):
+                fits = max((s for s in range(1, min(h, w)) if kernel(kind, s).shape[-1] <= min(h, w)), default=0)
+                raise RobustkitError(f"a {kind} of size {size} px spans {k} px, more than the {h}×{w} image; "
+                                     f"give sizes up to {fits}, e.g. --size 4")
+
+
 def candidates_of(x: torch.Tensor, sample: int, config: FeaturesConfig) -> dict[tuple[int, float], tuple[list, list]]:
     """Per ``(size, contrast)``: ``(random, extra)`` candidates of slice ``sample`` (ground truth ``x``,
     ``(H, W)``): ``positions`` per feature kind, and the adversarial search's ``budget`` extra ones.
