@@ -106,6 +106,8 @@ CASES: dict[str, Case] = {
         _truncated, r"truncated or corrupt", {"fmt": "fastmri"}, ["--format", "fastmri"]
     ),
     "not HDF5 nor BART": Case(_text, r"cannot tell the format"),
+    "--format bart for an HDF5 file": Case(_fastmri, r"\.hdr does not exist; a BART array needs both", {"fmt": "bart"},
+                                           ["--format", "bart"]),
     "unknown format name": Case(_fastmri, r"unknown format 'dicom'", {"fmt": "dicom"}, ["--format", "dicom"]),
     "HDF5 of unknown layout": Case(lambda t: _h5(t, ksp=np.zeros((2, 4, 8, 8), np.complex64)), r"no known format"),
     "missing key": Case(

@@ -365,6 +365,8 @@ BAD_FRESH = {
     "--out is a file": (["--out", "FILE"], "is a file, not a folder"),
     "--max-minutes 0": (["--max-minutes", "0"], "--max-minutes must be > 0"),
     "--val-samples 0": (["--val-samples", "0"], "--val-samples must be ≥ 1"),
+    "--noise -0.1": (["--noise", "-0.1"], "--noise must be ≥ 0, got -0.1"),
+    "--penalty-weight -1": (["--model", "mnmmol", "--penalty-weight", "-1"], "--penalty-weight must be ≥ 0"),
 }
 
 

@@ -16,8 +16,9 @@ def _input_record(path: Path, fmt: str) -> dict[str, Any]:
     """Name, size and SHA-256 of an input file (the ``.cfl`` of a BART pair)."""
     data = path
     if fmt == "bart":
-        from robustkit.data.loaders.bart import base
+        from robustkit.data.loaders.bart import base, read_cfl
 
+        read_cfl(path)  # one line if the pair is missing or broken (e.g. --format bart on an HDF5 file)
         data = base(path).with_name(base(path).name + ".cfl")
     return {"file": str(path), "format": fmt, "bytes": data.stat().st_size, "sha256": sha256_file(data)}
 

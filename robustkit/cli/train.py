@@ -100,7 +100,9 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     for option, value, ok, rule in (("--epochs", epochs, epochs >= 1, "≥ 1"), ("--batch-size", batch_size, batch_size >= 1, "≥ 1"),
                                     ("--lipschitz-steps", lipschitz_steps, lipschitz_steps >= 1, "≥ 1"),
                                     ("--lr", lr, lr > 0, "> 0"), ("--accel", accel, accel >= 1, "≥ 1"),
-                                    ("--lam-lr", lam_lr, lam_lr is None or lam_lr >= 0, "≥ 0")):
+                                    ("--lam-lr", lam_lr, lam_lr is None or lam_lr >= 0, "≥ 0"),
+                                    ("--noise", noise, noise >= 0, "≥ 0"),
+                                    ("--penalty-weight", penalty_weight, penalty_weight is None or penalty_weight >= 0, "≥ 0")):
         if not ok:
             raise RobustkitError(f"{option} must be {rule}, got {value}; see 'robustkit train --help'")
     if val_samples is not None and val_samples < 1:
