@@ -218,9 +218,8 @@ def resolve_split(path: str | os.PathLike, split: str | None) -> str:
     if split == ALL or counts.get(split, 0) > 0:
         return split
     if not has_splits:
-        fix = ("prepare it again with splits, from inputs whose paths name them (robustkit data prepare "
-               "train/a.h5 val/b.h5 --out FILE; docs/data.md), or, where the command has --split, read every "
-               "sample with --split all")
+        fix = ("use --split all (or no --split) to read every sample; training needs a file prepared with train "
+               "and val splits (robustkit data prepare train/a.h5 val/b.h5 --out FILE; docs/data.md)")
     else:
         names = sorted(name for name in counts if name != _NO_SPLIT)
         fix = f"pass one of its splits ({', '.join(names)}) or all, e.g. --split {max((counts[n], n) for n in names)[1]}"
