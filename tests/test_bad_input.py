@@ -208,6 +208,21 @@ def test_existing_output_is_left_untouched(tmp_path, capsys):
     assert out.read_bytes() == b"precious"
 
 
+def test_inputs_of_two_image_sizes_are_refused_and_cropped_to_one(tmp_path, capsys):
+    """Every command reads a prepared file at one image size (a batch of two sizes cannot be
+    stacked): two sizes are refused with the crop that would fit both; with it the file is written."""
+    small = write_fastmri(tmp_path / "a.h5", volume(1, H, W)[0])
+    large = write_fastmri(tmp_path / "b.h5", volume(1, H + 6, W + 4)[0])
+    out = tmp_path / "mix.h5"
+    code, err = run_cli(["data", "prepare", str(small), str(large), "--out", str(out)], capsys)
+    assert code == 2 and not out.exists()
+    assert f"sample 1 is {H + 6}×{W + 4} but the first is {H}×{W}" in err and f"add --crop {H}x{W}" in err
+    from robustkit.cli import main
+
+    main(["data", "prepare", str(small), str(large), "--out", str(out), "--crop", f"{H}x{W}"])
+    assert out.exists()
+
+
 @pytest.mark.parametrize("name", ["missing file", "truncated HDF5 (auto)", "not HDF5 nor BART"])
 def test_info_on_bad_input(name, tmp_path, capsys):
     path, _, _ = _resolve(CASES[name], tmp_path)

@@ -54,9 +54,15 @@ def write_prepared(
             f.attrs["version"] = VERSION
             f.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
             group = f.create_group("samples")
-            n = 0
+            n, size = 0, None
             for i, s in enumerate(samples):
                 s.validate()
+                size = size or s.kspace.shape[-2:]
+                if s.kspace.shape[-2:] != size:  # every command reads a file at one image size
+                    (h0, w0), (h, w) = size, s.kspace.shape[-2:]
+                    raise RobustkitError(f"sample {i} is {h}×{w} but the first is {h0}×{w0}: a prepared file holds one "
+                                         f"image size; add --crop {min(h, h0)}x{min(w, w0)} or prepare each size into "
+                                         "its own file")
                 check_free_space(path, s)
                 g = group.create_group(f"{i:06d}")
                 g.attrs["meta"] = json.dumps(s.meta, sort_keys=True)
