@@ -274,6 +274,28 @@ def test_data_without_samples_in_the_chosen_split_exits_2_naming_what_the_file_h
     assert not reports.exists()
 
 
+@pytest.mark.parametrize("command, words", [
+    (["models", "evaluate", "NAME"], "so PSNR, SSIM and NMSE cannot be scored"),
+    (["shift", "--model", "NAME", "--axis", "coils", "--coils", "2"], "so the coils axis cannot simulate fewer coils"),
+])
+def test_slices_without_a_target_are_refused_where_they_would_be_scored(command, words, tmp_path, capsys, monkeypatch):
+    """A file prepared from undersampled k-space has no target: scoring it gave PSNR −inf and exit 0."""
+    from robustkit.models import build_model
+    from robustkit.models.zoo import save_model
+
+    save_model(tmp_path / "zoo" / "m", build_model("modl", {"width": 4, "depth": 2, "K": 1}), {"data": {"accel": 2.0}})
+    monkeypatch.setenv("ROBUSTKIT_ZOO", str(tmp_path / "zoo"))
+    data = tmp_path / "p.h5"
+    main(["data", "prepare", str(_fastmri(tmp_path, mask=line_mask())), "--out", str(data), "--calib", "20", "--kernel", "5"])
+    capsys.readouterr()
+    reports = tmp_path / "reports"
+    args = [a.replace("NAME", "m") for a in command] + ["--data", str(data), "--accel", "2"]
+    code, err = run_cli(args + (["--reports-dir", str(reports)] if command[0] == "shift" else []), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "2 of the 2 slices of" in err and "have no target" in err and words in err
+    assert not reports.exists()
+
+
 @pytest.mark.parametrize("argv", [[], ["models"], ["data"]])
 def test_a_bare_command_group_prints_its_help_as_written(argv, capsys):
     """``robustkit``, ``robustkit models``: the group's help with its line breaks, exit 2."""

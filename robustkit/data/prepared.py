@@ -192,6 +192,22 @@ ALL = "all"
 _NO_SPLIT = "no split"
 
 
+def missing_targets(dataset) -> int:
+    """How many slices of a :class:`PreparedDataset` (or a ``Subset`` of one) have no target: the
+    samples prepared from undersampled k-space, which no PSNR, SSIM or NMSE can score."""
+    base = getattr(dataset, "dataset", dataset)
+    indices = getattr(dataset, "indices", range(len(base)))
+    samples = getattr(base, "samples", None)
+    return 0 if samples is None else sum(samples[i].target is None for i in indices)
+
+
+def no_target_error(data: str, missing: int, total: int, what: str,
+                    fix: str = "prepare a file from fully sampled k-space") -> RobustkitError:
+    """The one-line refusal for ``what`` on slices without a target."""
+    return RobustkitError(f"{missing} of the {total} slices of {data} have no target (prepared from undersampled "
+                          f"k-space), so {what}; {fix}")
+
+
 def split_counts(path: str | os.PathLike) -> dict[str, int]:
     """Samples per split of a prepared file, ``{"train": 30, "val": 4, "no split": 2}`` (file order
     train, val, test, others, samples without a split last); reads only the metadata."""

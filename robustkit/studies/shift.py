@@ -146,6 +146,16 @@ def check_data(config: ShiftConfig, dataset) -> None:
     from robustkit.data.evaluation import data_path
     from robustkit.data.shift import has_acquisition_masks
 
+    from robustkit.data.prepared import missing_targets, no_target_error, split_counts
+    from robustkit.data.shift import anatomy_path
+
+    if "coils" in config.axes and missing_targets(dataset):
+        raise no_target_error(config.data, missing_targets(dataset), len(dataset),
+                              "the coils axis cannot simulate fewer coils from them",
+                              "drop --axis coils or use a file prepared from fully sampled k-space")
+    if "anatomy" in config.axes:
+        for a in config.anatomy:
+            split_counts(anatomy_path(a))  # one line now, not a failed run later, if it is no prepared file
     n_coils = int(dataset[0]["maps"].shape[0])
     if "coils" in config.axes:
         more = [n for n in config.coils if n > n_coils]
