@@ -11,11 +11,12 @@ from robustkit.cli import cli, main
 from robustkit.report.leaderboard import build_leaderboard
 
 
-def _write_run(root, name, study, rows, models, status="complete"):
+def _write_run(root, name, study, rows, models, status="complete", weights=None):
     run_dir = root / name
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"study": study, "models": [m for m, _ in models]}))
-    (run_dir / "meta.json").write_text(json.dumps({"status": status, "models": [{"name": m, "source": s} for m, s in models]}))
+    entries = [{"name": m, "source": s, **({"weights_sha256": weights} if weights else {})} for m, s in models]
+    (run_dir / "meta.json").write_text(json.dumps({"status": status, "models": entries}))
     pd.DataFrame(rows).to_csv(run_dir / "results.csv", index=False)
     return run_dir
 
@@ -41,7 +42,10 @@ def reports(tmp_path):
     _write_run(root, "attack-20260102-000000", "attack",
                _attack_rows("mnmmol-4x", [30.0, 32.0], [0.80, 0.84], [2.0, 4.0], [0.5, 0.7], [True, False])
                + _attack_rows("sense", [28.0, 29.0], [0.7, 0.72], [1.0, 1.5], [0.2, 0.4], [np.nan, np.nan]),
-               [("mnmmol-4x", "zoo"), ("sense", "baseline")], status="interrupted")
+               [("mnmmol-4x", "zoo"), ("sense", "baseline")])
+    # a NEWER but interrupted attack run: a complete run holds the model, so this one is not used
+    _write_run(root, "attack-20260105-000000", "attack", _attack_rows("mnmmol-4x", [5.0], [0.1], [9], [9], [True]),
+               [("mnmmol-4x", "zoo")], status="interrupted")
     shift = [{"model": "mnmmol-4x", "sample": s, "axis": axis, "condition": cond, "nominal": nominal, "psnr": 30.0 - drop,
               "ssim": 0.9, "psnr_drop": drop, "iterations": 50, "residual": 1e-6, "converged": True}
              for s in (0, 1) for axis, cond, nominal, drop in (
@@ -77,6 +81,38 @@ def test_leaderboard_reloads_equal_to_the_runs_it_was_built_from(reports):
         assert np.isnan(s[column])
     reloaded = pd.read_csv(csv_path)
     pd.testing.assert_frame_equal(reloaded, frame, check_dtype=False)
+
+
+def test_a_run_that_did_not_complete_is_used_only_alone_and_says_so(tmp_path):
+    root = tmp_path / "reports"
+    _write_run(root, "attack-20260101-000000", "attack", _attack_rows("mol-4x", [20.0], [0.5], [1], [1], [True]),
+               [("mol-4x", "zoo")], status="failed")
+    frame = build_leaderboard(root)[2].set_index("model")
+    assert frame.loc["mol-4x", "psnr"] == pytest.approx(20.0)
+    assert frame.loc["mol-4x", "attack_run"] == "attack-20260101-000000 (failed)"
+    page = (root / "leaderboard.html").read_text()
+    assert "Numbers from runs that did not complete (their status is in the run column) for mol-4x" in page
+
+
+def test_unconverged_solves_are_named_above_the_table(reports):
+    page = (build_leaderboard(reports)[1]).read_text()  # mnmmol-4x: clean solves converged on 1 of 2 slices
+    assert "Not all solves converged for mnmmol-4x: some of their numbers are not of a fixed point" in page
+    assert "adversarial solves converged" in page
+
+
+def test_two_networks_under_one_name_are_two_rows(tmp_path):
+    """Runs of the shipped modl-4x, then of the user's ./models/modl-4x: never one row."""
+    root = tmp_path / "reports"
+    shift = [{"model": "modl-4x", "sample": 0, "axis": "noise", "condition": "σ=0.05", "nominal": False, "psnr": 28.0,
+              "ssim": 0.9, "psnr_drop": 12.0}]
+    _write_run(root, "shift-20260101-000000", "shift", shift, [("modl-4x", "zoo")], weights="aaaaaaaa11")
+    _write_run(root, "attack-20260102-000000", "attack", _attack_rows("modl-4x", [31.0], [0.8], [20], [5], [np.nan]),
+               [("modl-4x", "zoo")], weights="bbbbbbbb22")
+    frame = build_leaderboard(root)[2].set_index("model")
+    assert list(frame.index) == ["modl-4x (weights aaaaaaaa)", "modl-4x"]
+    new, old = frame.loc["modl-4x"], frame.loc["modl-4x (weights aaaaaaaa)"]
+    assert new["psnr"] == pytest.approx(31.0) and np.isnan(new["shift_noise_drop"])  # the shift was of other weights
+    assert old["shift_noise_drop"] == pytest.approx(12.0) and np.isnan(old["psnr"])
 
 
 def test_leaderboard_html_is_a_sortable_table_without_network(reports):

@@ -2,8 +2,15 @@
 (``results.csv`` of complete or partial runs; nothing is recomputed), written as
 ``leaderboard.csv`` and a sortable ``leaderboard.html`` (docs/studies.md, "Leaderboard").
 
-For each study the newest run holding rows of a model gives that model's numbers, and the row
-names the run (``<study>_run`` columns). A study that no run holds leaves its cells empty.
+For each study the newest COMPLETE run holding rows of a model gives that model's numbers, and the
+row names the run (``<study>_run`` columns); a failed or interrupted run is used only when no
+complete one holds the model, and its name then carries its status, e.g. ``attack-… (interrupted)``.
+A study that no run holds leaves its cells empty.
+
+A model is its name AND its weights (``weights_sha256`` in each run's meta.json): runs of two
+different networks under one name (``./models/modl-4x`` trained after runs of the shipped
+``modl-4x``) are never mixed in one row. The newest weights keep the name; rows of older weights
+are labelled ``NAME (weights 1a2b3c4d)``.
 
 =====================  ====================================================================
 model, source          model name as the runs stored it; ``zoo``, ``plug-in``, ``imported``,
@@ -98,14 +105,33 @@ def _stored_runs(root: Path) -> list[StoredRun]:
     return runs
 
 
-def _newest(runs: list[Any], study: str, model: str):
-    """``(run, rows of model)`` of the newest run of ``study`` holding the model, else ``(None, None)``."""
-    for run in runs:
-        if run.study == study:
-            rows = run.results[run.results["model"].astype(str) == model]
-            if len(rows):
-                return run, rows
-    return None, None
+def _weights(run: Any, model: str) -> str | None:
+    """The weights' sha256 a run recorded for ``model`` (``None`` when it recorded none)."""
+    for m in run.meta.get("models", []):
+        if isinstance(m, dict) and m.get("name") == model:
+            return m.get("weights_sha256")
+    return None
+
+
+def _status(run: Any) -> str:
+    return str(run.meta.get("status", "complete"))
+
+
+def _newest(runs: list[Any], study: str, model: str, weights: str | None = None):
+    """``(run, rows of model)`` of the newest complete run of ``study`` holding the model with these
+    weights (else the newest such run of any status), else ``(None, None)``."""
+    found = [(run, run.results[run.results["model"].astype(str) == model]) for run in runs
+             if run.study == study and _weights(run, model) == weights]
+    found = [(run, rows) for run, rows in found if len(rows)]
+    for run, rows in found:
+        if _status(run) == "complete":
+            return run, rows
+    return found[0] if found else (None, None)
+
+
+def _run_name(run: Any) -> str:
+    """The run's folder name, with its status when it did not complete."""
+    return run.name if _status(run) == "complete" else f"{run.name} ({_status(run)})"
 
 
 def _source(runs: list[Any], model: str) -> str:
@@ -121,7 +147,7 @@ def _source(runs: list[Any], model: str) -> str:
 def _attack(run, rows: pd.DataFrame) -> dict[str, Any]:
     from robustkit.report.conclusions import headline_eps
 
-    out: dict[str, Any] = {"attack_run": run.name}
+    out: dict[str, Any] = {"attack_run": _run_name(run)}
     clean = rows[rows["kind"] == "clean"]
     if len(clean):
         out.update(psnr=float(clean["psnr"].mean()), ssim=float(clean["ssim"].mean()))
@@ -146,7 +172,7 @@ def _attack(run, rows: pd.DataFrame) -> dict[str, Any]:
 def _shift(run, rows: pd.DataFrame) -> dict[str, Any]:
     from robustkit.studies.flags import as_bool
 
-    out: dict[str, Any] = {"shift_run": run.name}
+    out: dict[str, Any] = {"shift_run": _run_name(run)}
     nominal = as_bool(rows["nominal"]).fillna(False).astype(bool) if "nominal" in rows else pd.Series(False, index=rows.index)
     off = rows[~nominal]
     for axis, a in off.groupby("axis", sort=False):
@@ -154,19 +180,19 @@ def _shift(run, rows: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _largest_L(runs: list[Any], model: str) -> dict[str, Any]:
+def _largest_L(runs: list[Any], model: str, weights: str | None) -> dict[str, Any]:
     from robustkit.report.tables import largest_lower_bound
 
     best, where = math.nan, []
     for study in ("audit", "bound"):
-        run, rows = _newest(runs, study, model)
+        run, rows = _newest(runs, study, model, weights)
         if run is None:
             continue
         values = largest_lower_bound(rows) if study == "audit" else rows.loc[rows["estimator"] == "max", "L"]
         values = values.astype(float).dropna()
         if len(values):
             best = float(values.max()) if math.isnan(best) else max(best, float(values.max()))
-            where.append(run.name)
+            where.append(_run_name(run))
     return {"L": best, "L_run": " ".join(where)} if where else {}
 
 
@@ -174,26 +200,29 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
     """One row per model found in the runs of ``root`` (columns in the module docstring)."""
     root = Path(root)
     runs = _stored_runs(root)
-    models = list(dict.fromkeys(str(m) for run in reversed(runs) for m in run.results["model"].unique()))
+    # one entry per (name, weights), first seen oldest first; the newest weights of a name keep the name
+    keys = list(dict.fromkeys((str(m), _weights(run, str(m))) for run in reversed(runs) for m in run.results["model"].unique()))
+    newest = {name: weights for name, weights in keys}  # later (newer) entries overwrite
     rows = []
-    for model in models:
-        row: dict[str, Any] = {"model": model, "source": _source(runs, model)}
-        run, r = _newest(runs, "attack", model)
+    for model, weights in keys:
+        label = model if newest[model] == weights else f"{model} (weights {str(weights)[:8]})"
+        row: dict[str, Any] = {"model": label, "source": _source(runs, model)}
+        run, r = _newest(runs, "attack", model, weights)
         if run is not None:
             row.update(_attack(run, r))
             if "converged_clean" in row:
-                row["convergence_run"] = run.name
+                row["convergence_run"] = _run_name(run)
         if not isinstance(row.get("converged_clean"), float) or math.isnan(row["converged_clean"]):
-            run, r = _newest(runs, "audit", model)
+            run, r = _newest(runs, "audit", model, weights)
             if run is not None and "converged" in r and not math.isnan(_flag_mean(r["converged"])):
-                row.update(converged_clean=_flag_mean(r["converged"]), convergence_run=run.name)
-        run, r = _newest(runs, "shift", model)
+                row.update(converged_clean=_flag_mean(r["converged"]), convergence_run=_run_name(run))
+        run, r = _newest(runs, "shift", model, weights)
         if run is not None and {"axis", "condition", "psnr_drop"} <= set(r):
             row.update(_shift(run, r))
-        run, r = _newest(runs, "features", model)
+        run, r = _newest(runs, "features", model, weights)
         if run is not None and "false_negative" in r:
-            row.update(false_negative_rate=_flag_mean(r["false_negative"]), features_run=run.name)
-        row.update(_largest_L(runs, model))
+            row.update(false_negative_rate=_flag_mean(r["false_negative"]), features_run=_run_name(run))
+        row.update(_largest_L(runs, model, weights))
         rows.append(row)
     shift_cols = sorted({c for row in rows for c in row if c.startswith("shift_") and c.endswith("_drop")})
     return pd.DataFrame(rows, columns=[*HEAD, *shift_cols, *TAIL])
@@ -225,7 +254,7 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 HEADERS = {
     "model": "model", "source": "source", "psnr": "clean PSNR (dB)", "ssim": "clean SSIM", "eps": "ε",
     "adv_psnr_drop": "adversarial ΔPSNR (dB)", "gauss_psnr_drop": "Gaussian ΔPSNR (dB)",
-    "converged_clean": "clean solves converged", "converged_attacked": "attacked solves converged",
+    "converged_clean": "clean solves converged", "converged_attacked": "adversarial solves converged",
     "false_negative_rate": "false-negative rate", "L": "largest L estimate",
     "attack_run": "attack run", "convergence_run": "convergence from", "shift_run": "shift run",
     "features_run": "features run", "L_run": "L from",
@@ -263,6 +292,16 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
     eps = sorted({float(e) for e in frame["eps"].dropna()}) if len(frame) else []
     note = (f"Drops at the attack run's ε = {', '.join(f'{100 * e:.4g} %' for e in eps)}. " if eps else "")
     empty = "" if len(frame) else "<p class=\"banner info\">No stored study run with results in this folder yet.</p>"
+    unconverged = [str(row["model"]) for _, row in frame.iterrows()
+                   if any(isinstance(row.get(c), float) and row[c] < 1 for c in ("converged_clean", "converged_attacked"))]
+    if unconverged:  # the numbers of such a row are not all of fixed points: say so above the table
+        empty += ("<p class=\"banner warning\">Not all solves converged for " + esc(", ".join(unconverged)) + ": some of "
+                  "their numbers are not of a fixed point (see the converged columns and the runs' reports).</p>")
+    partial = [str(row["model"]) for _, row in frame.iterrows()
+               if any(isinstance(row.get(c), str) and row[c].endswith(")") for c in TAIL if c.endswith("_run"))]
+    if partial:
+        empty += ("<p class=\"banner warning\">Numbers from runs that did not complete (their status is in the run "
+                  "column) for " + esc(", ".join(partial)) + ".</p>")
     html = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n"
