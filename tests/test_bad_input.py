@@ -291,9 +291,26 @@ def test_slices_without_a_target_are_refused_where_they_would_be_scored(command,
     reports = tmp_path / "reports"
     args = [a.replace("NAME", "m") for a in command] + ["--data", str(data), "--accel", "2"]
     code, err = run_cli(args + (["--reports-dir", str(reports)] if command[0] == "shift" else []), capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1
+    errors = [line for line in err.splitlines() if line.startswith("robustkit: error")]  # warnings may precede it
+    assert code == 2 and len(errors) == 1
     assert "2 of the 2 slices of" in err and "have no target" in err and words in err
     assert not reports.exists()
+
+
+def test_a_file_with_its_own_masks_says_that_accel_is_not_used(tmp_path, capsys):
+    """--accel draws masks only for slices without one: on a file that carries its own, it used to be
+    ignored silently while headers, warnings and run files reported it."""
+    from robustkit.data.evaluation import eval_dataset
+    from robustkit.errors import RobustkitWarning
+
+    data = tmp_path / "p.h5"
+    main(["data", "prepare", str(_fastmri(tmp_path, mask=line_mask())), "--out", str(data), "--calib", "20", "--kernel", "5"])
+    mask = line_mask()
+    own = mask.size / mask.sum()
+    with pytest.warns(RobustkitWarning, match=rf"carries its own acquisition masks \(acceleration {own:.3g}× on average\): "
+                                              r"--accel 8 is not used"):
+        _, info = eval_dataset(str(data), None, 8.0)
+    assert info.accel == pytest.approx(own)
 
 
 @pytest.mark.parametrize("argv", [[], ["models"], ["data"]])

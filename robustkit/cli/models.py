@@ -253,7 +253,7 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
         df.groupby("model", sort=False)[cols].count().to_numpy() != 1, 0.0)  # one slice: spread 0, as the studies print
     h, w = info.shape
     what = "all samples" if info.split == "all" else f"{info.split} split"
-    click.echo(f"{info.name} ({what}), {info.n} slices of {h}x{w}, {accel:g}×")
+    click.echo(f"{info.name} ({what}), {info.n} slices of {h}x{w}, {info.accel:.3g}×")
     click.echo(agg.round(4).to_string())
     for model_name, rows in df.groupby("model", sort=False):
         if "converged" in rows and rows["converged"].notna().any() and not rows["converged"].astype(bool).all():

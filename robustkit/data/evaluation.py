@@ -66,4 +66,22 @@ def eval_dataset(data: str, split: str | None, accel: float, seed: int = 0,
     if samples is not None and samples < len(ds):
         ds = torch.utils.data.Subset(ds, range(samples))
     h, w = ds[0]["target"].shape[-2:]
-    return ds, EvalData(data, path, chosen, float(accel), (int(h), int(w)), len(ds))
+    own = file_acceleration(ds)
+    if own is not None and abs(own - accel) > 0.05 * accel:
+        from robustkit.errors import warn
+
+        warn(f"{data} carries its own acquisition masks (acceleration {own:.3g}× on average): --accel {accel:g} is "
+             "not used there; the numbers are at the file's masks")
+    return ds, EvalData(data, path, chosen, float(accel if own is None else own), (int(h), int(w)), len(ds))
+
+
+def file_acceleration(dataset) -> float | None:
+    """The mean acceleration ``H·W / Σ mask`` of the file's own acquisition masks over the slices of
+    ``dataset`` (a :class:`~robustkit.data.prepared.PreparedDataset` or a ``Subset`` of one), when
+    every slice carries one; ``None`` when the masks are drawn at ``--accel``."""
+    base = getattr(dataset, "dataset", dataset)
+    indices = getattr(dataset, "indices", range(len(base)))
+    masks = [base.samples[i].mask for i in indices] if hasattr(base, "samples") else [None]
+    if any(m is None for m in masks):
+        return None
+    return float(sum(m.size / max(float(m.sum()), 1.0) for m in masks) / len(masks))
