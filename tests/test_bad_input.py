@@ -276,7 +276,8 @@ def test_data_without_samples_in_the_chosen_split_exits_2_naming_what_the_file_h
 
 @pytest.mark.parametrize("command, words", [
     (["models", "evaluate", "NAME"], "so PSNR, SSIM and NMSE cannot be scored"),
-    (["shift", "--model", "NAME", "--axis", "coils", "--coils", "2"], "so the coils axis cannot simulate fewer coils"),
+    (["shift", "--model", "NAME", "--axis", "coils", "--coils", "2"], "so the shift study's PSNR and SSIM cannot be scored"),
+    (["attack", "--model", "NAME", "--eps", "0.05", "--kind", "gaussian"], "so the attack study's PSNR and SSIM cannot"),
 ])
 def test_slices_without_a_target_are_refused_where_they_would_be_scored(command, words, tmp_path, capsys, monkeypatch):
     """A file prepared from undersampled k-space has no target: scoring it gave PSNR −inf and exit 0."""
@@ -290,7 +291,7 @@ def test_slices_without_a_target_are_refused_where_they_would_be_scored(command,
     capsys.readouterr()
     reports = tmp_path / "reports"
     args = [a.replace("NAME", "m") for a in command] + ["--data", str(data), "--accel", "2"]
-    code, err = run_cli(args + (["--reports-dir", str(reports)] if command[0] == "shift" else []), capsys)
+    code, err = run_cli(args + (["--reports-dir", str(reports)] if command[0] != "models" else []), capsys)
     errors = [line for line in err.splitlines() if line.startswith("robustkit: error")]  # warnings may precede it
     assert code == 2 and len(errors) == 1
     assert "2 of the 2 slices of" in err and "have no target" in err and words in err

@@ -91,6 +91,12 @@ def run(
                              "in one process (without torchrun), then run the study under torchrun")
     torch.manual_seed(config.seed)
     dataset, data = study_data(config)
+    if getattr(module, "SCORES_TARGET", False):  # PSNR/SSIM against the target are its measure
+        from robustkit.data.prepared import missing_targets, no_target_error
+
+        if missing_targets(dataset):
+            raise no_target_error(config.data, missing_targets(dataset), len(dataset),
+                                  f"the {name} study's PSNR and SSIM cannot be scored")
     models = load_models(module.model_refs(config, str(dev)) if hasattr(module, "model_refs") else config.models,
                          dataset, config.accel, dev, data=config.data)
     if hasattr(module, "check_models"):

@@ -51,6 +51,8 @@ from robustkit.choices import ATTACK_KINDS, PERTURBATION_FAMILIES
 from robustkit.errors import RobustkitError, warn
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches, check_eps
 
+#: its measure (PSNR/SSIM against the target) needs slices with a target
+SCORES_TARGET = True
 KINDS = ATTACK_KINDS
 DEFAULT_KINDS = ("adversarial", "gaussian")
 #: family-specific columns of the realistic kinds (NaN in other rows).

@@ -50,6 +50,9 @@ from robustkit.data.features import KINDS, Candidate, detect, draw_candidates, i
 from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, batches
 
+#: its measure (contrast recovered in the reconstruction of an inserted feature) needs the target
+SCORES_TARGET = True
+
 SEARCHES = ("random", "adversarial")
 
 

@@ -54,6 +54,8 @@ from robustkit.data.shift import Condition
 from robustkit.errors import RobustkitError
 from robustkit.studies.common import Cell, LoadedModel, StudyConfig, check_eps
 
+#: its measure (PSNR/SSIM against the target) needs slices with a target
+SCORES_TARGET = True
 AXES = ("accel", "mask", "noise", "coils", "anatomy")
 NOMINAL_MASK = "random"
 
@@ -146,13 +148,9 @@ def check_data(config: ShiftConfig, dataset) -> None:
     from robustkit.data.evaluation import data_path
     from robustkit.data.shift import has_acquisition_masks
 
-    from robustkit.data.prepared import missing_targets, no_target_error, split_counts
+    from robustkit.data.prepared import split_counts
     from robustkit.data.shift import anatomy_path
 
-    if "coils" in config.axes and missing_targets(dataset):
-        raise no_target_error(config.data, missing_targets(dataset), len(dataset),
-                              "the coils axis cannot simulate fewer coils from them",
-                              "drop --axis coils or use a file prepared from fully sampled k-space")
     if "anatomy" in config.axes:
         for a in config.anatomy:
             split_counts(anatomy_path(a))  # one line now, not a failed run later, if it is no prepared file
