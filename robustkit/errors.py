@@ -22,6 +22,12 @@ class GateFailed(RobustkitError):
         self.check = check
 
 
+class Interrupted(RobustkitError):
+    """Ctrl-C, with a message saying what was kept and how to go on. The CLI exits with code 130."""
+
+    exit_code = 130
+
+
 class TrainingStopped(RobustkitError):
     """A deep-equilibrium training stopped by its time budget before its convergence gate: the
     model is not certified yet; ``--resume`` continues it. The CLI exits with code 4."""

@@ -399,3 +399,20 @@ def test_card_with_a_bad_config_is_refused_on_load(tmp_path):
 
 def test_gate_failure_is_an_error_with_exit_code_3():
     assert issubclass(GateFailed, RobustkitError) and GateFailed.exit_code == 3
+
+
+def test_ctrl_c_in_train_says_what_is_kept_and_how_to_go_on(data, tmp_path, capsys, monkeypatch):
+    import robustkit.recipes
+
+    def interrupted(config, folder, *args, **kwargs):
+        if Path(folder).name == "late":  # as if an epoch's checkpoint was written before Ctrl-C
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "train_state.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(robustkit.recipes, "run", interrupted)
+    for name, words in (("early", "interrupted before the first checkpoint; nothing to resume in"),
+                        ("late", f"the last checkpoint in {tmp_path / 'late'} is kept")):
+        code, err = run_cli(["train", "--model", "modl", "--data", data, "--accel", "2", "--out", str(tmp_path / name)], capsys)
+        assert code == 130 and words in err
+    assert "--resume` continues from it" in err

@@ -145,8 +145,16 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
             given = {k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**given)
     dist = dist_context(obj.get("device", "auto"))  # under torchrun: joins the process group, this rank's device
-    with collective_errors("training"):
-        card = run(config, out, dist.device, resume=resume, recipe=recipe)
+    try:
+        with collective_errors("training"):
+            card = run(config, out, dist.device, resume=resume, recipe=recipe)
+    except KeyboardInterrupt:
+        from robustkit.errors import Interrupted
+
+        if (Path(out) / "train_state.pt").exists():
+            raise Interrupted(f"interrupted; the last checkpoint in {out} is kept: `robustkit train --model {model_name} "
+                              f"--out {out} --resume` continues from it") from None
+        raise Interrupted(f"interrupted before the first checkpoint; nothing to resume in {out}") from None
     if "stopped" in card:
         where = card["stopped"].get("stage") or f"epoch {card['stopped']['epoch']}"
         message = (f"stopped by --max-minutes in {where} of {model_name} in {out}; `robustkit train --model {model_name} "
