@@ -11,12 +11,13 @@ from robustkit.cli import cli, main
 from robustkit.report.leaderboard import build_leaderboard
 
 
-def _write_run(root, name, study, rows, models, status="complete", weights=None):
+def _write_run(root, name, study, rows, models, status="complete", weights=None, data=None):
     run_dir = root / name
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"study": study, "models": [m for m, _ in models]}))
     entries = [{"name": m, "source": s, **({"weights_sha256": weights} if weights else {})} for m, s in models]
-    (run_dir / "meta.json").write_text(json.dumps({"status": status, "models": entries}))
+    meta = {"status": status, "models": entries, **({"data": data} if data else {})}
+    (run_dir / "meta.json").write_text(json.dumps(meta))
     pd.DataFrame(rows).to_csv(run_dir / "results.csv", index=False)
     return run_dir
 
@@ -151,3 +152,15 @@ def test_report_command_builds_the_leaderboard_too(reports, tmp_path):
     board = pd.read_csv(root / CSV)
     assert (root / HTML).is_file() and list(board["model"]) == ["mnmmol-4x"]
     assert board.loc[0, "false_negative_rate"] == pytest.approx(0.25) and np.isnan(board.loc[0, "psnr"])
+
+
+def test_the_data_of_a_rows_runs_is_named_and_a_mix_is_flagged(tmp_path):
+    root = tmp_path / "reports"
+    shift = [{"model": "modl-4x", "sample": 0, "axis": "noise", "condition": "σ=0.05", "nominal": False, "psnr": 28.0,
+              "ssim": 0.9, "psnr_drop": 12.0}]
+    _write_run(root, "shift-20260101-000000", "shift", shift, [("modl-4x", "zoo")], data={"name": "knee.h5", "accel": 4.0})
+    _write_run(root, "attack-20260102-000000", "attack", _attack_rows("modl-4x", [31.0], [0.8], [20], [5], [np.nan]),
+               [("modl-4x", "zoo")], data={"name": "builtin", "accel": 4.0})
+    csv_path, html_path, frame = build_leaderboard(root)
+    assert frame.set_index("model").loc["modl-4x", "data"] == "builtin (4×); knee.h5 (4×)"
+    assert "come from runs on different data" in html_path.read_text()

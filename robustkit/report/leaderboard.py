@@ -28,6 +28,8 @@ L                      the largest L estimate stored by the newest audit (``L_ma
                        (estimator ``max``) runs — a lower bound of L[H](x*; δ)
 attack_run, …          the run folder each group of numbers comes from (``attack_run``,
                        ``shift_run``, ``features_run``, ``L_run``; ``convergence_run``)
+data                   the data of those runs, ``builtin (4×)``; several, ``;``-separated, when
+                       the row's runs read different data (a banner then says so)
 =====================  ====================================================================
 """
 
@@ -52,7 +54,7 @@ BASELINES = ("sense", "l1-wavelet")
 #: the fixed columns, in order (``shift_<axis>_drop`` columns are inserted before ``false_negative_rate``).
 HEAD = ("model", "source", "psnr", "ssim", "eps", "adv_psnr_drop", "gauss_psnr_drop", "converged_clean",
         "converged_attacked")
-TAIL = ("false_negative_rate", "L", "attack_run", "convergence_run", "shift_run", "features_run", "L_run")
+TAIL = ("false_negative_rate", "L", "attack_run", "convergence_run", "shift_run", "features_run", "L_run", "data")
 
 
 def _flag_mean(values: pd.Series) -> float:
@@ -129,6 +131,15 @@ def _newest(runs: list[Any], study: str, model: str, weights: str | None = None)
     return found[0] if found else (None, None)
 
 
+def _data_label(run: Any) -> str:
+    """``builtin (4×)``: the data a run read and its acceleration, from its meta.json."""
+    data = run.meta.get("data")
+    if not isinstance(data, dict):
+        return "?"
+    accel = data.get("accel")
+    return f"{data.get('name', '?')}" + (f" ({accel:g}×)" if isinstance(accel, (int, float)) else "")
+
+
 def _run_name(run: Any) -> str:
     """The run's folder name, with its status when it did not complete."""
     return run.name if _status(run) == "complete" else f"{run.name} ({_status(run)})"
@@ -180,10 +191,11 @@ def _shift(run, rows: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _largest_L(runs: list[Any], model: str, weights: str | None) -> dict[str, Any]:
+def _largest_L(runs: list[Any], model: str, weights: str | None) -> tuple[dict[str, Any], list[Any]]:
+    """``({"L", "L_run"}, the runs read)``: the largest stored L estimate of the newest audit and bound runs."""
     from robustkit.report.tables import largest_lower_bound
 
-    best, where = math.nan, []
+    best, where, read = math.nan, [], []
     for study in ("audit", "bound"):
         run, rows = _newest(runs, study, model, weights)
         if run is None:
@@ -193,7 +205,8 @@ def _largest_L(runs: list[Any], model: str, weights: str | None) -> dict[str, An
         if len(values):
             best = float(values.max()) if math.isnan(best) else max(best, float(values.max()))
             where.append(_run_name(run))
-    return {"L": best, "L_run": " ".join(where)} if where else {}
+            read.append(run)
+    return ({"L": best, "L_run": " ".join(where)} if where else {}), read
 
 
 def leaderboard_frame(root: str | Path) -> pd.DataFrame:
@@ -207,22 +220,29 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
     for model, weights in keys:
         label = model if newest[model] == weights else f"{model} (weights {str(weights)[:8]})"
         row: dict[str, Any] = {"model": label, "source": _source(runs, model)}
+        used = []  # the runs whose numbers the row shows
         run, r = _newest(runs, "attack", model, weights)
         if run is not None:
             row.update(_attack(run, r))
+            used.append(run)
             if "converged_clean" in row:
                 row["convergence_run"] = _run_name(run)
         if not isinstance(row.get("converged_clean"), float) or math.isnan(row["converged_clean"]):
             run, r = _newest(runs, "audit", model, weights)
             if run is not None and "converged" in r and not math.isnan(_flag_mean(r["converged"])):
                 row.update(converged_clean=_flag_mean(r["converged"]), convergence_run=_run_name(run))
+                used.append(run)
         run, r = _newest(runs, "shift", model, weights)
         if run is not None and {"axis", "condition", "psnr_drop"} <= set(r):
             row.update(_shift(run, r))
+            used.append(run)
         run, r = _newest(runs, "features", model, weights)
         if run is not None and "false_negative" in r:
             row.update(false_negative_rate=_flag_mean(r["false_negative"]), features_run=_run_name(run))
-        row.update(_largest_L(runs, model, weights))
+            used.append(run)
+        found, read = _largest_L(runs, model, weights)
+        row.update(found)
+        row["data"] = "; ".join(sorted({_data_label(run) for run in used + read}))
         rows.append(row)
     shift_cols = sorted({c for row in rows for c in row if c.startswith("shift_") and c.endswith("_drop")})
     return pd.DataFrame(rows, columns=[*HEAD, *shift_cols, *TAIL])
@@ -257,7 +277,7 @@ HEADERS = {
     "converged_clean": "clean solves converged", "converged_attacked": "adversarial solves converged",
     "false_negative_rate": "false-negative rate", "L": "largest L estimate",
     "attack_run": "attack run", "convergence_run": "convergence from", "shift_run": "shift run",
-    "features_run": "features run", "L_run": "L from",
+    "features_run": "features run", "L_run": "L from", "data": "data",
 }
 
 
@@ -297,6 +317,10 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
     if unconverged:  # the numbers of such a row are not all of fixed points: say so above the table
         empty += ("<p class=\"banner warning\">Not all solves converged for " + esc(", ".join(unconverged)) + ": some of "
                   "their numbers are not of a fixed point (see the converged columns and the runs' reports).</p>")
+    mixed = [str(row["model"]) for _, row in frame.iterrows() if ";" in str(row.get("data", ""))]
+    if mixed:
+        empty += ("<p class=\"banner warning\">The numbers of " + esc(", ".join(mixed)) + " come from runs on different "
+                  "data (the data column): they are not one measurement.</p>")
     partial = [str(row["model"]) for _, row in frame.iterrows()
                if any(isinstance(row.get(c), str) and row[c].endswith(")") for c in TAIL if c.endswith("_run"))]
     if partial:
