@@ -70,23 +70,17 @@ def show(name: str) -> None:
 
 def _zoo_relabelled(refs, models):
     """``models`` (one per ref, every name checked first) without a second entry for a zoo folder
-    already listed (``modl`` and ``modl-4x`` may be one), zoo models labelled as the studies label
-    them (:func:`robustkit.models.zoo.zoo_labels`)."""
-    from robustkit.models.baselines import is_baseline_ref
-    from robustkit.models.plugins import is_plugin_ref
-    from robustkit.models.zoo import resolve, zoo_labels
+    already listed, zoo models labelled as the studies label them
+    (:func:`robustkit.models.zoo.zoo_references`)."""
+    from robustkit.models.zoo import zoo_references
 
-    folders = {i: resolve(r).resolve() for i, r in enumerate(refs)
-               if isinstance(r, str) and not is_baseline_ref(r) and not is_plugin_ref(r)}
-    unique = list(dict.fromkeys(folders.values()))
-    label = dict(zip(unique, zoo_labels(unique)))
-    out, seen = [], set()
+    zoo = zoo_references(list(refs))
+    out = []
     for i, model in enumerate(models):
-        if i in folders:
-            if folders[i] in seen:
+        if i in zoo:
+            if zoo[i] is None:
                 continue
-            seen.add(folders[i])
-            model.name = label[folders[i]]
+            model.name = zoo[i][1]
         out.append(model)
     return out
 

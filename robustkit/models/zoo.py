@@ -189,6 +189,21 @@ def zoo_labels(folders: list[Path]) -> list[str]:
     return [f"{f.name}-shipped" if s and f.name in user_names else f.name for f, s in zip(folders, is_shipped)]
 
 
+def zoo_references(refs: list[Any]) -> dict[int, tuple[Path, str] | None]:
+    """For the position of each zoo reference in ``refs`` (baselines, plug-in specs and network
+    objects are left out): ``(folder, label)`` at its folder's first mention, ``None`` at a later
+    mention of the same folder (``modl`` and ``modl-4x`` may be one). Labels: :func:`zoo_labels`."""
+    from robustkit.models.baselines import is_baseline_ref
+    from robustkit.models.plugins import is_plugin_ref
+
+    folders = {i: resolve(r).resolve() for i, r in enumerate(refs)
+               if isinstance(r, str) and not is_baseline_ref(r) and not is_plugin_ref(r)}
+    unique = list(dict.fromkeys(folders.values()))
+    label = dict(zip(unique, zoo_labels(unique)))
+    first = {folder: i for i, folder in reversed(list(folders.items()))}
+    return {i: (folder, label[folder]) if first[folder] == i else None for i, folder in folders.items()}
+
+
 def load_model(ref: str, root: Path | None = None, map_location: str = "cpu"):
     """Build and load a zoo model, verifying the weights' sha256. Returns ``(model, card)`` in eval mode."""
     return _load_folder(resolve(ref, root), map_location)

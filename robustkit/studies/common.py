@@ -254,28 +254,21 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     or on other data than ``data`` still runs (F_θ is fully convolutional, the operator comes from
     the data): the difference is kept in ``mismatch`` and issued as a one-line warning."""
     from robustkit.models.adapter import as_model
-    from robustkit.models.baselines import is_baseline_ref
     from robustkit.models.mismatch import warn_mismatch
-    from robustkit.models.plugins import is_plugin_ref
-    from robustkit.models.zoo import load_model, resolve, zoo_labels
+    from robustkit.models.zoo import load_model, zoo_references
 
     shape = list(dataset[0]["target"].shape[-2:])
     refs = list(refs)
-    folders = {i: resolve(ref).resolve() for i, ref in enumerate(refs)
-               if isinstance(ref, str) and not is_baseline_ref(ref) and not is_plugin_ref(ref)}
-    unique = list(dict.fromkeys(folders.values()))  # one model per folder: `modl` and `modl-4x` may be one
-    label = dict(zip(unique, zoo_labels(unique)))
+    zoo = zoo_references(refs)  # one model per folder: `modl` and `modl-4x` may be one
     out: list[ModelAdapter] = []
-    seen = set()
     for i, ref in enumerate(refs):
-        if i not in folders:
+        if i not in zoo:
             out.append(as_model(ref, map_location=str(device)))
             continue
-        if folders[i] in seen:
+        if zoo[i] is None:
             continue
-        seen.add(folders[i])
-        name = label[folders[i]]
-        model, card = load_model(str(folders[i]), map_location=str(device))
+        folder, name = zoo[i]
+        model, card = load_model(str(folder), map_location=str(device))
         adapter = ModelAdapter(name, model, card)
         adapter.mismatch = warn_mismatch(name, card, data, shape, accel)
         out.append(adapter)
