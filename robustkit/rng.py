@@ -17,19 +17,21 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def _draw(sampler, shape, generator: torch.Generator | None, dtype: torch.dtype, device) -> torch.Tensor:
+    if generator is None:
+        return sampler(shape, dtype=dtype, device=device)
+    return sampler(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+
+
 def randn(shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator | None, dtype: torch.dtype,
           device: torch.device | str) -> torch.Tensor:
     """``torch.randn(shape)`` (complex dtypes: real and imaginary parts N(0, 1/2)) drawn on
     ``generator``'s device and moved to ``device``; without a generator, PyTorch's global RNG on
     ``device``."""
-    if generator is None:
-        return torch.randn(shape, dtype=dtype, device=device)
-    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+    return _draw(torch.randn, shape, generator, dtype, device)
 
 
 def rand(shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator | None, dtype: torch.dtype,
          device: torch.device | str) -> torch.Tensor:
     """``torch.rand(shape)``, uniform on [0, 1), drawn like :func:`randn`."""
-    if generator is None:
-        return torch.rand(shape, dtype=dtype, device=device)
-    return torch.rand(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+    return _draw(torch.rand, shape, generator, dtype, device)

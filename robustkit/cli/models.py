@@ -232,8 +232,9 @@ def evaluate_cmd(obj, names: tuple[str, ...], data: str, split: str | None, samp
     ds, info = eval_dataset(data, split, accel, obj.get("seed", 0), samples)
     from robustkit.data.prepared import missing_targets, no_target_error
 
-    if missing_targets(ds):
-        raise no_target_error(data, missing_targets(ds), len(ds), "PSNR, SSIM and NMSE cannot be scored")
+    missing = missing_targets(ds)
+    if missing:
+        raise no_target_error(data, missing, len(ds), "PSNR, SSIM and NMSE cannot be scored")
     models = unique_names(_zoo_relabelled(names, [as_model(name, map_location=str(device)) for name in names]))
     # the sense baseline with its default settings is the DEQs' initialisation: named, it replaces the SENSE row
     frames = [] if any(lm.name == "sense" for lm in models) else [pd.DataFrame(evaluate(None, ds, device)).assign(model="SENSE")]

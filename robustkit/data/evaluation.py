@@ -79,9 +79,9 @@ def file_acceleration(dataset) -> float | None:
     """The mean acceleration ``H·W / Σ mask`` of the file's own acquisition masks over the slices of
     ``dataset`` (a :class:`~robustkit.data.prepared.PreparedDataset` or a ``Subset`` of one), when
     every slice carries one; ``None`` when the masks are drawn at ``--accel``."""
-    base = getattr(dataset, "dataset", dataset)
-    indices = getattr(dataset, "indices", range(len(base)))
-    masks = [base.samples[i].mask for i in indices] if hasattr(base, "samples") else [None]
+    from robustkit.data.prepared import samples_of
+
+    masks = [s.mask for s in samples_of(dataset) or [None]]
     if any(m is None for m in masks):
         return None
     return float(sum(m.size / max(float(m.sum()), 1.0) for m in masks) / len(masks))

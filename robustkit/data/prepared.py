@@ -192,13 +192,20 @@ ALL = "all"
 _NO_SPLIT = "no split"
 
 
+def samples_of(dataset) -> list[Sample] | None:
+    """The stored samples behind a :class:`PreparedDataset` or a ``Subset`` of one, in its order;
+    ``None`` for any other dataset."""
+    base = getattr(dataset, "dataset", dataset)
+    samples = getattr(base, "samples", None)
+    if samples is None:
+        return None
+    return [samples[i] for i in getattr(dataset, "indices", range(len(base)))]
+
+
 def missing_targets(dataset) -> int:
     """How many slices of a :class:`PreparedDataset` (or a ``Subset`` of one) have no target: the
     samples prepared from undersampled k-space, which no PSNR, SSIM or NMSE can score."""
-    base = getattr(dataset, "dataset", dataset)
-    indices = getattr(dataset, "indices", range(len(base)))
-    samples = getattr(base, "samples", None)
-    return 0 if samples is None else sum(samples[i].target is None for i in indices)
+    return sum(s.target is None for s in samples_of(dataset) or [])
 
 
 def no_target_error(data: str, missing: int, total: int, what: str,

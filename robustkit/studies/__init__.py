@@ -94,8 +94,9 @@ def run(
     if getattr(module, "SCORES_TARGET", False):  # PSNR/SSIM against the target are its measure
         from robustkit.data.prepared import missing_targets, no_target_error
 
-        if missing_targets(dataset):
-            raise no_target_error(config.data, missing_targets(dataset), len(dataset),
+        missing = missing_targets(dataset)
+        if missing:
+            raise no_target_error(config.data, missing, len(dataset),
                                   f"the {name} study's PSNR and SSIM cannot be scored")
     models = load_models(module.model_refs(config, str(dev)) if hasattr(module, "model_refs") else config.models,
                          dataset, config.accel, dev, data=config.data)
