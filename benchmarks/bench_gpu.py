@@ -82,12 +82,27 @@ def synthetic_batch(size: tuple[int, int], coils: int, device: torch.device, see
     return batch, op
 
 
+def gradients(net, model, batch, op, config):
+    """One training step's gradients, as ``robustkit train`` takes them: the loss through ``net``
+    (``model`` itself, or ``model`` wrapped in DistributedDataParallel) and its backward, then the
+    constraint term's backward (MoDL has none). Returns ``(loss, term)``; the caller steps."""
+    from robustkit.training import constraint_term
+
+    x = net(batch["kspace"], op)
+    loss = (x - batch["target"]).abs().pow(2).mean()
+    loss.backward()
+    term, _ = constraint_term(model, x.detach(), batch["kspace"], op, config)
+    if term.requires_grad:
+        term.backward()
+    return loss, term
+
+
 def train_step_table(size: tuple[int, int], coils: int, steps: int, device: torch.device):
     """Table 1: one training step per model (median seconds, CUDA peak memory)."""
     import pandas as pd
 
     from robustkit.models.zoo import load_model
-    from robustkit.training import TrainConfig, constraint_term
+    from robustkit.training import TrainConfig
 
     batch, op = synthetic_batch(size, coils, device)
     rows = []
@@ -104,12 +119,7 @@ def train_step_table(size: tuple[int, int], coils: int, steps: int, device: torc
             _sync(device)
             t0 = time.perf_counter()
             optimiser.zero_grad(set_to_none=True)
-            x = model(batch["kspace"], op)
-            loss = (x - batch["target"]).abs().pow(2).mean()
-            loss.backward()
-            term, _ = constraint_term(model, x.detach(), batch["kspace"], op, config)
-            if term.requires_grad:  # MoDL has no constraint term
-                term.backward()
+            gradients(model, model, batch, op, config)
             optimiser.step()
             _sync(device)
             if i > 0:

@@ -22,10 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from robustkit.device import resolve_device
 from robustkit.models.zoo import load_model
-from robustkit.training import TrainConfig, constraint_term
+from robustkit.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_gpu import synthetic_batch  # noqa: E402
+from bench_gpu import gradients, synthetic_batch  # noqa: E402
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 device = resolve_device("auto")  # on CUDA also full fp32
@@ -44,12 +44,7 @@ batch, op = synthetic_batch((120, 104), 12, device)
 for i in range(steps):
     t0 = time.perf_counter()
     optimiser.zero_grad(set_to_none=True)
-    x = ddp(batch["kspace"], op)
-    loss = (x - batch["target"]).abs().pow(2).mean()
-    loss.backward()
-    term, _ = constraint_term(model, x.detach(), batch["kspace"], op, config)
-    if term.requires_grad:
-        term.backward()
+    loss, term = gradients(ddp, model, batch, op, config)
     grad = torch.sqrt(sum(p.grad.detach().pow(2).sum() for p in model.parameters() if p.grad is not None))
     optimiser.step()
     if device.type == "cuda":
