@@ -107,12 +107,14 @@ def _stored_runs(root: Path) -> list[StoredRun]:
     return runs
 
 
+def _model_meta(run: Any, model: str) -> dict[str, Any] | None:
+    """What a run's meta.json recorded of ``model`` (``None`` when it recorded nothing)."""
+    return next((m for m in run.meta.get("models", []) if isinstance(m, dict) and m.get("name") == model), None)
+
+
 def _weights(run: Any, model: str) -> str | None:
     """The weights' sha256 a run recorded for ``model`` (``None`` when it recorded none)."""
-    for m in run.meta.get("models", []):
-        if isinstance(m, dict) and m.get("name") == model:
-            return m.get("weights_sha256")
-    return None
+    return (_model_meta(run, model) or {}).get("weights_sha256")
 
 
 def _status(run: Any) -> str:
@@ -149,9 +151,9 @@ def _source(runs: list[Any], model: str) -> str:
     if model in BASELINES:
         return "baseline"
     for run in runs:
-        for m in run.meta.get("models", []):
-            if isinstance(m, dict) and m.get("name") == model:
-                return str(m.get("source", "zoo"))
+        m = _model_meta(run, model)
+        if m is not None:
+            return str(m.get("source", "zoo"))
     return ""
 
 
