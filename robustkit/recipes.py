@@ -213,6 +213,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         return None if "stopped" in card else card
 
     common = dict(data=c.data, accel=c.accel, epochs=c.epochs, batch_size=c.batch_size, seed=c.seed, noise=c.noise,
+                  adversarial=c.adversarial, adversarial_steps=c.adversarial_steps,
                   augment=c.augment, val_samples=c.val_samples, lr_schedule=c.lr_schedule)
     warm = c.init_from
     anchored = c.model_config.get("leak_to", LEAK_TO) == "modl"  # a MoDL anchor: what _mnmmol_config sets

@@ -11,6 +11,10 @@ constraint term:
 - ``penalty_kind`` swaps either model's penalty for the other's (quadratic or barrier);
 - MOL-SN, MoDL: none (MOL-SN's constraint holds by construction).
 
+With ``adversarial = ε > 0`` every step first finds a k-space perturbation ``γ`` by a few PGD steps
+in the attack's threat model ``‖γ‖ ≤ ε‖b‖`` (:func:`adversarial_kspace`) and trains on ``b + γ``
+instead of ``b`` (adversarial training, Madry et al. 2018).
+
 Under ``torchrun`` (docs/distributed.md) the model is wrapped in DistributedDataParallel: a
 DistributedSampler gives each of the W ranks ``batch_size`` slices of every global batch of
 ``W · batch_size``, gradients are averaged across ranks, validation is sharded and reduced, and
@@ -60,6 +64,8 @@ class TrainConfig:
     lam_lr: float | None = None  # Adam lr of λ, its own group; None: LAM_LR_RELATIVE × the model's initial λ (see lam_lr_of)
     seed: int = 0
     noise: float = 0.0
+    adversarial: float = 0.0  # ε of adversarial training: each step trains on b + γ from PGD in ‖γ‖ ≤ ε‖b‖ (0: off)
+    adversarial_steps: int = 3  # PGD steps of that inner attack
     augment: bool = False  # a new smooth phase and a random left-right flip per training sample and epoch
     init_from: str | None = None  # zoo model whose F_θ and λ warm-start this one
     model_config: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +89,9 @@ class TrainConfig:
             raise RobustkitError(f"unknown Lipschitz estimate {self.lipschitz_estimate!r}; choose one of {LIPSCHITZ_ESTIMATES}")
         if self.penalty_kind is not None and self.penalty_kind not in PENALTY_KINDS:
             raise RobustkitError(f"unknown penalty kind {self.penalty_kind!r}; choose one of {PENALTY_KINDS}")
+        if not self.adversarial >= 0 or self.adversarial_steps < 1:
+            raise RobustkitError(f"adversarial training needs ε ≥ 0 and ≥ 1 PGD step, got ε = {self.adversarial}, "
+                                 f"{self.adversarial_steps} steps; see 'robustkit train --help'")
         if self.slow_threshold is not None and (self.model != "mnmmol" or self.lipschitz_estimate not in ("both", "all")):
             raise RobustkitError("a slow-mode threshold needs --model mnmmol and --lipschitz-estimate both or all")
 
@@ -310,16 +319,20 @@ def _step(model, step_model: torch.nn.Module, batch: dict[str, Any], config: Tra
 
     op = operator_of(batch)
     constrained = model.name in PENALTY_DEFAULTS
+    kspace = batch["kspace"]
+    if config.adversarial > 0:
+        kspace = adversarial_kspace(model, kspace, batch["target"], op, config.adversarial, config.adversarial_steps,
+                                    seed=_adversarial_seed())
     local = step_model.no_sync() if constrained and isinstance(step_model, DistributedDataParallel) else contextlib.nullcontext()
     opt.zero_grad(set_to_none=True)
     with local:
-        x = step_model("reconstruct", batch["kspace"], op)
+        x = step_model("reconstruct", kspace, op)
         mse = (x - batch["target"]).abs().pow(2).mean()
         mse_mean = all_reduce(mse.detach().clone())  # every rank refuses a non-finite loss alike
         check(mse_mean)
         mse.backward()
     if constrained:
-        term, lips = step_model("constraint", x.detach(), batch["kspace"], op, config, ascent_rng)
+        term, lips = step_model("constraint", x.detach(), kspace, op, config, ascent_rng)
     else:
         term, lips = mse.new_zeros(()), None
     iterations = model.last_stats.iterations.float().mean() if model.is_deq and model.last_stats is not None else None
@@ -336,6 +349,32 @@ def _step(model, step_model: torch.nn.Module, batch: dict[str, Any], config: Tra
     if iterations is not None:
         step["iterations"] = float(means[1])
     return step
+
+
+def adversarial_kspace(model, kspace: torch.Tensor, target: torch.Tensor, op, eps: float, steps: int, seed: int) -> torch.Tensor:
+    """The measured k-space of an adversarial training step (Madry et al. 2018), ``(B, C, H, W)``.
+
+    ``b + γ`` with ``γ`` from ``steps`` PGD-ℓ2 steps (:class:`~robustkit.attacks.pgd.KSpacePGD`, random
+    start, step ``2.5/steps`` of the radius) that maximise the relative training error
+    ``‖f(b + γ) − x_gt‖² / ‖x_gt‖²`` over the k-space ball ``{γ = M ⊙ γ, ‖γ_i‖ ≤ ε‖b_i‖}``
+    of docs/maths.md §7. The model stays in training mode (a DEQ solves at its training tolerance)
+    and no parameter gradient is kept: only ``∂ℓ/∂γ`` is taken. Detached: the step then trains on it as
+    on any measured k-space.
+    """
+    from robustkit.attacks.pgd import KSpacePGD
+    from robustkit.attacks.target import BoundReconstructor
+
+    attack = KSpacePGD(BoundReconstructor(model, op), op.mask, eps, steps=steps, seed=seed)
+    attack.set_model_training_mode(model_training=True)
+    return attack(kspace, target).detach()
+
+
+def _adversarial_seed() -> int:
+    """Seed of one step's PGD start, drawn from torch's global generator (saved in every checkpoint,
+    so a resume draws the same) and offset by the rank, so that ranks start from their own points."""
+    from robustkit.distributed import dist_context
+
+    return int(torch.randint(0, 2**31 - 1, ())) + ASCENT_RANK_STRIDE * dist_context().rank
 
 
 #: training settings a ``--resume`` may change; any other difference is refused (a different run).
@@ -565,7 +604,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             training=asdict(config), epochs_done=epoch + 1, train_seconds=round(elapsed, 1),
             validation={k: v for k, v in row.items() if k.startswith("val_")},
             data={"name": config.data, "accel": config.accel, "mask": "random 1-D Cartesian, fastMRI centre fraction",
-                  "noise": config.noise, "shape": list(train_set[0]["target"].shape[-2:])},
+                  "noise": config.noise, "adversarial": config.adversarial, "shape": list(train_set[0]["target"].shape[-2:])},
         )
         save(card)
         checkpoint(epoch + 1, 0)

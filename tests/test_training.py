@@ -252,3 +252,72 @@ def test_lambda_learns_at_its_own_rate(data, tmp_path):
     steps = 4  # 4 training slices, batch 1
     assert abs(lams["own"] - 10.0) > 100 * steps * 1e-4  # far beyond what the network's lr allows
     assert lams["frozen"] == 10.0
+
+
+def _tiny_modl_batch(data):
+    from robustkit.batch import operator_of
+    from robustkit.data.prepared import PreparedDataset
+    from robustkit.models import build_model
+    from robustkit.physics.masks import MaskSpec
+
+    ds = PreparedDataset(data, split="train", mask=MaskSpec(accel=2.0))
+    batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ("kspace", "maps", "mask", "target")}
+    torch.manual_seed(0)
+    return build_model("modl", {"width": 8, "depth": 3, "K": 2}).train(), batch, operator_of(batch)
+
+
+def test_adversarial_kspace_stays_in_the_ball_and_hurts_more_than_noise_of_its_size(data):
+    """The inner attack of adversarial training: γ = b̃ − b lies on the sampled locations with
+    ‖γ_i‖ ≤ ε‖b_i‖, and raises the training error more than a random γ of the same norm."""
+    from robustkit.attacks.pgd import relative_error
+    from robustkit.attacks.threat import KSpaceBall
+    from robustkit.training import adversarial_kspace
+
+    model, batch, op = _tiny_modl_batch(data)
+    b, target, eps = batch["kspace"], batch["target"], 0.05
+    b_adv = adversarial_kspace(model, b, target, op, eps, steps=3, seed=0)
+    gamma = b_adv - b
+    ball = KSpaceBall(b, op.mask, eps)
+    assert ball.contains(gamma).all() and not b_adv.requires_grad
+    assert model.training  # the attack left the model in training mode
+    norm = torch.linalg.vector_norm(gamma.reshape(2, -1), dim=1)
+    noise = ball.random_direction(b, torch.Generator().manual_seed(1)) * norm.reshape(-1, 1, 1, 1)
+    with torch.no_grad():
+        adv, rand = relative_error(model(b_adv, op), target), relative_error(model(b + noise, op), target)
+        clean = relative_error(model(b, op), target)
+    assert (adv > rand).all() and (adv > clean).all()
+    assert model.lam.grad is None and all(p.grad is None for p in model.parameters())  # no parameter gradient kept
+
+
+def test_adversarial_training_changes_the_steps_and_resumes_exactly(data, tmp_path):
+    """ε > 0 trains on other k-space than ε = 0; the PGD starts come from the checkpointed global
+    generator, so 1 epoch + resume gives the weights of 2 epochs in one call, bit for bit."""
+    from safetensors.torch import load_file
+
+    small = {"width": 4, "depth": 2, "K": 1}
+    common = dict(model="modl", data=data, accel=2, lr=3e-3, model_config=small)
+    train(TrainConfig(epochs=2, **common), tmp_path / "plain", torch.device("cpu"), progress=False)
+    card = train(TrainConfig(epochs=2, adversarial=0.05, adversarial_steps=2, **common), tmp_path / "adv",
+                 torch.device("cpu"), progress=False)
+    assert card["training"]["adversarial"] == 0.05 and card["data"]["adversarial"] == 0.05
+    train(TrainConfig(epochs=1, adversarial=0.05, adversarial_steps=2, **common), tmp_path / "split", torch.device("cpu"),
+          progress=False)
+    train(TrainConfig(epochs=2, adversarial=0.05, adversarial_steps=2, **common), tmp_path / "split", torch.device("cpu"),
+          resume=True, progress=False)
+    plain, adv, split = (load_file(tmp_path / n / "weights.safetensors") for n in ("plain", "adv", "split"))
+    assert any(not torch.equal(plain[k], adv[k]) for k in plain)
+    assert all(torch.equal(adv[k], split[k]) for k in adv)
+    with pytest.raises(RobustkitError, match="would change adversarial"):
+        train(TrainConfig(epochs=3, adversarial=0.02, adversarial_steps=2, **common), tmp_path / "split", torch.device("cpu"),
+              resume=True, progress=False)
+
+
+@pytest.mark.parametrize("option,value", [("--adversarial", "-0.1"), ("--adversarial-steps", "0")])
+def test_cli_refuses_a_bad_adversarial_setting(data, tmp_path, option, value, capsys):
+    from tests.test_bad_input import run_cli
+
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "modl", "--data", data, "--accel", "2", "--epochs", "1", option, value,
+                         "--out", str(out)], capsys)
+    assert code == 2 and f"{option} must be" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

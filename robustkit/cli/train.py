@@ -46,6 +46,11 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
               help="Validate, and gate, on the first N validation slices only (faster; the gate still needs ≥ 95 % of "
                    "them). [default: all]")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="Relative measurement noise σ (docs/maths.md §1).")
+@click.option("--adversarial", type=float, default=0.0, show_default=True, metavar="EPS",
+              help="Adversarial training: each step trains on the k-space b + γ that --adversarial-steps PGD steps find in "
+                   "the attack's ball ‖γ‖ ≤ EPS·‖b‖ (the same ε as 'robustkit attack --eps'), not on b. Costs about "
+                   "1 + steps training steps. 0: off.")
+@click.option("--adversarial-steps", type=int, default=3, show_default=True, help="PGD steps of --adversarial (≥ 1).")
 @click.option("--augment", is_flag=True,
               help="Each epoch, give every training slice a new smooth phase and a random left-right flip "
                    "(k-space re-simulated from target and maps; needs fully sampled targets).")
@@ -62,7 +67,7 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_context
 def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam_lr, delta, init_from, penalty_weight, penalty_threshold,
-          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, val_samples, noise, augment, recipe, out, resume,
+          penalty_kind, slow_threshold, lipschitz_steps, lipschitz_estimate, overrides, max_minutes, val_samples, noise, adversarial, adversarial_steps, augment, recipe, out, resume,
           make_default) -> None:
     """Train MoDL, MOL, MOL-SN or MnM-MOL on the built-in brain data (or a prepared file).
 
@@ -102,6 +107,8 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
                                     ("--lr", lr, lr > 0, "> 0"), ("--accel", accel, accel >= 1, "≥ 1"),
                                     ("--lam-lr", lam_lr, lam_lr is None or lam_lr >= 0, "≥ 0"),
                                     ("--noise", noise, noise >= 0, "≥ 0"),
+                                    ("--adversarial", adversarial, adversarial >= 0, "≥ 0"),
+                                    ("--adversarial-steps", adversarial_steps, adversarial_steps >= 1, "≥ 1"),
                                     ("--penalty-weight", penalty_weight, penalty_weight is None or penalty_weight >= 0, "≥ 0")):
         if not ok:
             raise RobustkitError(f"{option} must be {rule}, got {value}; see 'robustkit train --help'")
@@ -123,7 +130,7 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         model_config["delta"] = delta
     given = dict(
         model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, lam_lr=lam_lr,
-        seed=obj.get("seed", 0), noise=noise, augment=augment, init_from=init_from, model_config=model_config,
+        seed=obj.get("seed", 0), noise=noise, adversarial=adversarial, adversarial_steps=adversarial_steps, augment=augment, init_from=init_from, model_config=model_config,
         penalty_weight=penalty_weight, penalty_threshold=penalty_threshold, penalty_kind=penalty_kind,
         slow_threshold=slow_threshold, max_minutes=max_minutes, lipschitz_steps=lipschitz_steps, lipschitz_estimate=lipschitz_estimate,
         val_samples=val_samples,
