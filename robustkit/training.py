@@ -13,7 +13,8 @@ constraint term:
 
 With ``adversarial = ε > 0`` every step first finds a k-space perturbation ``γ`` by a few PGD steps
 in the attack's threat model ``‖γ‖ ≤ ε‖b‖`` (:func:`adversarial_kspace`) and trains on ``b + γ``
-instead of ``b`` (adversarial training, Madry et al. 2018).
+instead of ``b`` (adversarial training, Madry et al. 2018); the PGD start of each step is seeded by
+its place (seed, epoch, step, rank), so a resumed run repeats an uninterrupted one.
 
 Under ``torchrun`` (docs/distributed.md) the model is wrapped in DistributedDataParallel: a
 DistributedSampler gives each of the W ranks ``batch_size`` slices of every global batch of
@@ -302,10 +303,11 @@ def _wrap(model, ctx) -> torch.nn.Module:
 
 
 def _step(model, step_model: torch.nn.Module, batch: dict[str, Any], config: TrainConfig, opt: torch.optim.Optimizer,
-          ascent_rng: torch.Generator, check) -> dict[str, float]:
+          ascent_rng: torch.Generator, check, adversarial_seed: int = 0) -> dict[str, float]:
     """One optimisation step on this rank's ``batch``; returns the step's ``loss``, ``mse``,
     ``penalty`` (means over the ranks), ``L`` (their max) and ``iterations`` (mean), which
-    ``check`` sees before anything is updated.
+    ``check`` sees before anything is updated. With ``config.adversarial > 0`` the step trains on
+    :func:`adversarial_kspace` of the batch, its PGD start drawn from ``adversarial_seed``.
 
     Two backward passes, gradients summed: the fixed point's graph is freed before the constraint
     builds its own, so peak memory is the larger of the two, not their sum. Under DDP the first
@@ -322,7 +324,7 @@ def _step(model, step_model: torch.nn.Module, batch: dict[str, Any], config: Tra
     kspace = batch["kspace"]
     if config.adversarial > 0:
         kspace = adversarial_kspace(model, kspace, batch["target"], op, config.adversarial, config.adversarial_steps,
-                                    seed=_adversarial_seed())
+                                    seed=adversarial_seed)
     local = step_model.no_sync() if constrained and isinstance(step_model, DistributedDataParallel) else contextlib.nullcontext()
     opt.zero_grad(set_to_none=True)
     with local:
@@ -369,12 +371,11 @@ def adversarial_kspace(model, kspace: torch.Tensor, target: torch.Tensor, op, ep
     return attack(kspace, target).detach()
 
 
-def _adversarial_seed() -> int:
-    """Seed of one step's PGD start, drawn from torch's global generator (saved in every checkpoint,
-    so a resume draws the same) and offset by the rank, so that ranks start from their own points."""
-    from robustkit.distributed import dist_context
-
-    return int(torch.randint(0, 2**31 - 1, ())) + ASCENT_RANK_STRIDE * dist_context().rank
+def adversarial_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """Seed of the PGD start of step ``step`` of epoch ``epoch`` on rank ``rank``: a function of
+    where the step is, not of a generator's state, so a run resumed mid-epoch draws what an
+    uninterrupted one draws, and each rank starts from its own points."""
+    return (seed * 1000 + epoch) * 100_003 + step + ASCENT_RANK_STRIDE * rank
 
 
 #: training settings a ``--resume`` may change; any other difference is refused (a different run).
@@ -573,7 +574,8 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and ctx.is_main), leave=False)
         for i, batch in enumerate(bar, start=start_step):
             batch = to_device(batch, device)
-            step = _step(model, step_model, batch, config, opt, ascent_rng, lambda loss: _check_finite(loss, config, epoch, out))
+            step = _step(model, step_model, batch, config, opt, ascent_rng, lambda loss: _check_finite(loss, config, epoch, out),
+                         adversarial_seed(config.seed, epoch, i, ctx.rank))
             for k, v in step.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items()})

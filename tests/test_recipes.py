@@ -259,17 +259,19 @@ def test_penalty_weight_makes_a_violation_of_m_cost_the_data_loss():
     assert float(w * penalty(torch.tensor(T + m, dtype=torch.float64), T)) == pytest.approx(2e-3)
 
 
-@pytest.mark.parametrize("model", ["modl", "mnmmol"])
-def test_max_minutes_stops_mid_epoch_and_resume_is_exact(model, data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("case", ["modl", "mnmmol", "modl-adversarial"])
+def test_max_minutes_stops_mid_epoch_and_resume_is_exact(case, data, tmp_path, monkeypatch):
     """Also for MnM-MOL with the top-singular estimate, which starts each step from the previous
     step's vector (penalised from T = 0, so that the vector steers every step): the checkpoint
-    keeps that vector."""
+    keeps that vector. And for adversarial training, whose PGD starts are drawn at every step."""
     import robustkit.training
     from safetensors.torch import load_file
 
+    model = case.split("-")[0]
     settings = {"modl": {"model_config": TINY_MODL},
                 "mnmmol": {"model_config": {**TOY, "leak": 0.04}, "lipschitz_estimate": "top", "lipschitz_steps": 2,
-                           "penalty_threshold": 0.0, "gate": False}}[model]
+                           "penalty_threshold": 0.0, "gate": False},
+                "modl-adversarial": {"model_config": TINY_MODL, "adversarial": 0.05, "adversarial_steps": 2}}[case]
     cfg = TrainConfig(**{"model": model, "data": data, "accel": 2, "epochs": 2, "lr": 3e-3, **settings})
     train(cfg, tmp_path / "whole", torch.device("cpu"), progress=False)
 
