@@ -45,3 +45,19 @@ def warn(message: str) -> None:
     import warnings
 
     warnings.warn(message, RobustkitWarning, stacklevel=2)
+
+
+def check_finite_fields(settings, option_names: bool = False) -> None:
+    """Refuse a dataclass ``settings`` holding ∞ or NaN in a number field (or in a list of numbers):
+    no robustkit setting means anything at ∞, and NaN passes every ``>=``-style check unnoticed.
+    ``option_names``: name the field as its command-line option too (``lr (--lr)``)."""
+    import dataclasses
+    import math
+
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        bad = next((v for v in items if isinstance(v, float) and not math.isfinite(v)), None)
+        if bad is not None:
+            name = f"{f.name} (--{f.name.replace('_', '-')})" if option_names else f.name
+            raise RobustkitError(f"{name} must be a finite number, got {bad!r}; ∞ and NaN mean nothing here, give a finite value")

@@ -41,7 +41,7 @@ import torch
 from robustkit import rng
 from robustkit.batch import operator_of, to_device
 from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, PENALTY_KINDS
-from robustkit.errors import RobustkitError
+from robustkit.errors import RobustkitError, check_finite_fields
 
 
 #: penalty defaults per model: weight, threshold T (``None`` = the model's 1 − m) and kind.
@@ -84,6 +84,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # names are checked once, here, so that training never starts with one it cannot use
+        check_finite_fields(self, option_names=True)
         if self.lr_schedule not in LR_SCHEDULES:
             raise RobustkitError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.lipschitz_estimate not in LIPSCHITZ_ESTIMATES:

@@ -48,6 +48,24 @@ def make_config(name: str, mapping: dict[str, Any], where: str = "config"):
     return getattr(module, STUDIES[name][1]).from_mapping(mapping, where)
 
 
+def _checked(name: str, config):
+    """``config`` as study ``name``'s config, validated: a mapping is built with :func:`make_config`;
+    a config object built directly (``rk.AttackConfig(...)``) is checked as a study file's would be,
+    so a bad value is refused before the run folder exists."""
+    from collections.abc import Mapping
+
+    from robustkit.errors import RobustkitError
+
+    if isinstance(config, Mapping):
+        return make_config(name, dict(config))
+    cls = getattr(study_module(name), STUDIES[name][1])
+    if not isinstance(config, cls):
+        raise RobustkitError(f"the {name} study takes a config of type {cls.__name__}, got {type(config).__name__}; build it with "
+                             f"rk.{cls.__name__}(...) or rk.studies.make_config({name!r}, {{...}})")
+    config.validate()
+    return config
+
+
 def run(
     name: str,
     config,
@@ -84,6 +102,7 @@ def run(
     from robustkit.studies.shards import on_main
 
     module = study_module(name)
+    config = _checked(name, config)
     ctx = dist_context(device if isinstance(device, str) else device.type)
     dev = ctx.device if ctx.distributed or isinstance(device, str) else device
     if ctx.distributed and getattr(config, "train", False):

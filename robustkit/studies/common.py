@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Iterable
 import pandas as pd
 import torch
 
-from robustkit.errors import RobustkitError, StudyInterrupted
+from robustkit.errors import RobustkitError, StudyInterrupted, check_finite_fields
 from robustkit.models.adapter import ModelAdapter
 from robustkit.studies.flags import as_bool
 
@@ -54,6 +54,7 @@ class StudyConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        check_finite_fields(self)
         if self.models_required and not self.models:
             raise RobustkitError("no models given; name at least one, e.g. --model mnmmol")
         if self.samples is not None and self.samples < 1:

@@ -1,0 +1,60 @@
+"""Settings that mean nothing are refused before anything is written: ∞ and NaN in any number of a
+study or a training run, and study configs built in Python that are invalid or of another study."""
+
+from __future__ import annotations
+
+import pytest
+
+from robustkit.cli import main
+from robustkit.errors import RobustkitError
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [
+    ["init-test", "--model", "sense", "--cap-factor", "inf"],
+    ["audit", "--model", "sense", "--delta", "inf"],
+    ["bound", "--model", "sense", "--delta", "inf"],
+    ["attack", "--model", "sense", "--step-size", "inf"],
+    ["attack", "--model", "sense", "--step-size", "nan"],
+])
+def test_a_study_refuses_a_non_finite_number_and_writes_nothing(args, toy_data, tmp_path, capsys):
+    reports = tmp_path / "reports"
+    code, err = run_cli([*args, "--data", toy_data, "--reports-dir", str(reports)], capsys)
+    assert code == 2 and "must be a finite number" in err and len(err.strip().splitlines()) == 1
+    assert not reports.exists()
+
+
+@pytest.mark.parametrize("option", ["--lr", "--noise", "--adversarial", "--accel", "--max-minutes"])
+def test_train_refuses_a_non_finite_number_and_writes_nothing(option, toy_data, tmp_path, capsys):
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "modl", "--data", toy_data, option, "inf", "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and option in err
+    assert not out.exists()
+
+
+def test_a_config_built_in_python_is_checked_before_the_run_folder(toy_data, tmp_path):
+    import robustkit as rk
+
+    reports = tmp_path / "reports"
+    with pytest.raises(RobustkitError, match="eps must be a finite number > 0"):
+        rk.studies.run("attack", rk.AttackConfig(models=["sense"], data=toy_data, eps=[-0.05]), reports_dir=reports)
+    with pytest.raises(RobustkitError, match="delta must be a finite number"):
+        rk.studies.run("audit", rk.AuditConfig(models=["sense"], data=toy_data, delta=float("inf")), reports_dir=reports)
+    with pytest.raises(RobustkitError, match="audit study takes a config of type AuditConfig, got AttackConfig"):
+        rk.studies.run("audit", rk.AttackConfig(models=["sense"], data=toy_data), reports_dir=reports)
+    with pytest.raises(RobustkitError, match="unknown key 'bogus'"):
+        rk.studies.run("attack", {"models": ["sense"], "data": toy_data, "bogus": 1}, reports_dir=reports)
+    assert not reports.exists()
+
+
+def test_a_mapping_runs_as_its_study_config(toy_data, tmp_path):
+    import robustkit as rk
+
+    frame = rk.studies.run("attack", {"models": ["sense"], "data": toy_data, "eps": [0.05], "kinds": ["gaussian"],
+                                      "draws": 1, "samples": 1}, reports_dir=tmp_path / "r", progress=False)
+    assert set(frame["kind"]) == {"clean", "gaussian"}
