@@ -202,6 +202,10 @@ STUDY_FILE_CASES: dict[str, tuple[str | bytes, str]] = {
     "sweep-delta samples = 0": ("[sweep-delta]\nsamples = 0\n", r"samples must be >= 1"),
     "seed = -3": ("[audit]\nseed = -3\n", r"seed must be >= 0"),
     "unknown key": ("[audit]\nstepz = 3\n", r"unknown key 'stepz' in \[audit\]"),
+    "unknown key in [defaults]": ("[defaults]\nbogus = 1\n[attack]\n",
+                                  r"key 'bogus' in \[defaults\] of .*bad\.toml belongs to none of its studies \(attack\)"),
+    "a sweep-delta key in [defaults] without sweep-delta": ("[defaults]\ntrain = true\n[attack]\n",
+                                                            r"key 'train' in \[defaults\] .* belongs to none of its studies"),
     "not UTF-8": (b"[attack]\n# caf\xe9\nsteps = 2\n", r"is not UTF-8 text .*save it as UTF-8"),
 }
 
@@ -218,6 +222,24 @@ def test_study_file_failing_at_run_time_leaves_no_suite_folder(zoo, tmp_path, ca
     path = tmp_path / "s.toml"
     path.write_text(f'[audit]\nmodels = ["nope"]\ndata = "{zoo["data"]}"\nsplit = "val"\naccel = {ACCEL}\n')
     refused(["run", path, "--reports-dir", tmp_path / "reports", "--no-report"], capsys, tmp_path, r"no model 'nope'")
+
+
+def test_a_bad_model_in_a_later_study_stops_the_file_before_the_first_study(zoo, tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    common = f'data = "{zoo["data"]}"\nsplit = "val"\naccel = {ACCEL}\nsamples = 1\n'
+    path.write_text(f'[attack]\nmodels = ["sense"]\nkinds = ["gaussian"]\ndraws = 1\n{common}'
+                    f'[init-test]\nmodels = ["nope"]\n{common}')
+    refused(["run", path, "--reports-dir", tmp_path / "reports", "--no-report"], capsys, tmp_path,
+            r"\[init-test\] of .*s\.toml: .*no model 'nope'")
+
+
+def test_a_default_reaches_the_studies_that_have_its_key(tmp_path):
+    from robustkit.studies.suite import read_study_file
+
+    path = tmp_path / "s.toml"
+    path.write_text("[defaults]\ntrain = true\nsamples = 2\n[attack]\n[sweep-delta]\n")
+    studies = read_study_file(path)
+    assert studies["sweep-delta"] == {"train": True, "samples": 2} and studies["attack"] == {"samples": 2}
 
 
 def test_python_model_objects_pass_the_type_check():

@@ -17,6 +17,7 @@ shift          quality under shifted acquisitions / data    :mod:`.shift`
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,6 +67,47 @@ def _checked(name: str, config):
     return config
 
 
+@dataclass
+class Prepared:
+    """What :func:`preflight` checked and built: the study module, its validated config, the
+    evaluation slices and their description, and the models."""
+
+    module: Any
+    config: Any
+    dataset: Any
+    data: Any
+    models: list
+
+
+def preflight(name: str, config, device) -> Prepared:
+    """Everything :func:`run` checks before its run folder exists: the config, the data (a study
+    scored against the target needs targets), the models and what the study needs of them and of
+    the data. Raises :class:`~robustkit.errors.RobustkitError` with one line; writes nothing. A
+    study file's run calls it for every study before the first one starts."""
+    import torch
+
+    from robustkit.studies.common import load_models, study_data
+
+    module = study_module(name)
+    config = _checked(name, config)
+    torch.manual_seed(config.seed)
+    dataset, data = study_data(config)
+    if getattr(module, "SCORES_TARGET", False):  # PSNR/SSIM against the target are its measure
+        from robustkit.data.prepared import missing_targets, no_target_error
+
+        missing = missing_targets(dataset)
+        if missing:
+            raise no_target_error(config.data, missing, len(dataset),
+                                  f"the {name} study's PSNR and SSIM cannot be scored")
+    models = load_models(module.model_refs(config, str(device)) if hasattr(module, "model_refs") else config.models,
+                         dataset, config.accel, device, data=config.data)
+    if hasattr(module, "check_models"):
+        module.check_models(models)
+    if hasattr(module, "check_data"):
+        module.check_data(config, dataset)
+    return Prepared(module, config, dataset, data, models)
+
+
 def run(
     name: str,
     config,
@@ -81,7 +123,7 @@ def run(
     ``config.models`` may mix zoo references, plug-in specs (``FILE.py:FACTORY``,
     ``package.module:FACTORY``) and ``nn.Module`` objects; each becomes a
     :class:`~robustkit.models.adapter.ModelAdapter` (docs/api.md). A model lacking what the study
-    needs is refused with one line before anything is written.
+    needs is refused with one line before anything is written (:func:`preflight`).
 
     Writes ``<reports_dir>/<name>-<timestamp>/`` (see :mod:`robustkit.studies.rundir`); with
     ``resume`` continues that folder, skipping its completed cells. ``on_start(run_dir)`` is
@@ -93,36 +135,21 @@ def run(
     cells is an error before anything is written, unless ``idle_ranks`` (a study file's run: the
     ranks without a cell of this study wait for the merge and go on to the next study).
     """
-    import torch
-
     from robustkit.distributed import dist_context
     from robustkit.errors import RobustkitError
-    from robustkit.studies.common import load_models, run_cells, study_data
+    from robustkit.studies.common import run_cells
     from robustkit.studies.rundir import RunDir, base_meta
     from robustkit.studies.shards import on_main
 
-    module = study_module(name)
-    config = _checked(name, config)
     ctx = dist_context(device if isinstance(device, str) else device.type)
     dev = ctx.device if ctx.distributed or isinstance(device, str) else device
+    config = _checked(name, config)
     if ctx.distributed and getattr(config, "train", False):
         raise RobustkitError(f"{name} with train = true would train the same models on every rank; train them first "
                              "in one process (without torchrun), then run the study under torchrun")
-    torch.manual_seed(config.seed)
-    dataset, data = study_data(config)
-    if getattr(module, "SCORES_TARGET", False):  # PSNR/SSIM against the target are its measure
-        from robustkit.data.prepared import missing_targets, no_target_error
-
-        missing = missing_targets(dataset)
-        if missing:
-            raise no_target_error(config.data, missing, len(dataset),
-                                  f"the {name} study's PSNR and SSIM cannot be scored")
-    models = load_models(module.model_refs(config, str(dev)) if hasattr(module, "model_refs") else config.models,
-                         dataset, config.accel, dev, data=config.data)
-    if hasattr(module, "check_models"):
-        module.check_models(models)
-    if hasattr(module, "check_data"):  # before the run folder exists: bad input writes nothing
-        module.check_data(config, dataset)
+    prepared = preflight(name, config, dev)
+    module, config, dataset, data, models = (prepared.module, prepared.config, prepared.dataset, prepared.data,
+                                             prepared.models)
     settings = config.to_dict()
     rd = RunDir(Path(reports_dir), name)  # the cells' run folder: its path is set once it is open
     cells = module.cells(config, models, dataset, dev, rd)

@@ -66,14 +66,30 @@ def read_study_file(path: str | Path, overrides: dict[str, Any] | None = None) -
         raise RobustkitError(f"unknown study {unknown[0]!r} in {path}; known: defaults, {', '.join(STUDIES)}")
     if not data:
         raise RobustkitError(f"{path} names no study; add a table such as [attack]")
+    keys = {name: _config_keys(name) for name in data}
+    unused = [k for k in defaults if not any(k in known for known in keys.values())]
+    if unused:
+        raise RobustkitError(f"key {unused[0]!r} in [defaults] of {path} belongs to none of its studies "
+                             f"({', '.join(data)}); remove it or move it into the table of a study that has it")
     out = {}
     for name, table in data.items():
         if not isinstance(table, dict):
             raise RobustkitError(f"{name} in {path} must be a table ([{name}])")
-        mapping = {**defaults, **table, **(overrides or {})}
-        make_config(name, dict(mapping), where=f"[{name}] of {path}")  # validate now
+        # a default applies to every study that has the key ([defaults] train = true: sweep-delta only)
+        mapping = {**{k: v for k, v in defaults.items() if k in keys[name]}, **table, **(overrides or {})}
+        where = f"[{name}] of {path}" + (" with its [defaults]" if defaults else "")
+        make_config(name, dict(mapping), where=where)  # validate now
         out[name] = mapping
     return out
+
+
+def _config_keys(name: str) -> set[str]:
+    """The keys study ``name``'s config takes."""
+    import dataclasses
+
+    from robustkit.studies import STUDIES, study_module
+
+    return {f.name for f in dataclasses.fields(getattr(study_module(name), STUDIES[name][1]))}
 
 
 def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "reports", resume: str | Path | None = None,
@@ -97,10 +113,15 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
         if not isinstance(record, dict) or not isinstance(record.get("studies"), dict):
             raise RobustkitError(f"{suite_dir / SUITE} is not a suite record; start a new run without --resume")
         if record.get("config") != studies:
-            raise RobustkitError(f"{path} differs from the file the suite in {suite_dir} ran; start a new run without --resume")
+            given_options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in (overrides or {}).items())
+            what = f"{path} with{given_options}" if given_options else str(path)
+            raise RobustkitError(f"{what} differs from what the suite in {suite_dir} ran (file and options); resume with the "
+                                 "same file and options, or start a new run without --resume")
         reports_dir = suite_dir.parent
     else:
         record = {"file": str(path), "config": studies, "studies": {}}
+    _preflight(path, studies, record, reports_dir, seed, ctx.device)
+    if resume is None:
         new_root = not reports_dir.exists()
         suite_dir = on_main(ctx, lambda: _create(reports_dir, path, record))
     try:
@@ -113,6 +134,24 @@ def run_suite(path: str | Path, obj: dict[str, Any], reports_dir: str | Path = "
                 reports_dir.rmdir()
         raise
     return suite_dir
+
+
+def _preflight(path: Path, studies: dict[str, dict[str, Any]], record: dict[str, Any], reports_dir: Path, seed: int,
+               device) -> None:
+    """Check every study still to run as its run would (models, data, what the study needs of
+    them) before the first one starts, so that a bad model in the last study does not surface
+    after the others have run."""
+    from robustkit.studies import preflight
+
+    for name, mapping in studies.items():
+        previous = record["studies"].get(name)
+        if previous and _status(reports_dir / previous) == "complete":
+            continue
+        config = make_config(name, {"seed": seed, **mapping}, where=f"[{name}] of {path}")
+        try:
+            preflight(name, config, device)
+        except RobustkitError as exc:
+            raise RobustkitError(f"[{name}] of {path}: {exc}") from None
 
 
 def _create(reports_dir: Path, path: Path, record: dict[str, Any]) -> Path:
