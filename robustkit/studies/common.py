@@ -381,10 +381,17 @@ def run_cells(run, cells: list[Cell], progress: bool = True, ctx=None, seed: int
         kept = _stop(run, "failed", f"{failed.label}: {why}")
         raise RobustkitError(
             f"the {run.study} run failed in cell {failed.label!r} ({why}); {kept} of {len(cells)} cells are kept "
-            f"in {run.path}; fix the cause and continue with --resume {run.path}"
+            f"in {run.path}; {resume_hint(run.path)}"
         ) from exc
     run.finish("complete")
     return run.results()
+
+
+def resume_hint(path) -> str:
+    """What to do after a failed cell: a resume keeps the run's settings, so it helps only when the
+    cause lies outside them."""
+    return (f"if the cause lies outside the run's settings (memory, disk, a file), fix it and continue with --resume {path}; "
+            "a resume keeps the settings, so for a different setting start a new run")
 
 
 #: flag columns of study frames, summarised as ``k/n`` (slices where the flag holds / slices with a value).

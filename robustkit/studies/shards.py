@@ -289,13 +289,15 @@ def run_sharded(run: RunDir, cells: list[Cell], ctx, progress: bool = True, seed
             if is_main:
                 _stop(run, "interrupted")
             raise StudyInterrupted(f"interrupted; {where}; continue with --resume {run.path}")
+        from robustkit.studies.common import resume_hint
+
         first = failed[0]
         if is_main:
             _stop(run, "failed", f"{first['cell']}: {first['error']}")
         raise RobustkitError(
             f"the {run.study} run failed in cell {first['cell']!r} on rank {first['rank']} ({first['error']})"
             + (f" and on {len(failed) - 1} other rank(s)" if len(failed) > 1 else "")
-            + f"; {where}; fix the cause and continue with --resume {run.path} (any number of processes)")
+            + f"; {where}; {resume_hint(run.path)} (a resume may use any number of processes)")
 
     def finish() -> None:
         merge(run, keys)
