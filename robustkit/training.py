@@ -125,11 +125,16 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
 
 
 def _dataset(config: TrainConfig, split: str, vary: bool):
-    from robustkit.data.builtin import ensure_builtin
-    from robustkit.data.prepared import PreparedDataset
+    from robustkit.data.evaluation import data_path
+    from robustkit.data.prepared import PreparedDataset, describe_splits, split_counts
     from robustkit.physics.masks import MaskSpec
 
-    path = ensure_builtin() if config.data == "builtin" else Path(config.data)
+    path = data_path(config.data)
+    counts = split_counts(path)
+    if counts.get(split, 0) == 0:
+        raise RobustkitError(f"{describe_splits(path, counts)}; training needs a {split!r} split (and 'val' beside "
+                             "'train'): prepare the file with them (robustkit data prepare train/a.h5 val/b.h5 --out FILE; "
+                             "docs/data.md)")
     return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise,
                             augment=config.augment)
 

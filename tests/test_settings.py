@@ -58,3 +58,28 @@ def test_a_mapping_runs_as_its_study_config(toy_data, tmp_path):
     frame = rk.studies.run("attack", {"models": ["sense"], "data": toy_data, "eps": [0.05], "kinds": ["gaussian"],
                                       "draws": 1, "samples": 1}, reports_dir=tmp_path / "r", progress=False)
     assert set(frame["kind"]) == {"clean", "gaussian"}
+
+
+def test_train_on_a_file_without_a_train_split_says_what_training_needs(toy_data, tmp_path, capsys):
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "modl", "--data", toy_data, "--out", str(out)], capsys)
+    assert code == 2 and "training needs a 'train' split" in err and "--split" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["train", "--model", "modl"], ["attack", "--model", "sense"]])
+def test_a_folder_given_as_data_is_named_a_folder(command, tmp_path, capsys):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    code, err = run_cli([*command, "--data", str(folder), "--out" if command[0] == "train" else "--reports-dir",
+                         str(tmp_path / "out")], capsys)
+    assert code == 2 and "is a folder, not a prepared HDF5 file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_anatomy_without_the_study_split_is_read_from_its_test_split_or_whole(tmp_path):
+    from robustkit.studies.shift import _split_for
+    from tests.test_training import tiny_dataset
+
+    path = tiny_dataset(tmp_path / "trainval.h5")  # splits train and val, no test
+    assert _split_for(path, "val") == "val" and _split_for(path, "test") == "all" and _split_for(path, None) == "all"

@@ -45,6 +45,9 @@ def data_path(data: str) -> Path:
     if data == BUILTIN:
         return ensure_builtin()
     path = Path(data)
+    if path.is_dir():
+        raise RobustkitError(f"--data {path} is a folder, not a prepared HDF5 file; pass 'builtin' or a file from "
+                             "`robustkit data prepare` (which turns a folder of raw files into one)")
     if not path.is_file():
         raise RobustkitError(f"data file {path} does not exist; pass 'builtin' or a file from `robustkit data prepare`")
     return path

@@ -167,12 +167,14 @@ def check_data(config: ShiftConfig, dataset) -> None:
 
 
 def _split_for(path: Path, split: str | None) -> str:
-    """The study's split when ``path`` holds it, else the file's default split."""
-    from robustkit.data.prepared import ALL, resolve_split, split_counts
+    """The study's split when ``path`` holds it, else its ``test`` split, else every sample: another
+    anatomy's file need not have the study's splits (a file of train and val only is read whole)."""
+    from robustkit.data.prepared import ALL, split_counts
 
-    if split == ALL or (split is not None and split in split_counts(path)):
+    counts = split_counts(path)
+    if split == ALL or (split is not None and counts.get(split, 0) > 0):
         return split
-    return resolve_split(path, None)
+    return "test" if counts.get("test", 0) > 0 else ALL
 
 
 # ----------------------------------------------------------------------------- cells
