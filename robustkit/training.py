@@ -94,6 +94,11 @@ class TrainConfig:
         if not self.adversarial >= 0 or self.adversarial_steps < 1:
             raise RobustkitError(f"adversarial training needs ε ≥ 0 and ≥ 1 PGD step, got ε = {self.adversarial}, "
                                  f"{self.adversarial_steps} steps; see 'robustkit train --help'")
+        if self.adversarial > 1:
+            from robustkit.errors import warn
+
+            warn(f"--adversarial {self.adversarial:g} trains against perturbations of {100 * self.adversarial:g} % of ‖b‖ "
+                 "(ε is relative, as in 'robustkit attack --eps': 0.02 is 2 %)")
         if self.slow_threshold is not None and (self.model != "mnmmol" or self.lipschitz_estimate not in ("both", "all")):
             raise RobustkitError("a slow-mode threshold needs --model mnmmol and --lipschitz-estimate both or all")
 

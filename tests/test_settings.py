@@ -83,3 +83,37 @@ def test_another_anatomy_without_the_study_split_is_read_from_its_test_split_or_
 
     path = tiny_dataset(tmp_path / "trainval.h5")  # splits train and val, no test
     assert _split_for(path, "val") == "val" and _split_for(path, "test") == "all" and _split_for(path, None) == "all"
+
+
+def test_an_adversarial_eps_above_one_warns_that_it_is_relative():
+    from robustkit.errors import RobustkitWarning
+    from robustkit.training import TrainConfig
+
+    with pytest.warns(RobustkitWarning, match="500 % of ‖b‖"):
+        TrainConfig(model="modl", adversarial=5.0)
+
+
+def test_report_of_a_folder_of_junk_names_it_as_next_to_a_run(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    (reports / "attack-20260101-000000").mkdir(parents=True)
+    (reports / "notes.txt").write_text("mine")
+    code, err = run_cli(["report", "--reports-dir", str(reports)], capsys)
+    assert code == 2 and "not run folders (no config.json): attack-20260101-000000" in err
+    assert (reports / "notes.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    main(["report", "--reports-dir", str(empty)])
+    assert "no study runs in" in capsys.readouterr().out
+
+
+def test_a_suite_resume_with_another_data_names_the_option(toy_data, tmp_path, capsys):
+    from robustkit.data.toy import toy_dataset
+
+    study = tmp_path / "s.toml"
+    study.write_text(f'[attack]\nmodels = ["sense"]\nkinds = ["gaussian"]\neps = [0.05]\ndraws = 1\nsamples = 1\n'
+                     f'data = "{toy_data}"\n')
+    main(["run", str(study), "--reports-dir", str(tmp_path / "r"), "--no-report"])
+    suite = next(p for p in (tmp_path / "r").iterdir() if p.name.startswith("s-"))
+    other = str(toy_dataset(tmp_path / "other.h5", n=2, shape=(16, 16), coils=3, seed=1))
+    code, err = run_cli(["run", str(study), "--resume", str(suite), "--data", other, "--no-report"], capsys)
+    assert code == 2 and f"with --data {other} differs from what the suite" in err

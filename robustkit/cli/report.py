@@ -21,6 +21,7 @@ def report(run_dirs: tuple[Path, ...], reports_dir: Path) -> None:
     """
     from robustkit.errors import RobustkitError
     from robustkit.report import ReportIncomplete, build_index, build_report
+    from robustkit.report.build import contents
     from robustkit.report.runs import run_folders
 
     targets = list(run_dirs)
@@ -29,7 +30,12 @@ def report(run_dirs: tuple[Path, ...], reports_dir: Path) -> None:
             raise RobustkitError(f"reports folder {reports_dir} does not exist; run a study first "
                                  "(e.g. robustkit attack) or pass RUN_DIR")
         if not run_folders(reports_dir):
-            click.echo(f"no study runs in {reports_dir} yet; wrote {build_index(reports_dir)}")
+            index = build_index(reports_dir)
+            others = [p.name for p in contents(reports_dir)]
+            if others:  # named, as they are next to a run (below)
+                raise RobustkitError(f"no study runs in {reports_dir} (wrote {index}); not run folders (no config.json): "
+                                     f"{', '.join(others)} — pass a run folder or a folder of runs")
+            click.echo(f"no study runs in {reports_dir} yet; wrote {index}")
             return
         targets = [reports_dir]
     try:

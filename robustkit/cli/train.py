@@ -62,8 +62,8 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
                    "loss); other models train one stage. one: a single stage with exactly the given settings. "
                    "Every DEQ stage ends at the convergence gate; a failed gate exits with code 3.")
 @click.option("--resume", is_flag=True,
-              help="Continue the run in --out from its last checkpoint, with its recorded settings; only --epochs and "
-                   "--max-minutes (a budget for this call) may change, any other different option is refused.")
+              help="Continue the run in --out from its last checkpoint, with its recorded settings; only --epochs, "
+                   "--max-minutes (a budget for this call) and --val-samples may change, any other different option is refused.")
 @click.option("--default", "make_default", is_flag=True, help="Mark this model as its registry name's default zoo entry.")
 @click.pass_context
 def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam_lr, delta, init_from, penalty_weight, penalty_threshold,

@@ -39,7 +39,7 @@ def write_prepared(
     """Write ``samples`` to ``path`` atomically (temp file + rename); refuse to overwrite by default."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise RobustkitError(f"{path} already exists; choose another output path or pass --overwrite")
+        raise RobustkitError(f"{path} already exists; choose another output path or pass --overwrite (overwrite=True in Python)")
     import h5py
 
     from robustkit.io import atomic_path, os_error

@@ -187,7 +187,7 @@ def build_index(reports_root: str | os.PathLike) -> Path:
     return page
 
 
-def _contents(root: Path) -> list[Path]:
+def contents(root: Path) -> list[Path]:
     """The run and suite folders of a reports folder (and any other sub-folder, reported unusable)."""
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -205,8 +205,8 @@ def build_report(paths: Iterable[str | os.PathLike]) -> list[Path]:
     roots: list[Path] = []
     todo: list[tuple[Path, Path]] = []  # (folder, its reports root)
     for p in paths:
-        if p.is_dir() and not is_run(p) and not is_suite(p) and any(is_run(c) or is_suite(c) for c in _contents(p)):
-            todo += [(c, p) for c in _contents(p)]
+        if p.is_dir() and not is_run(p) and not is_suite(p) and any(is_run(c) or is_suite(c) for c in contents(p)):
+            todo += [(c, p) for c in contents(p)]
             roots.append(p)
         else:
             todo.append((p, p.parent))
