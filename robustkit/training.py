@@ -314,11 +314,11 @@ def _wrap(model, ctx) -> torch.nn.Module:
 
 
 def _step(model, step_model: torch.nn.Module, batch: dict[str, Any], config: TrainConfig, opt: torch.optim.Optimizer,
-          ascent_rng: torch.Generator, check, adversarial_seed: int = 0) -> dict[str, float]:
+          ascent_rng: torch.Generator, check, pgd_seed: int = 0) -> dict[str, float]:
     """One optimisation step on this rank's ``batch``; returns the step's ``loss``, ``mse``,
     ``penalty`` (means over the ranks), ``L`` (their max) and ``iterations`` (mean), which
     ``check`` sees before anything is updated. With ``config.adversarial > 0`` the step trains on
-    :func:`adversarial_kspace` of the batch, its PGD start drawn from ``adversarial_seed``.
+    :func:`adversarial_kspace` of the batch, its PGD start drawn from ``pgd_seed``.
 
     Two backward passes, gradients summed: the fixed point's graph is freed before the constraint
     builds its own, so peak memory is the larger of the two, not their sum. Under DDP the first
@@ -335,7 +335,7 @@ def _step(model, step_model: torch.nn.Module, batch: dict[str, Any], config: Tra
     kspace = batch["kspace"]
     if config.adversarial > 0:
         kspace = adversarial_kspace(model, kspace, batch["target"], op, config.adversarial, config.adversarial_steps,
-                                    seed=adversarial_seed)
+                                    seed=pgd_seed)
     local = step_model.no_sync() if constrained and isinstance(step_model, DistributedDataParallel) else contextlib.nullcontext()
     opt.zero_grad(set_to_none=True)
     with local:
