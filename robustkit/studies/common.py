@@ -54,7 +54,6 @@ class StudyConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        check_finite_fields(self)
         if self.models_required and not self.models:
             raise RobustkitError("no models given; name at least one, e.g. --model mnmmol")
         if self.samples is not None and self.samples < 1:
@@ -65,6 +64,7 @@ class StudyConfig:
             raise RobustkitError(f"accel must be a finite number >= 1, got {self.accel!r}")
         if self.seed < 0:
             raise RobustkitError(f"seed must be >= 0, got {self.seed}")
+        check_finite_fields(self)  # after the checks above, whose messages also give the range
 
     def to_dict(self) -> dict[str, Any]:
         """Every key, JSON-ready: a network object in ``models`` becomes ``name@sha256:…``."""
