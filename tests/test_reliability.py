@@ -233,6 +233,18 @@ def test_a_bad_model_in_a_later_study_stops_the_file_before_the_first_study(zoo,
             r"\[init-test\] of .*s\.toml: .*no model 'nope'")
 
 
+def test_the_file_check_never_trains_a_sweep_model(zoo, tmp_path, capsys, monkeypatch):
+    """sweep-delta with train = true is checked at its turn: checking it first would train."""
+    import robustkit.studies.sweep_delta as sweep
+
+    monkeypatch.setattr(sweep, "train_missing", lambda *a, **k: pytest.fail("the check trained a model"))
+    path = tmp_path / "s.toml"
+    common = f'data = "{zoo["data"]}"\nsplit = "val"\naccel = {ACCEL}\nsamples = 1\n'
+    path.write_text(f'[sweep-delta]\ndeltas = [0.7]\ntrain = true\n{common}[init-test]\nmodels = ["nope"]\n{common}')
+    refused(["run", path, "--reports-dir", tmp_path / "reports", "--no-report"], capsys, tmp_path,
+            r"\[init-test\] of .*s\.toml: .*no model 'nope'")
+
+
 def test_a_default_reaches_the_studies_that_have_its_key(tmp_path):
     from robustkit.studies.suite import read_study_file
 

@@ -140,7 +140,8 @@ def _preflight(path: Path, studies: dict[str, dict[str, Any]], record: dict[str,
                device) -> None:
     """Check every study still to run as its run would (models, data, what the study needs of
     them) before the first one starts, so that a bad model in the last study does not surface
-    after the others have run."""
+    after the others have run. A study that trains its own models (sweep-delta, ``train = true``)
+    is checked at its turn: its models may not exist yet, and checking must not train them."""
     from robustkit.studies import preflight
 
     for name, mapping in studies.items():
@@ -148,6 +149,8 @@ def _preflight(path: Path, studies: dict[str, dict[str, Any]], record: dict[str,
         if previous and _status(reports_dir / previous) == "complete":
             continue
         config = make_config(name, {"seed": seed, **mapping}, where=f"[{name}] of {path}")
+        if getattr(config, "train", False):
+            continue
         try:
             preflight(name, config, device)
         except RobustkitError as exc:
