@@ -144,17 +144,23 @@ def _preflight(path: Path, studies: dict[str, dict[str, Any]], record: dict[str,
     is checked at its turn: its models may not exist yet, and checking must not train them."""
     from robustkit.studies import preflight
 
-    for name, mapping in studies.items():
-        previous = record["studies"].get(name)
-        if previous and _status(reports_dir / previous) == "complete":
-            continue
-        config = make_config(name, {"seed": seed, **mapping}, where=f"[{name}] of {path}")
+    for name, config, _ in _pending(path, studies, record, reports_dir, seed):
         if getattr(config, "train", False):
             continue
         try:
             preflight(name, config, device)
         except RobustkitError as exc:
             raise RobustkitError(f"[{name}] of {path}: {exc}") from None
+
+
+def _pending(path: Path, studies: dict[str, dict[str, Any]], record: dict[str, Any], reports_dir: Path, seed: int):
+    """``(name, config, previous run folder name or None)`` of each study of the file, in order,
+    that is not complete in ``record``; ``seed`` fills ``seed`` where the file does not set it."""
+    for name, mapping in studies.items():
+        previous = record["studies"].get(name)
+        if previous and _status(reports_dir / previous) == "complete":
+            continue
+        yield name, make_config(name, {"seed": seed, **mapping}, where=f"[{name}] of {path}"), previous
 
 
 def _create(reports_dir: Path, path: Path, record: dict[str, Any]) -> Path:
@@ -185,12 +191,7 @@ def _run_studies(given, path, studies, record, suite_dir: Path, reports_dir: Pat
     """Run the file's studies in order, skipping those complete in ``record``; ``given`` is what the
     user named (a suite name or a path), repeated in the resume hint. Only rank 0 (``is_main``)
     writes the record and calls ``on_study``."""
-    for name, mapping in studies.items():
-        mapping = {"seed": seed, **mapping}
-        config = make_config(name, dict(mapping), where=f"[{name}] of {path}")
-        previous = record["studies"].get(name)
-        if previous and _status(reports_dir / previous) == "complete":
-            continue
+    for name, config, previous in _pending(path, studies, record, reports_dir, seed):
 
         def started(run_dir: Path, name: str = name) -> None:
             record["studies"][name] = run_dir.name
