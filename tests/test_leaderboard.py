@@ -95,6 +95,15 @@ def test_a_run_that_did_not_complete_is_used_only_alone_and_says_so(tmp_path):
     assert "Numbers from runs that did not complete (their status is in the run column) for mol-4x" in page
 
 
+def test_a_complete_run_whose_name_ends_in_a_bracket_is_not_called_unfinished(tmp_path):
+    root = tmp_path / "reports"  # a user renamed the folder; its status is complete
+    _write_run(root, "attack-mine (copy)", "attack", _attack_rows("mol-4x", [20.0], [0.5], [1], [1], [True]),
+               [("mol-4x", "zoo")])
+    frame = build_leaderboard(root)[2].set_index("model")
+    assert frame.loc["mol-4x", "attack_run"] == "attack-mine (copy)"
+    assert "did not complete" not in (root / "leaderboard.html").read_text()
+
+
 def test_unconverged_solves_are_named_above_the_table(reports):
     page = (build_leaderboard(reports)[1]).read_text()  # mnmmol-4x: clean solves converged on 1 of 2 slices
     assert "Not all solves converged for mnmmol-4x: some of their numbers are not of a fixed point" in page

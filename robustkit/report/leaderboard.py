@@ -39,6 +39,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,17 @@ def _weights(run: Any, model: str) -> str | None:
 
 def _status(run: Any) -> str:
     return str(run.meta.get("status", "complete"))
+
+
+#: the statuses a study run stops with short of ``complete`` (robustkit.studies.rundir); ``running``: still
+#: running, or killed without a word.
+UNFINISHED = ("running", "interrupted", "failed")
+
+
+def _is_unfinished(label: Any) -> bool:
+    """Whether a ``*_run`` cell names a run that did not complete (``_run_name``'s ``NAME (status)``; the
+    ``L_run`` cell may name two runs, space-separated)."""
+    return isinstance(label, str) and re.search(rf" \(({'|'.join(UNFINISHED)})\)( |$)", label) is not None
 
 
 def _newest(runs: list[Any], study: str, model: str, weights: str | None = None):
@@ -324,7 +336,7 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
         empty += ("<p class=\"banner warning\">The numbers of " + esc(", ".join(mixed)) + " come from runs on different "
                   "data (the data column): they are not one measurement.</p>")
     partial = [str(row["model"]) for _, row in frame.iterrows()
-               if any(isinstance(row.get(c), str) and row[c].endswith(")") for c in TAIL if c.endswith("_run"))]
+               if any(_is_unfinished(row.get(c)) for c in TAIL if c.endswith("_run"))]
     if partial:
         empty += ("<p class=\"banner warning\">Numbers from runs that did not complete (their status is in the run "
                   "column) for " + esc(", ".join(partial)) + ".</p>")
