@@ -99,6 +99,18 @@ def _prepared(tmp: Path) -> Path:
     return write_prepared(tmp / "p.h5", load_(raw, calib=20, kernel=5), {"source": "test"})
 
 
+def _group(tmp: Path) -> Path:
+    with h5py.File(tmp / "g.h5", "w") as f:
+        f.create_group("kspace")
+    return tmp / "g.h5"
+
+
+def _folder(tmp: Path) -> Path:
+    (tmp / "raw").mkdir()
+    _fastmri(tmp / "raw")
+    return tmp / "raw"
+
+
 CASES: dict[str, Case] = {
     "missing file": Case(lambda t: t / "nope.h5", r"nope\.h5 does not exist"),
     "truncated HDF5 (auto)": Case(_truncated, r"truncated or corrupt"),
@@ -116,6 +128,16 @@ CASES: dict[str, Case] = {
         {"fmt": "fastmri"},
         ["--format", "fastmri"],
     ),
+    "k-space a group (--format fastmri)": Case(_group, r"'kspace' is an HDF5 group, not an array", {"fmt": "fastmri"},
+                                               ["--format", "fastmri"]),
+    "k-space a group (--format calgary)": Case(_group, r"'kspace' is an HDF5 group, not an array", {"fmt": "calgary"},
+                                               ["--format", "calgary"]),
+    "no coils": Case(lambda t: write_fastmri(t / "f.h5", np.zeros((2, 0, H, W), np.complex64)), r"has 0 coils"),
+    "no slices": Case(lambda t: write_fastmri(t / "f.h5", np.zeros((0, C, H, W), np.complex64)), r"has 0 slices"),
+    "a folder (--format fastmri)": Case(_folder, r"raw is a folder; pass the raw files in it", {"fmt": "fastmri"},
+                                        ["--format", "fastmri"]),
+    "images smaller than the SSIM window": Case(
+        lambda t: write_fastmri(t / "f.h5", volume(1, 6, W)[0]), r"the image is 6x24 \(H x W\); robustkit needs at least 7"),
     "missing MoDL maps": Case(lambda t: _modl(t, drop="trnCsm"), r"no dataset 'trnCsm'"),
     "wrong rank": Case(
         lambda t: _h5(t, kspace=np.ones((2, 4, 8, 8, 2), np.complex64)), r"must have shape \(slices, coils, H, W\)"
@@ -241,6 +263,7 @@ def test_non_positive_acceleration_is_refused(accel):
 @pytest.mark.parametrize("crop, match", [
     ("40x24", r"f\.h5 slice 0: --crop 40x24 is larger than the image, 32x24 \(H x W\); choose a crop within it"),
     ("0.9", r"cannot read --crop '0\.9'; give the image size HxW.*--espirit-crop"),
+    ("6x20", r"--crop 6x20 is too small: robustkit needs at least 7 pixels a side"),
 ])
 def test_crop_that_cannot_be_done_exits_2_and_writes_nothing(crop, match, tmp_path, capsys):
     raw = _fastmri(tmp_path)

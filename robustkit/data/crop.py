@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from robustkit.data.sample import Sample
+from robustkit.data.sample import MIN_SIDE, Sample
 from robustkit.errors import RobustkitError
 
 
@@ -30,6 +30,9 @@ def parse_crop(text: str) -> tuple[int, int]:
             f"cannot read --crop {text!r}; give the image size HxW, e.g. --crop 320x256 "
             "(the ESPIRiT eigenvalue threshold is --espirit-crop)"
         )
+    if min(int(m[1]), int(m[2])) < MIN_SIDE:
+        raise RobustkitError(f"--crop {text} is too small: robustkit needs at least {MIN_SIDE} pixels a side (the SSIM "
+                             f"window); choose a larger crop")
     return int(m[1]), int(m[2])
 
 

@@ -47,7 +47,7 @@ def data_path(data: str) -> Path:
     path = Path(data)
     if path.is_dir():
         raise RobustkitError(f"--data {path} is a folder, not a prepared HDF5 file; pass 'builtin' or a file from "
-                             "`robustkit data prepare` (which turns a folder of raw files into one)")
+                             f"`robustkit data prepare` (which turns raw files into one: robustkit data prepare {path / '*.h5'} --out data.h5)")
     if not path.is_file():
         raise RobustkitError(f"data file {path} does not exist; pass 'builtin' or a file from `robustkit data prepare`")
     return path

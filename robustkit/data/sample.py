@@ -9,6 +9,9 @@ import numpy as np
 
 from robustkit.errors import RobustkitError
 
+#: the smallest image side robustkit handles: the SSIM window (``robustkit.metrics.ssim``, 7 × 7).
+MIN_SIDE = 7
+
 
 @dataclass
 class Sample:
@@ -45,6 +48,12 @@ class Sample:
                 f"{name}: k-space must have shape (coils, H, W), got {self.kspace.shape}; "
                 "pass one slice at a time"
             )
+        coils, h, w = self.kspace.shape
+        if coils < 1:
+            raise RobustkitError(f"{name}: k-space has no coils, shape {self.kspace.shape}; a slice needs at least one coil")
+        if min(h, w) < MIN_SIDE:
+            raise RobustkitError(f"{name}: the image is {h}x{w} (H x W); robustkit needs at least {MIN_SIDE} pixels a "
+                                 f"side (the SSIM window); use larger images or a larger --crop")
         if self.maps.shape != self.kspace.shape:
             raise RobustkitError(
                 f"{name}: coil maps of shape {self.maps.shape} do not match k-space of shape "

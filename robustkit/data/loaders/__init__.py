@@ -115,6 +115,8 @@ FORMATS: dict[str, Format] = {
 
 
 def _check_exists(path: Path) -> None:
+    if path.is_dir():
+        raise RobustkitError(f"{path} is a folder; pass the raw files in it, e.g. {path / '*.h5'}")
     if path.exists():
         return
     if path.with_name(path.name + ".hdr").exists() or path.with_name(path.stem + ".hdr").exists():
@@ -289,6 +291,27 @@ def open_hdf5(path: Path, fmt: str):
             f"{path} is not a readable {fmt} HDF5 file ({reason}); it may be truncated or corrupt: "
             "download or write it again"
         ) from None
+
+
+def check_extent(name: str, slices: int, coils: int, h: int, w: int) -> None:
+    """Refuse a k-space array with an empty axis, naming it (before any slice is read)."""
+    for what, size in (("slices", slices), ("coils", coils), ("rows (H)", h), ("columns (W)", w)):
+        if size < 1:
+            raise RobustkitError(f"{name}: the k-space has 0 {what} (slices {slices}, coils {coils}, {h}x{w}); "
+                                 "write the file again with data in it")
+
+
+def dataset(f, key: str, fmt: str = ""):
+    """The HDF5 dataset ``f[key]``, with one-line errors for a missing key or a group of that name."""
+    import h5py
+
+    if key not in f:
+        read_dataset(f, key, fmt=fmt)  # raises the missing-key error
+    ds = f[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise RobustkitError(f"{f.filename}: {key!r} is an HDF5 group, not an array; is it a {fmt or 'supported'} "
+                             "file? write the k-space as one dataset, or check --format")
+    return ds
 
 
 def read_dataset(f, key: str, index: Any = (), fmt: str = "") -> np.ndarray:

@@ -26,7 +26,9 @@ import numpy as np
 
 from robustkit.data.loaders import (
     LoadOptions,
+    check_extent,
     check_finite,
+    dataset,
     estimate_maps,
     is_hdf5,
     make_sample,
@@ -57,7 +59,7 @@ def detect(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             ds = f.get("kspace")
-            return (ds is not None and ds.dtype.kind == "f" and ds.ndim == 4 and ds.shape[-1] % 2 == 0
+            return (isinstance(ds, h5py.Dataset) and ds.dtype.kind == "f" and ds.ndim == 4 and ds.shape[-1] % 2 == 0
                     and not markers(f))
     except OSError:
         return False
@@ -65,15 +67,14 @@ def detect(path: Path) -> bool:
 
 def _kspace_info(f, name: str) -> tuple[int, int, int, int]:
     """``(slices, coils, H, W)`` after checking rank, dtype and the channel axis."""
-    if "kspace" not in f:
-        read_dataset(f, "kspace", fmt=NAME)
-    ds = f["kspace"]
+    ds = dataset(f, "kspace", NAME)
     if ds.ndim != 4 or ds.dtype.kind != "f" or ds.shape[-1] % 2 or ds.shape[-1] == 0:
         raise RobustkitError(
             f"{name}: Calgary-Campinas k-space must be real of shape (slices, H, W, 2 x coils), got "
             f"{ds.shape} {ds.dtype}; for complex fastMRI files use --format fastmri"
         )
     n, h, w, channels = ds.shape
+    check_extent(name, n, channels // 2, h, w)
     return n, channels // 2, h, w
 
 

@@ -21,7 +21,9 @@ from robustkit.data.loaders import (
     LoadOptions,
     as_complex,
     check_finite,
+    check_extent,
     check_mask,
+    dataset,
     estimate_maps,
     is_hdf5,
     make_sample,
@@ -72,16 +74,15 @@ def detect(path: Path) -> bool:
 
     try:
         with h5py.File(path, "r") as f:
-            return "kspace" in f and f["kspace"].dtype.kind == "c" and "trnOrg" not in f
+            ds = f.get("kspace")
+            return isinstance(ds, h5py.Dataset) and ds.dtype.kind == "c" and "trnOrg" not in f
     except OSError:
         return False
 
 
 def _kspace_info(f, name: str) -> tuple[Any, bool, int, int, int, int]:
     """``(dataset, single_coil, slices, coils, H, W)`` after checking rank and dtype."""
-    if "kspace" not in f:
-        read_dataset(f, "kspace", fmt=NAME)  # raises the missing-key error
-    ds = f["kspace"]
+    ds = dataset(f, "kspace", NAME)
     if ds.ndim not in (3, 4):
         raise RobustkitError(
             f"{name}: fastMRI k-space must have shape (slices, coils, H, W), got {ds.shape}; "
@@ -94,6 +95,7 @@ def _kspace_info(f, name: str) -> tuple[Any, bool, int, int, int, int]:
         )
     single = ds.ndim == 3
     n, coils = ds.shape[0], 1 if single else ds.shape[1]
+    check_extent(name, n, coils, ds.shape[-2], ds.shape[-1])
     return ds, single, n, coils, ds.shape[-2], ds.shape[-1]
 
 
