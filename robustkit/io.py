@@ -39,6 +39,17 @@ def os_error(exc: OSError, path: str | os.PathLike, what: str = "write") -> Robu
     return RobustkitError(f"cannot {what} {path} ({reason}); {fix}")
 
 
+def make_folder(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; an ``OSError`` (a file where a folder should be, no permission, a full disk)
+    becomes a one-line :class:`RobustkitError` naming the folder."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, path, "create the folder") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path next to ``path``; on a clean exit it replaces ``path`` atomically.

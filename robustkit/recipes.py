@@ -41,6 +41,7 @@ import torch
 
 from robustkit.choices import RECIPES
 from robustkit.errors import GateFailed, RobustkitError
+from robustkit.io import make_folder
 from robustkit.models.registry import build_model
 from robustkit.training import TrainConfig, _check_out, _dataset, check_same_run, refuse_not_empty, train
 
@@ -173,7 +174,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     stages_dir = out / "stages"
     barrier()  # every rank has checked --out before rank 0 writes into it
     if is_main():
-        stages_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(stages_dir)
     _record(out, c, [])
     summaries: list[dict[str, Any]] = []
     current: list[str] = []  # the stages entered, last one running

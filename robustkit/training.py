@@ -42,6 +42,7 @@ from robustkit import rng
 from robustkit.batch import operator_of, to_device
 from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, PENALTY_KINDS
 from robustkit.errors import RobustkitError, check_finite_fields
+from robustkit.io import make_folder
 
 
 #: penalty defaults per model: weight, threshold T (``None`` = the model's 1 − m) and kind.
@@ -542,7 +543,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         _step_core(step_model).state.update(
             {k: v.to(device) for k, v in memories[min(ctx.rank, len(memories) - 1)].items()})
     elif ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     card.setdefault("command", command)
     card.setdefault("history", [])

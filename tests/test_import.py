@@ -272,6 +272,24 @@ def _wrong_shape(tmp: Path) -> Path:
     return write(tmp / "k5.pth.tar", state)
 
 
+def _complex_lambda(tmp: Path) -> Path:
+    state = reference_state()
+    state["f.lam"] = torch.tensor(1 + 5j)
+    return write(tmp / "clam.pth.tar", state)
+
+
+def _nan_weight(tmp: Path) -> Path:
+    state = reference_state()
+    state["f.dw.net.1.conv.weight"][0, 0, 0, 0] = float("nan")
+    return write(tmp / "nan.pth.tar", state)
+
+
+def _int_weights(tmp: Path) -> Path:
+    state = reference_state()
+    state["f.dw.net.0.conv.weight"] = state["f.dw.net.0.conv.weight"].to(torch.int64)
+    return write(tmp / "int.pth.tar", state)
+
+
 BAD = {
     "malicious torch.save": (_evil, r"needs code execution .*never runs"),
     "malicious pickle": (_plain_pickle, r"needs code execution"),
@@ -280,6 +298,9 @@ BAD = {
                                 r"\['f\.dw\.net\.2\.conv\.weight', 'f\.dw\.net\.2\.conv\.bias'\]"),
     "wrong shape": (_wrong_shape, r"f\.dw\.net\.0\.conv has weight \(8, 2, 5, 5\)"),
     "missing file": (lambda tmp: tmp / "nope.pth.tar", r"does not exist"),
+    "complex lambda": (_complex_lambda, r"f\.lam is complex64; the reference weights and λ are real"),
+    "NaN weight": (_nan_weight, r"f\.dw\.net\.1\.conv\.weight holds NaN or Inf values"),
+    "integer weights": (_int_weights, r"f\.dw\.net\.0\.conv\.weight is int64"),
 }
 
 
@@ -312,11 +333,17 @@ def test_existing_entry_is_never_overwritten(tmp_path, capsys):
     (["--name", "ok", "--alpha", "0.1"], "--alpha applies to --from mol-ref only"),
     (["--name", "ok", "--scale", "0"], "--scale must be a positive number"),
     (["--name", "../up"], "is not a valid zoo name"),
+    (["--name", "sense"], "is the name of a built-in baseline"),
+    (["--name", "x", "--out", "FILE/sub"], "cannot create the folder"),
 ])
 def test_bad_options_are_refused(args, match, tmp_path, capsys):
     src = write(tmp_path / "a.pth.tar", reference_state())
+    (tmp_path / "FILE").write_text("a file where a folder would go\n")
+    args = [str(tmp_path / a) if a.startswith("FILE") else a for a in args]
+    if "--out" not in args:
+        args = ["--out", str(tmp_path / "o"), *args]
     with pytest.raises(SystemExit) as exit_info:
-        main(["models", "import", str(src), "--from", "mnmmol-ref", "--out", str(tmp_path / "o"), *args])
+        main(["models", "import", str(src), "--from", "mnmmol-ref", *args])
     assert exit_info.value.code == 2 and match in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 

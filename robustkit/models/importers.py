@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from robustkit.choices import BASELINE_NAMES
 from robustkit.errors import RobustkitError
 
 _CONV_KEY = re.compile(r"^f\.dw\.net\.(\d+)\.conv\.(weight|bias)$")
@@ -218,6 +219,13 @@ def map_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, str], int, int]:
             )
     if state["f.lam"].numel() != 1:
         raise RobustkitError(f"f.lam has shape {tuple(state['f.lam'].shape)}; the reference λ is a scalar")
+    for key, value in state.items():
+        if not value.is_floating_point():  # complex and integer tensors are not the reference's weights
+            raise RobustkitError(f"{key} is {str(value.dtype).removeprefix('torch.')}; the reference weights and λ are "
+                                 "real floating-point numbers: is it the right checkpoint?")
+        if not bool(torch.isfinite(value).all()):
+            raise RobustkitError(f"{key} holds NaN or Inf values; the checkpoint is damaged (or was saved from a "
+                                 "diverged training): use another one")
     mapping = {"f.lam": "lam"}
     for i in range(depth):
         for p in ("weight", "bias"):
@@ -278,6 +286,9 @@ def import_checkpoint(path: str | os.PathLike, layout: str, name: str, out: str 
 
     if not _NAME.match(name or ""):
         raise RobustkitError(f"--name {name!r} is not a valid zoo name; use letters, digits, '.', '_' and '-'")
+    if name.split(":", 1)[0] in BASELINE_NAMES:
+        raise RobustkitError(f"--name {name!r} is the name of a built-in baseline, which a study would read instead; "
+                             "choose another --name")
     folder = Path(out) if out is not None else default_folder(name)
     if (folder / CARD).exists() or (folder / WEIGHTS).exists():
         raise RobustkitError(f"{folder} already holds a zoo entry; choose another --name or --out (nothing was written)")

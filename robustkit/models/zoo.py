@@ -22,7 +22,7 @@ from typing import Any
 from robustkit.choices import MODEL_NAMES
 from robustkit.errors import RobustkitError
 from robustkit.locations import refuse_package_write, shipped_zoo, user_zoo
-from robustkit.io import write_bytes
+from robustkit.io import make_folder, write_bytes
 
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
@@ -36,7 +36,7 @@ def save_model(folder: str | os.PathLike, model, card: dict[str, Any]) -> Path:
     from safetensors.torch import save
 
     folder = refuse_package_write(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
     write_bytes(folder / WEIGHTS, blob)
