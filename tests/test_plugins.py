@@ -26,9 +26,9 @@ BAD = [
     (f"{NETS.with_name('missing.py')}:tiny_net", "does not exist"),
     ("tests.no_such_module:tiny_net", "no module 'tests.no_such_module'"),
     (f"{NETS}:no_factory", "has no attribute 'no_factory'; callables defined there: "),
-    (f"{NETS}:not_callable", "is a int, not callable"),
+    (f"{NETS}:not_callable", "is of type int, not callable"),
     (f"{NETS}:raises", "raised ValueError: no weights here; fix the factory"),
-    (f"{NETS}:returns_int", "returned a int, not a torch.nn.Module"),
+    (f"{NETS}:returns_int", "returned an object of type int, not a torch.nn.Module"),
     (f"{NETS}:wrong_signature", "WrongSignature.forward(kspace) cannot be called as forward(kspace, op)"),
     (f"{NETS}:nothing", "defines neither forward(kspace, op) nor fixed_point_map"),
     ("tests.user_nets:", "is not of the form FILE.py:FACTORY"),
@@ -140,3 +140,39 @@ def test_study_files_take_plugins(toy_data, tmp_path):
     assert result.exit_code == 0, result.output
     (run_dir,) = [p for p in (tmp_path / "r").iterdir() if p.name.startswith("attack")]
     assert [m["name"] for m in json.loads((run_dir / "meta.json").read_text())["models"]] == ["TinyNet", "TinyDEQ"]
+
+
+USER_FAULTS = [  # (command, class in user_nets (a class is a factory), what the one line says)
+    ("models evaluate", "WrongShapeMap", "fixed_point_map returned torch.complex64 (2, 16, 15) for the image"),
+    ("models check", "NaNDEQ", "fixed_point_map returned NaN or Inf values"),
+    ("models evaluate", "NaNNet", "returned NaN or Inf values for k-space"),
+    ("attack", "NaNNet", "returned NaN or Inf values for k-space"),
+    ("attack", "Raises", "failed on the first slice before the study started: ZeroDivisionError: my bug (" + str(NETS)),
+    ("models check", "BadMargin", "declares m = 2; the margin m must lie in (0, 1)"),
+    ("audit", "BadDelta", "declares delta = -1; the ball radius δ must be a positive finite number"),
+]
+
+
+@pytest.mark.parametrize("command, factory, message", USER_FAULTS, ids=[f"{c.split()[-1]}-{f}" for c, f, _ in USER_FAULTS])
+def test_a_user_model_that_misbehaves_is_one_line_before_anything_is_written(command, factory, message, toy_data,
+                                                                             tmp_path, capsys):
+    reports, spec = tmp_path / "reports", f"{NETS}:{factory}"
+    if command.startswith("models"):
+        args = command.split() + [spec, "--data", toy_data] + (["--limit", "1"] if command.endswith("check") else [])
+    else:
+        args = COMMANDS[command] + ["--model", spec] + _cli_common(toy_data, reports)
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not reports.exists()  # the probe refused it before the run folder
+
+
+def test_a_baseline_that_cannot_take_the_image_size_is_refused_before_the_run_folder(tmp_path, capsys):
+    from robustkit.data.toy import toy_dataset
+
+    odd = str(toy_dataset(tmp_path / "odd.h5", n=1, shape=(15, 16), coils=2))
+    with pytest.raises(SystemExit) as info:
+        main(["attack", "--model", "l1-wavelet", "--kind", "gaussian", *COMMANDS["attack"][1:], *_cli_common(odd, tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "l1-wavelet needs even image sides" in err and not (tmp_path / "r").exists()

@@ -94,3 +94,38 @@ def raises():
 
 
 not_callable = 3
+
+
+class WrongShapeMap(TinyDEQ):
+    """A DEQ whose update map drops a column."""
+
+    def fixed_point_map(self, kspace, op):
+        return lambda x: (0.5 * x + op.adjoint(kspace))[..., :-1]
+
+
+class NaNDEQ(TinyDEQ):
+    """A DEQ whose H_θ returns NaN."""
+
+    def H_map(self, op):  # noqa: N802
+        return lambda x: (x - op.normal(x)) * float("nan")
+
+
+class NaNNet(TinyNet):
+    """A reconstructor that returns NaN."""
+
+    def forward(self, kspace, op):
+        return op.adjoint(kspace) * float("nan")
+
+
+class BadMargin(TinyDEQ):
+    m = 2.0
+
+
+class BadDelta(TinyDEQ):
+    delta = -1.0
+
+
+class Raises(TinyNet):
+    def forward(self, kspace, op):
+        raise ZeroDivisionError("my bug")
+

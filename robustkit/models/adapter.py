@@ -69,6 +69,7 @@ class ModelAdapter(nn.Module):
         self.mismatch: dict[str, Any] = {}
         self.settings = (SolverSettings.coerce(getattr(model, "solver_settings", None), f"model {name!r}")
                          if self.is_deq else None)
+        self._check_margins()
 
     # ------------------------------------------------------------------ what the model provides
     @property
@@ -99,6 +100,42 @@ class ModelAdapter(nn.Module):
         """Ball radius δ of the model's local constraint, ``None`` when it has none."""
         return _number(self.model, "delta")
 
+    @property
+    def builtin(self) -> bool:
+        """One of robustkit's own models (its maps are tested; a user's are checked at every call)."""
+        from robustkit.models.base import ReconModel
+
+        return isinstance(self.model, ReconModel)
+
+    def _check_margins(self) -> None:
+        """Refuse a model whose own ``m`` or ``delta`` cannot be a margin or a ball radius (one line)."""
+        m, delta = self.m, self.delta
+        if m is not None and not (0 < m < 1):
+            raise RobustkitError(f"model {self.name!r} declares m = {m:g}; the margin m must lie in (0, 1) "
+                                 "(T = 1 − m is the threshold of L[H]); fix the model's m attribute")
+        if delta is not None and not (0 < delta < float("inf")):
+            raise RobustkitError(f"model {self.name!r} declares delta = {delta:g}; the ball radius δ must be a positive "
+                                 "finite number; fix the model's delta attribute")
+
+    def _checked(self, f: ImageMap, member: str) -> ImageMap:
+        """``f`` (the model's ``member`` map), refusing in one line an output that is not a finite complex
+        image of its input's shape; robustkit's own models pass through unchecked."""
+        if self.builtin:
+            return f
+
+        def checked(x: torch.Tensor) -> torch.Tensor:
+            y = f(x)
+            if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape) or not y.is_complex():
+                got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+                raise RobustkitError(f"model {self.name!r}: {member} returned {got} for the image {x.dtype} "
+                                     f"{tuple(x.shape)}; it must return a complex image of the same shape (docs/api.md)")
+            if not bool(torch.isfinite(y).all()):
+                raise RobustkitError(f"model {self.name!r}: {member} returned NaN or Inf values; "
+                                     "check the model's weights and code")
+            return y
+
+        return checked
+
     def missing(self, member: str) -> str:
         """Why ``member`` of the fixed-point protocol is unavailable, as a sentence fragment."""
         if self.source == "baseline":
@@ -123,11 +160,11 @@ class ModelAdapter(nn.Module):
     def fixed_point_map(self, kspace: torch.Tensor, op: SenseOperator) -> ImageMap:
         """The update map ``f`` with ``x* = f(x*)``."""
         self.require("fixed_point_map", "this analysis")
-        return self.model.fixed_point_map(kspace, op)
+        return self._checked(self.model.fixed_point_map(kspace, op), "fixed_point_map")
 
     def H_map(self, op: SenseOperator) -> ImageMap | None:  # noqa: N802 - the paper's name
         """``x ↦ H_θ(x)`` for this operator, ``None`` when the model does not define it."""
-        return self.model.H_map(op) if self.has_H and self.is_deq else None
+        return self._checked(self.model.H_map(op), "H_map") if self.has_H and self.is_deq else None
 
     def drive(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """``c(b)`` of ``x* = H_θ(x*) + c(b)``: the model's own ``drive(kspace, op)`` if it has one,
@@ -183,6 +220,11 @@ class ModelAdapter(nn.Module):
             raise RobustkitError(
                 f"model {self.name!r} returned {got} for k-space {tuple(kspace.shape)}; a reconstructor must "
                 f"return a complex image {want} (B, H, W)"
+            )
+        if not bool(torch.isfinite(x.detach()).all()):
+            raise RobustkitError(
+                f"model {self.name!r} returned NaN or Inf values for k-space {tuple(kspace.shape)}; its numbers would "
+                "be meaningless: check the model's weights and code, and the data"
             )
 
     # ------------------------------------------------------------------ provenance

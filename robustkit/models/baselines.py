@@ -98,6 +98,9 @@ class _Baseline(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self.settings.items())
 
+    def check_shape(self, shape: tuple[int, int]) -> None:
+        """Raise a one-line error when the baseline cannot reconstruct ``H × W`` images (before a study runs)."""
+
 
 class SenseBaseline(_Baseline):
     """CG-SENSE: ``iters`` CG steps from 0 on ``(λ AᴴA + μ I) x = λ Aᴴ b`` (no early stop, so the
@@ -202,6 +205,9 @@ class L1Wavelet(_Baseline):
 
     def __init__(self, lam: float = 0.00003, iters: int = 100, levels: int = 4):
         super().__init__(lam=lam, iters=iters, levels=levels)
+
+    def check_shape(self, shape: tuple[int, int]) -> None:
+        haar_levels(shape, int(self.settings["levels"]))
 
     def forward(self, kspace: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         s = self.settings

@@ -66,7 +66,7 @@ def check_reconstructor(model: Any, where: str) -> nn.Module:
     model that robustkit solves itself); otherwise a one-line error naming ``where`` it came from."""
     if not isinstance(model, nn.Module):
         raise RobustkitError(
-            f"{where} returned a {type(model).__name__}, not a torch.nn.Module; return the network "
+            f"{where} returned an object of type {type(model).__name__}, not a torch.nn.Module; return the network "
             "(an nn.Module with forward(kspace, op) -> image)"
         )
     has_forward = type(model).forward is not nn.Module.forward
@@ -105,7 +105,7 @@ def load_plugin(spec: str) -> nn.Module:
     factory = getattr(module, attr)
     if not callable(factory):
         raise RobustkitError(
-            f"{target}:{attr} is a {type(factory).__name__}, not callable; name a function or class that returns the model"
+            f"{target}:{attr} is of type {type(factory).__name__}, not callable; name a function or class that returns the model"
         )
     try:
         model = factory()

@@ -86,7 +86,7 @@ def preflight(name: str, config, device) -> Prepared:
     study file's run calls it for every study before the first one starts."""
     import torch
 
-    from robustkit.studies.common import load_models, study_data
+    from robustkit.studies.common import load_models, probe_models, study_data
 
     module = study_module(name)
     config = _checked(name, config)
@@ -103,6 +103,7 @@ def preflight(name: str, config, device) -> Prepared:
                          dataset, config.accel, device, data=config.data)
     if hasattr(module, "check_models"):
         module.check_models(models)
+    probe_models(models, dataset, device)
     if hasattr(module, "check_data"):
         module.check_data(config, dataset)
     return Prepared(module, config, dataset, data, models)

@@ -264,7 +264,11 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     out: list[ModelAdapter] = []
     for i, ref in enumerate(refs):
         if i not in zoo:
-            out.append(as_model(ref, map_location=str(device)))
+            adapter = as_model(ref, map_location=str(device))
+            check = getattr(adapter.model, "check_shape", None)  # a baseline that cannot take this size says so now
+            if callable(check):
+                check(tuple(shape))
+            out.append(adapter)
             continue
         if zoo[i] is None:
             continue
@@ -286,6 +290,32 @@ def unique_names(models: list[ModelAdapter]) -> list[ModelAdapter]:
             m.name = f"{base}-{n}"
         taken.add(m.name)
     return models
+
+
+def probe_models(models: list[ModelAdapter], dataset, device: torch.device) -> None:
+    """Reconstruct the first slice once (no gradient) with each user model (a plug-in or a Python
+    object), so that a model that fails, returns the wrong shape or NaN is refused in one line
+    before a run folder exists. robustkit's own models and the baselines are not probed."""
+    import traceback
+
+    user = [m for m in models if not m.builtin and m.source != "baseline"]
+    if not user:
+        return
+    from robustkit.batch import operator_of
+
+    batch = next(batches(torch.utils.data.Subset(dataset, [0]), 1, device))
+    op = operator_of(batch)
+    for m in user:
+        try:
+            with torch.no_grad():
+                m.solve(batch["kspace"], op)
+        except RobustkitError:
+            raise
+        except Exception as exc:  # the user's code raised: name it, and where
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            why = (str(exc).splitlines() or [""])[0]
+            raise RobustkitError(f"model {m.name!r} failed on the first slice before the study started: "
+                                 f"{type(exc).__name__}: {why} ({frame.filename}:{frame.lineno}); fix the model") from None
 
 
 def batches(dataset, batch_size: int, device: torch.device):
