@@ -119,3 +119,12 @@ def test_power_estimate_is_valid_on_a_relu_kink():
     bound = lipschitz_lower_bound(H, x, 0.3, steps=5, power_iters=30)
     assert torch.all(bound.power.estimate <= 0.5 + 1e-4) and torch.all(bound.estimate <= 0.5 + 1e-4)
     assert torch.all(bound.estimate >= 0.5 - 1e-3)
+
+
+def test_a_map_with_no_finite_estimate_gets_an_unknown_bound_that_never_passes():
+    x = _complex((2, N), seed=3)
+    H = lambda z: z * float("nan")  # noqa: E731
+    res = lipschitz_lower_bound(H, x, 0.3, f=lambda z: H(z) + 1.0, steps=2, restarts=1, seeded_steps=2, slow_iters=2,
+                                power_iters=3, generator=_gen(0))
+    assert torch.isnan(res.estimate).all()  # not −1, which would pass L ≤ 1 − m
+    assert not (res.estimate <= 0.98).any()

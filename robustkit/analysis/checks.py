@@ -145,6 +145,11 @@ def deq_checks(
     return rows
 
 
+def _worst(values: list[float]) -> float:
+    """The largest value, or NaN when any is NaN (an unknown value may be the largest)."""
+    return float("nan") if any(v != v for v in values) else max(values)
+
+
 def summarize_checks(rows: list[dict[str, Any]], threshold: float) -> dict[str, float]:
     """Fractions of slices passing each check (residual ≤ 1e-3, L ≤ T, same fixed point ≤ 1e-3).
 
@@ -159,14 +164,14 @@ def summarize_checks(rows: list[dict[str, Any]], threshold: float) -> dict[str, 
         "converged": sum(r["converged"] for r in rows) / n,
         "residual_le_1e-3": sum(r["residual"] <= 1e-3 for r in rows) / n,
         "L_le_T": sum(r["L_max"] <= threshold for r in rows) / n,
-        "L_max_max": max(r["L_max"] for r in rows),
+        "L_max_max": _worst([r["L_max"] for r in rows]),
         "jacobian_converged": sum(r["jacobian_converged"] for r in rows) / n,
         "rate_max": max(rates) if rates else float("nan"),
         "rate_exceeds_L": sum(r["rate_exceeds_L"] for r in rows) / n,
         "L_ball_le_T": sum(r["L_ball"] <= threshold for r in rows) / n,
         "L_slow_le_T": sum(r["L_slow"] <= threshold for r in rows) / n,
-        "L_ball_max": max(r["L_ball"] for r in rows),
-        "L_slow_max": max(r["L_slow"] for r in rows),
+        "L_ball_max": _worst([r["L_ball"] for r in rows]),
+        "L_slow_max": _worst([r["L_slow"] for r in rows]),
         "ball_start_same_fixed_point": sum(r["ball_start_distance"] <= 1e-3 for r in rows) / n,
         "psnr_mean": sum(r["psnr"] for r in rows) / n,
         "iterations_mean": sum(r["iterations"] for r in rows) / n,

@@ -553,8 +553,11 @@ def _lanczos(
             w = w - torch.einsum("bk,bkm->bm", torch.einsum("bkm,bm->bk", Q, w), Q)
         b = _norm(w)
         T[:, k, k] = a.to(torch.float64)
-        evals, evecs = torch.linalg.eigh(T[:, : k + 1, : k + 1])
+        Tk = T[:, : k + 1, : k + 1]
+        broken = ~torch.isfinite(Tk).flatten(1).all(dim=1)  # the map gave NaN or Inf: no estimate (NaN)
+        evals, evecs = torch.linalg.eigh(torch.where(broken[:, None, None], torch.zeros_like(Tk), Tk))
         th, y = evals[:, -1].clamp_min(0.0), evecs[:, :, -1]
+        th = torch.where(broken, torch.full_like(th, float("nan")), th)
         res = b.to(torch.float64) * y[:, -1].abs() / th.clamp_min(torch.finfo(torch.float64).tiny)
         # Frozen samples keep their last Ritz pair (their T only gained a zero block).
         theta = torch.where(active, th, theta)
@@ -563,10 +566,10 @@ def _lanczos(
         trace.append(theta.sqrt().to(q.dtype))
         breakdown = b.to(torch.float64) <= _BREAKDOWN * eps * theta
         met = plateaued(torch.stack(trace), window, tol) & (residual < rayleigh_tol)
-        converged = converged | (active & (breakdown | met))
+        converged = converged | (active & (breakdown | met) & ~broken)
         if k == dim - 1:
             converged = converged | active
-        active = active & ~converged
+        active = active & ~converged & ~broken
         if not bool(active.any()):
             break
         if k + 1 < steps:

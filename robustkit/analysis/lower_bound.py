@@ -141,8 +141,10 @@ def lipschitz_lower_bound(
     values = torch.stack(list(LowerBound(pair_estimate, [], pair_estimate, ball, slow, top, power).by_estimator().values()))
     filled = torch.nan_to_num(values, nan=-1.0)
     winner = filled.argmax(dim=0)
+    # an estimator with no number (NaN) is left out; with none at all the bound is unknown (NaN), never passing
+    estimate = torch.where(torch.isnan(values).all(dim=0), torch.full_like(filled[0], float("nan")), filled.max(dim=0).values)
     return LowerBound(
-        estimate=filled.max(dim=0).values,
+        estimate=estimate,
         source=[ESTIMATORS[int(i)] for i in winner],
         pair_estimate=pair_estimate,
         ball=ball,

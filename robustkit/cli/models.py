@@ -162,7 +162,7 @@ def check(obj, name: str, data: str, splits: tuple[str, ...], accel: float | Non
         rows = deq_checks(lm, ds, delta, device)
         summary = summarize_checks(rows, threshold)
         results[info.split] = summary
-        click.echo(f"{info.split}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+        click.echo(f"{info.split}: " + json.dumps({k: None if v != v else round(v, 4) for k, v in summary.items()}))
         for warning in check_warnings(summary, threshold):
             click.echo(f"{info.split}: WARNING: {warning}")
         if lm.source == "zoo":  # the validity check reads the built-in models' solver config
