@@ -147,7 +147,8 @@ USER_FAULTS = [  # (command, class in user_nets (a class is a factory), what the
     ("models check", "NaNDEQ", "fixed_point_map returned NaN or Inf values"),
     ("models evaluate", "NaNNet", "returned NaN or Inf values for k-space"),
     ("attack", "NaNNet", "returned NaN or Inf values for k-space"),
-    ("attack", "Raises", "failed on the first slice before the study started: ZeroDivisionError: my bug (" + str(NETS)),
+    ("attack", "Raises", "raised ZeroDivisionError: my bug (" + str(NETS)),
+    ("models evaluate", "Raises", "raised ZeroDivisionError: my bug (" + str(NETS)),
     ("models check", "BadMargin", "declares m = 2; the margin m must lie in (0, 1)"),
     ("audit", "BadDelta", "declares delta = -1; the ball radius δ must be a positive finite number"),
 ]

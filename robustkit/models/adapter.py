@@ -184,6 +184,22 @@ class ModelAdapter(nn.Module):
               settings: SolverSettings | None = None):
         """``(x, stats)``: the reconstruction ``(B, H, W)`` and per-sample solver statistics (``None``
         for a plain reconstructor). ``settings`` overrides the model's own for this solve."""
+        if self.builtin or self.source == "baseline":
+            return self._solve(kspace, op, x0, settings)
+        try:
+            return self._solve(kspace, op, x0, settings)
+        except RobustkitError:
+            raise
+        except Exception as exc:  # the user's code raised: one line naming the model, the error and where
+            import traceback
+
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            why = (str(exc).splitlines() or [""])[0]
+            raise RobustkitError(f"model {self.name!r} raised {type(exc).__name__}: {why} ({frame.filename}:{frame.lineno}); "
+                                 "fix the model") from exc
+
+    def _solve(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None,
+               settings: SolverSettings | None):
         if not self.is_deq:
             if x0 is not None:
                 raise RobustkitError(f"{self.name!r} is not a fixed-point model; it cannot start from x0")

@@ -294,10 +294,9 @@ def unique_names(models: list[ModelAdapter]) -> list[ModelAdapter]:
 
 def probe_models(models: list[ModelAdapter], dataset, device: torch.device) -> None:
     """Reconstruct the first slice once (no gradient) with each user model (a plug-in or a Python
-    object), so that a model that fails, returns the wrong shape or NaN is refused in one line
-    before a run folder exists. robustkit's own models and the baselines are not probed."""
-    import traceback
-
+    object), so that a model that raises, returns the wrong shape or NaN is refused in one line
+    (:meth:`ModelAdapter.solve`) before a run folder exists. robustkit's own models and the
+    baselines are not probed."""
     user = [m for m in models if not m.builtin and m.source != "baseline"]
     if not user:
         return
@@ -306,16 +305,8 @@ def probe_models(models: list[ModelAdapter], dataset, device: torch.device) -> N
     batch = next(batches(torch.utils.data.Subset(dataset, [0]), 1, device))
     op = operator_of(batch)
     for m in user:
-        try:
-            with torch.no_grad():
-                m.solve(batch["kspace"], op)
-        except RobustkitError:
-            raise
-        except Exception as exc:  # the user's code raised: name it, and where
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            why = (str(exc).splitlines() or [""])[0]
-            raise RobustkitError(f"model {m.name!r} failed on the first slice before the study started: "
-                                 f"{type(exc).__name__}: {why} ({frame.filename}:{frame.lineno}); fix the model") from None
+        with torch.no_grad():
+            m.solve(batch["kspace"], op)
 
 
 def batches(dataset, batch_size: int, device: torch.device):
