@@ -138,8 +138,8 @@ def _dataset(config: TrainConfig, split: str, vary: bool):
     path = data_path(config.data)
     counts = split_counts(path)
     if counts.get(split, 0) == 0:
-        raise RobustkitError(f"{describe_splits(path, counts)}; training needs a {split!r} split (and 'val' beside "
-                             "'train'): prepare the file with them (robustkit data prepare train/a.h5 val/b.h5 --out FILE; "
+        raise RobustkitError(f"{describe_splits(path, counts)}; training needs a 'train' and a 'val' "
+                             f"split, and this file has no {split!r} slices: prepare the file with them (robustkit data prepare train/a.h5 val/b.h5 --out FILE; "
                              "docs/data.md)")
     return PreparedDataset(path, split=split, mask=MaskSpec(accel=config.accel), seed=config.seed, vary=vary, noise=config.noise,
                             augment=config.augment)

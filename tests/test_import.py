@@ -290,6 +290,17 @@ def _int_weights(tmp: Path) -> Path:
     return write(tmp / "int.pth.tar", state)
 
 
+def _with_optimizer(tmp: Path) -> Path:
+    torch.save({"state_dict": reference_state(), "optimizer": {"lr": torch.tensor(1e-3)}}, tmp / "opt.pth.tar")
+    return tmp / "opt.pth.tar"
+
+
+def _not_a_tensor(tmp: Path) -> Path:
+    state = reference_state()
+    state["f.lam"] = 0.05
+    return write(tmp / "float.pth.tar", state)
+
+
 BAD = {
     "malicious torch.save": (_evil, r"needs code execution .*never runs"),
     "malicious pickle": (_plain_pickle, r"needs code execution"),
@@ -301,6 +312,8 @@ BAD = {
     "complex lambda": (_complex_lambda, r"f\.lam is complex64; the reference weights and λ are real"),
     "NaN weight": (_nan_weight, r"f\.dw\.net\.1\.conv\.weight holds NaN or Inf values"),
     "integer weights": (_int_weights, r"f\.dw\.net\.0\.conv\.weight is int64"),
+    "optimizer saved with it": (_with_optimizer, r"unexpected top-level keys \['optimizer'\].*torch\.save\(\{'state_dict'"),
+    "a float, not a tensor": (_not_a_tensor, r"entry 'f\.lam' is of type float, not a tensor"),
 }
 
 
@@ -418,3 +431,11 @@ def test_models_check_prints_the_solver_validity_of_an_imported_model(tmp_path, 
     assert "val solver validity (lower bounds, 1 slices): max L[H_θ] = 0." in out and "at γ = 0.1: no estimate of L[H_θ] reached 1" in out
     validity = json.loads((folder / "card.json").read_text())["checks"]["val"]["solver_validity"]
     assert validity["verdict"] == "H_theta" and validity["n"] == 1
+
+
+def test_a_checkpoint_saved_from_data_parallel_imports_as_the_same_weights(tmp_path):
+    state = reference_state()
+    plain, _ = import_checkpoint(write(tmp_path / "a.pth.tar", state), "mnmmol-ref", "a", out=tmp_path / "a")
+    wrapped = {f"module.{k}": v for k, v in state.items()}
+    parallel, _ = import_checkpoint(write(tmp_path / "b.pth.tar", wrapped), "mnmmol-ref", "b", out=tmp_path / "b")
+    assert (plain / "weights.safetensors").read_bytes() == (parallel / "weights.safetensors").read_bytes()

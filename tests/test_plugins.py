@@ -177,3 +177,19 @@ def test_a_baseline_that_cannot_take_the_image_size_is_refused_before_the_run_fo
         main(["attack", "--model", "l1-wavelet", "--kind", "gaussian", *COMMANDS["attack"][1:], *_cli_common(odd, tmp_path / "r")])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "l1-wavelet needs even image sides" in err and not (tmp_path / "r").exists()
+
+
+def test_a_file_that_exits_at_import_and_a_file_named_as_a_module_are_one_line(tmp_path, monkeypatch):
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(RobustkitError, match=r"exits\.py failed to import \(SystemExit: 3\); fix the file"):
+        load_plugin(f"{tmp_path / 'exits.py'}:f")
+    (tmp_path / "my_nets_here.py").write_text("")
+    monkeypatch.chdir(tmp_path)  # not on sys.path (as under the console script): the file is named, not imported
+    with pytest.raises(RobustkitError, match=r"to load the file my_nets_here\.py, write my_nets_here\.py:FACTORY"):
+        load_plugin("my_nets_here:net")
+
+
+def test_models_show_of_a_baseline_says_it_has_no_card(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["models", "show", "sense"])
+    assert info.value.code == 2 and "sense is a classical baseline, not a zoo model" in capsys.readouterr().err

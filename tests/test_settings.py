@@ -63,7 +63,7 @@ def test_a_mapping_runs_as_its_study_config(toy_data, tmp_path):
 def test_train_on_a_file_without_a_train_split_says_what_training_needs(toy_data, tmp_path, capsys):
     out = tmp_path / "m"
     code, err = run_cli(["train", "--model", "modl", "--data", toy_data, "--out", str(out)], capsys)
-    assert code == 2 and "training needs a 'train' split" in err and "--split" not in err
+    assert code == 2 and "training needs a 'train' and a 'val' split, and this file has no 'train' slices" in err and "--split" not in err
     assert not out.exists()
 
 

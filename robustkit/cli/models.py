@@ -62,8 +62,12 @@ def show(name: str) -> None:
     """Print a zoo model's card (JSON) after verifying its weights."""
     import json
 
+    from robustkit.errors import RobustkitError
+    from robustkit.models.baselines import is_baseline_ref
     from robustkit.models.zoo import load_model
 
+    if is_baseline_ref(name):
+        raise RobustkitError(f"{name} is a classical baseline, not a zoo model: it has no card (its settings: robustkit models list)")
     _, card = load_model(name)
     click.echo(json.dumps(card, indent=2, sort_keys=True))
 

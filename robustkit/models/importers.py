@@ -169,13 +169,20 @@ def load_reference_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.
         extra = sorted(str(k) for k in set(obj) - _ALLOWED_TOP)
         if extra:
             raise RobustkitError(f"{path} has unexpected top-level keys {extra}; a reference checkpoint holds "
-                                 "only 'state_dict' and 'epoch'")
+                                 "only 'state_dict' and 'epoch': re-save the weights alone, "
+                                 "torch.save({'state_dict': ckpt['state_dict']}, FILE)")
         state, extras = obj["state_dict"], {k: obj[k] for k in obj if k != "state_dict"}
     else:
         state, extras = obj, {}
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict):
         raise RobustkitError(f"{path} holds no state dict of tensors; give the .pth.tar file that the reference "
                              "code saved ({'state_dict': …})")
+    odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        raise RobustkitError(f"{path}: the state dict's entry {odd!r} is of type {type(state[odd]).__name__}, not a tensor; "
+                             "give the .pth.tar file that the reference code saved ({'state_dict': …})")
+    if state and all(str(k).startswith("module.") for k in state):  # saved from nn.DataParallel: the same weights
+        state = {str(k).removeprefix("module."): v for k, v in state.items()}
     return dict(state), extras
 
 

@@ -43,7 +43,7 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code: report it on one line
+    except (Exception, SystemExit) as exc:  # the user's code (a script's sys.exit too): report it on one line
         raise RobustkitError(f"plug-in file {path} failed to import ({_first_line(exc)}); fix the file") from None
     return module
 
@@ -53,11 +53,13 @@ def _import_module(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            file = Path(*name.split(".")).with_suffix(".py")
+            hint = f"; to load the file {file}, write {file}:FACTORY" if file.is_file() else ""
             raise RobustkitError(
-                f"no module {name!r} (plug-in {FORM}); check the name, install the package or give a file path"
+                f"no module {name!r} (plug-in {FORM}){hint or '; check the name, install the package or give a file path'}"
             ) from None
         raise RobustkitError(f"plug-in module {name!r} failed to import ({_first_line(exc)}); install what it needs") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise RobustkitError(f"plug-in module {name!r} failed to import ({_first_line(exc)}); fix the module") from None
 
 
