@@ -117,3 +117,12 @@ def test_a_suite_resume_with_another_data_names_the_option(toy_data, tmp_path, c
     other = str(toy_dataset(tmp_path / "other.h5", n=2, shape=(16, 16), coils=3, seed=1))
     code, err = run_cli(["run", str(study), "--resume", str(suite), "--data", other, "--no-report"], capsys)
     assert code == 2 and f"with --data {other} differs from what the suite" in err
+
+
+def test_more_samples_than_the_split_holds_warns_and_uses_them_all(toy_data):
+    from robustkit.data.evaluation import eval_dataset
+    from robustkit.errors import RobustkitWarning
+
+    with pytest.warns(RobustkitWarning, match=r"5 slices asked for, but the test split of .* has 2: all 2 are used"):
+        ds, info = eval_dataset(toy_data, None, 4.0, samples=5)
+    assert len(ds) == info.n == 2

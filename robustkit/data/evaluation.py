@@ -68,6 +68,10 @@ def eval_dataset(data: str, split: str | None, accel: float, seed: int = 0,
     ds = PreparedDataset(path, split=chosen, mask=MaskSpec(accel=accel), seed=seed, vary=False)
     if samples is not None and samples < len(ds):
         ds = torch.utils.data.Subset(ds, range(samples))
+    elif samples is not None and samples > len(ds):
+        from robustkit.errors import warn
+
+        warn(f"{samples} slices asked for, but the {chosen} split of {data} has {len(ds)}: all {len(ds)} are used")
     h, w = ds[0]["target"].shape[-2:]
     own = file_acceleration(ds)
     if own is not None and abs(own - accel) > 0.05 * accel:
