@@ -365,3 +365,10 @@ def test_train_and_study_file_errors_name_the_option_and_the_file(tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert exit_.value.code == 2 and message in err and "\n" not in err, (argv, err)
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_the_same_input_given_twice_is_refused(tmp_path, capsys):
+    raw = _fastmri(tmp_path)
+    out = tmp_path / "twice.h5"
+    code, err = run_cli(["data", "prepare", str(raw), str(tmp_path / "." / raw.name), "--out", str(out)], capsys)
+    assert code == 2 and "is given twice" in err and not out.exists()

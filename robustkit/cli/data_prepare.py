@@ -85,6 +85,12 @@ def prepare(
     for path in inputs:
         if path.exists() and out.exists() and path.resolve() == out.resolve():
             raise RobustkitError(f"--out {out} is also an input; write to another file")
+    seen: dict[Path, Path] = {}
+    for path in inputs:
+        key = path.resolve()
+        if key in seen:
+            raise RobustkitError(f"{path} is given twice (as {seen[key]} too); its slices would be written twice: give it once")
+        seen[key] = path
     options = LoadOptions(
         slices=parse_slices(slices),
         maps=maps,
