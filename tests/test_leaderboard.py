@@ -173,3 +173,39 @@ def test_the_data_of_a_rows_runs_is_named_and_a_mix_is_flagged(tmp_path):
     csv_path, html_path, frame = build_leaderboard(root)
     assert frame.set_index("model").loc["modl-4x", "data"] == "builtin (4×); knee.h5 (4×)"
     assert "come from runs on different data" in html_path.read_text()
+
+
+def test_a_later_gaussian_only_run_does_not_blank_the_adversarial_drop_and_slice_counts_are_shown(tmp_path):
+    root = tmp_path / "reports"
+    _write_run(root, "attack-20260101-000000", "attack",
+               _attack_rows("modl-4x", [40.0, 41.0], [0.9, 0.9], [10.0, 12.0], [1.0, 1.0], [np.nan, np.nan])
+               + _attack_rows("sense", [30.0, 31.0], [0.8, 0.8], [2.0, 2.0], [0.5, 0.5], [np.nan, np.nan]),
+               [("modl-4x", "zoo"), ("sense", "baseline")])
+    later = [r for r in _attack_rows("modl-4x", [42.0], [0.9], [0.0], [3.0], [np.nan]) if r["kind"] != "adversarial"]
+    _write_run(root, "attack-20260102-000000", "attack", later, [("modl-4x", "zoo")])
+    csv_path, html_path, frame = build_leaderboard(root)
+    frame = frame.set_index("model")
+    assert frame.loc["modl-4x", "adv_psnr_drop"] == pytest.approx(11.0)  # the older run's: it attacked the model
+    assert frame.loc["modl-4x", "attack_run"] == "attack-20260101-000000"
+    assert frame.loc["modl-4x", "slices"] == 2 and frame.loc["sense", "slices"] == 2
+    assert "different numbers of slices" not in html_path.read_text()
+    _write_run(root, "attack-20260103-000000", "attack", _attack_rows("sense", [29.0], [0.8], [2.0], [0.5], [np.nan]),
+               [("sense", "baseline")])
+    frame = build_leaderboard(root)[2].set_index("model")
+    assert frame.loc["sense", "slices"] == 1
+    assert "means over different numbers of slices (1, 2; the slices column)" in html_path.read_text()
+
+
+def test_a_model_whose_card_failed_its_gate_is_named_on_the_leaderboard_and_the_report(tmp_path):
+    from robustkit.report.runs import mismatch_notes
+
+    root = tmp_path / "reports"
+    run_dir = _write_run(root, "attack-20260101-000000", "attack",
+                         _attack_rows("m_gate", [30.0], [0.8], [2.0], [0.5], [False]), [("m_gate", "zoo")])
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["models"][0]["gate_failed"] = ["converged", "lipschitz"]
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    page = build_leaderboard(root)[1].read_text()
+    assert "m_gate failed the convergence gate when trained" in page
+    (note,) = mismatch_notes(meta)
+    assert note.startswith("model 'm_gate' failed its convergence gate when trained (converged, lipschitz;")

@@ -126,3 +126,18 @@ def test_more_samples_than_the_split_holds_warns_and_uses_them_all(toy_data):
     with pytest.warns(RobustkitWarning, match=r"5 slices asked for, but the test split of .* has 2: all 2 are used"):
         ds, info = eval_dataset(toy_data, None, 4.0, samples=5)
     assert len(ds) == info.n == 2
+
+
+def test_a_study_warns_of_a_model_whose_card_failed_its_gate_and_records_it(toy_data, tmp_path):
+    from robustkit.data.evaluation import eval_dataset
+    from robustkit.errors import RobustkitWarning
+    from robustkit.models.registry import build_model
+    from robustkit.models.zoo import save_model
+    from robustkit.studies.common import load_models
+
+    gate = {"passed": False, "checks": [{"name": "converged", "passed": False}, {"name": "lipschitz", "passed": True}]}
+    folder = save_model(tmp_path / "m_gate", build_model("mnmmol", {"width": 4, "depth": 2}), {"gate": gate})
+    ds, _ = eval_dataset(toy_data, None, 4.0, samples=1)
+    with pytest.warns(RobustkitWarning, match=r"model 'm_gate' failed its convergence gate when trained \(converged;"):
+        (lm,) = load_models([str(folder)], ds, 4.0, "cpu", data=toy_data)
+    assert lm.meta()["gate_failed"] == ["converged"]

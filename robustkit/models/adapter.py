@@ -253,6 +253,10 @@ class ModelAdapter(nn.Module):
 
             out["weights_sha256"] = self.card.get("weights_sha256")
             out["config_sha256"] = sha256_json(self.card.get("config", {}))
+            from robustkit.models.mismatch import failed_gate
+
+            if failed_gate(self.card):  # the card records a failed convergence gate
+                out["gate_failed"] = failed_gate(self.card)
         else:
             out["weights_sha256"] = out["state_dict_sha256"] = state_dict_sha256(self.model)
             out["class"] = f"{type(self.model).__module__}.{type(self.model).__qualname__}"

@@ -57,3 +57,19 @@ def warn_mismatch(name: str, card: dict[str, Any], data: str, shape: tuple[int, 
     if mismatch:
         warn(mismatch_text(name, mismatch))
     return mismatch
+
+
+def failed_gate(card: dict[str, Any]) -> list[str]:
+    """The checks of the convergence gate the card records as failed (``[]`` when it passed or the
+    card has no gate: MoDL, the shipped models trained before the gate, plug-ins)."""
+    gate = card.get("gate")
+    if not isinstance(gate, dict) or gate.get("passed") is not False:
+        return []
+    checks = [c for c in gate.get("checks", []) if isinstance(c, dict)]
+    return [str(c.get("name", "?")) for c in checks if c.get("passed") is False] or ["gate"]
+
+
+def gate_text(name: str, failed: list[str]) -> str:
+    """One line saying that ``name``'s card records a failed convergence gate (``failed``: its checks)."""
+    return (f"model {name!r} failed its convergence gate when trained ({', '.join(failed)}; card gate.passed = false): "
+            "its solves may not reach a fixed point, read the converged columns (docs/training.md)")

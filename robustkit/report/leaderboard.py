@@ -5,6 +5,8 @@
 For each study the newest COMPLETE run holding rows of a model gives that model's numbers, and the
 row names the run (``<study>_run`` columns); a failed or interrupted run is used only when no
 complete one holds the model, and its name then carries its status, e.g. ``attack-… (interrupted)``.
+For the attack columns the newest run that attacked the model adversarially is preferred, so that a
+later Gaussian-only run does not blank its adversarial drop.
 A study that no run holds leaves its cells empty.
 
 A model is its name AND its weights (``weights_sha256`` in each run's meta.json): runs of two
@@ -16,6 +18,7 @@ are labelled ``NAME (weights 1a2b3c4d)``.
 model, source          model name as the runs stored it; ``zoo``, ``plug-in``, ``imported``,
                        ``baseline`` (``sense``, ``l1-wavelet``) … as the run's meta.json says
 psnr, ssim             clean PSNR/SSIM, mean over the attack run's clean slices
+slices                 how many slices those means are over (a banner says so when rows differ)
 eps                    the attack run's headline ε (largest ≤ 5 %) of the two drops below
 adv_psnr_drop          mean PSNR drop of the adversarial attack at ``eps`` (dB)
 gauss_psnr_drop        mean PSNR drop of the Gaussian perturbation at ``eps`` (dB)
@@ -53,7 +56,7 @@ HTML = "leaderboard.html"
 #: models that are classical reconstructions, not networks.
 BASELINES = ("sense", "l1-wavelet")
 #: the fixed columns, in order (``shift_<axis>_drop`` columns are inserted before ``false_negative_rate``).
-HEAD = ("model", "source", "psnr", "ssim", "eps", "adv_psnr_drop", "gauss_psnr_drop", "converged_clean",
+HEAD = ("model", "source", "psnr", "ssim", "slices", "eps", "adv_psnr_drop", "gauss_psnr_drop", "converged_clean",
         "converged_attacked")
 TAIL = ("false_negative_rate", "L", "attack_run", "convergence_run", "shift_run", "features_run", "L_run", "data")
 
@@ -133,16 +136,24 @@ def _is_unfinished(label: Any) -> bool:
     return isinstance(label, str) and re.search(rf" \(({'|'.join(UNFINISHED)})\)( |$)", label) is not None
 
 
-def _newest(runs: list[Any], study: str, model: str, weights: str | None = None):
+def _newest(runs: list[Any], study: str, model: str, weights: str | None = None, prefer=None):
     """``(run, rows of model)`` of the newest complete run of ``study`` holding the model with these
-    weights (else the newest such run of any status), else ``(None, None)``."""
+    weights (else the newest such run of any status), else ``(None, None)``; among them, those whose
+    rows satisfy ``prefer(rows)`` first when it is given."""
     found = [(run, run.results[run.results["model"].astype(str) == model]) for run in runs
              if run.study == study and _weights(run, model) == weights]
     found = [(run, rows) for run, rows in found if len(rows)]
+    if prefer is not None:
+        found = sorted(found, key=lambda item: not prefer(item[1]))  # stable: newest first within each group
     for run, rows in found:
         if _status(run) == "complete":
             return run, rows
     return found[0] if found else (None, None)
+
+
+def _attacked(rows: pd.DataFrame) -> bool:
+    """Whether an attack run's rows of a model hold the adversarial attack."""
+    return bool((rows["kind"] == "adversarial").any()) if "kind" in rows else False
 
 
 def _data_label(run: Any) -> str:
@@ -176,6 +187,8 @@ def _attack(run, rows: pd.DataFrame) -> dict[str, Any]:
     clean = rows[rows["kind"] == "clean"]
     if len(clean):
         out.update(psnr=float(clean["psnr"].mean()), ssim=float(clean["ssim"].mean()))
+    if "sample" in rows:
+        out["slices"] = int(rows["sample"].nunique())
     elif "psnr_clean" in rows:
         out["psnr"] = float(rows["psnr_clean"].mean())
     if "converged" in clean and len(clean):
@@ -235,7 +248,7 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
         label = model if newest[model] == weights else f"{model} (weights {str(weights)[:8]})"
         row: dict[str, Any] = {"model": label, "source": _source(runs, model)}
         used = []  # the runs whose numbers the row shows
-        run, r = _newest(runs, "attack", model, weights)
+        run, r = _newest(runs, "attack", model, weights, prefer=_attacked)
         if run is not None:
             row.update(_attack(run, r))
             used.append(run)
@@ -259,7 +272,11 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
         row["data"] = "; ".join(sorted({_data_label(run) for run in used + read}))
         rows.append(row)
     shift_cols = sorted({c for row in rows for c in row if c.startswith("shift_") and c.endswith("_drop")})
-    return pd.DataFrame(rows, columns=[*HEAD, *shift_cols, *TAIL])
+    frame = pd.DataFrame(rows, columns=[*HEAD, *shift_cols, *TAIL])
+    # models whose card, as a run recorded it, holds a failed convergence gate (a banner names them)
+    frame.attrs["gate_failed"] = sorted({str(m) for run in runs for m in run.results["model"].unique()
+                                         if (_model_meta(run, str(m)) or {}).get("gate_failed")})
+    return frame
 
 
 # ------------------------------------------------------------------ HTML
@@ -286,7 +303,7 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 """
 
 HEADERS = {
-    "model": "model", "source": "source", "psnr": "clean PSNR (dB)", "ssim": "clean SSIM", "eps": "ε",
+    "model": "model", "source": "source", "psnr": "clean PSNR (dB)", "ssim": "clean SSIM", "slices": "slices", "eps": "ε",
     "adv_psnr_drop": "adversarial ΔPSNR (dB)", "gauss_psnr_drop": "Gaussian ΔPSNR (dB)",
     "converged_clean": "clean solves converged", "converged_attacked": "adversarial solves converged",
     "false_negative_rate": "false-negative rate", "L": "largest L estimate",
@@ -304,6 +321,8 @@ def _cell(value: Any, column: str) -> tuple[str, str]:
             return repr(value), f"{100 * value:.0f} %"
         if column == "eps":
             return repr(value), f"{100 * value:.4g} %"
+        if column == "slices":
+            return repr(value), f"{value:.0f}"
         return repr(value), f"{value:.4f}" if column in ("ssim", "L") else f"{value:.2f}"
     return str(value), str(value)
 
@@ -331,6 +350,13 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
     if unconverged:  # the numbers of such a row are not all of fixed points: say so above the table
         empty += ("<p class=\"banner warning\">Not all solves converged for " + esc(", ".join(unconverged)) + ": some of "
                   "their numbers are not of a fixed point (see the converged columns and the runs' reports).</p>")
+    counts = sorted({int(n) for n in frame["slices"].dropna()}) if "slices" in frame else []
+    if len(counts) > 1:
+        empty += ("<p class=\"banner warning\">The rows' attack numbers are means over different numbers of slices ("
+                  + esc(", ".join(map(str, counts))) + "; the slices column): compare rows of equal slices.</p>")
+    if frame.attrs.get("gate_failed"):
+        empty += ("<p class=\"banner warning\">" + esc(", ".join(frame.attrs["gate_failed"])) + " failed the convergence "
+                  "gate when trained (their cards say gate.passed = false): read the converged columns.</p>")
     mixed = [str(row["model"]) for _, row in frame.iterrows() if ";" in str(row.get("data", ""))]
     if mixed:
         empty += ("<p class=\"banner warning\">The numbers of " + esc(", ".join(mixed)) + " come from runs on different "

@@ -255,7 +255,8 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     or on other data than ``data`` still runs (F_θ is fully convolutional, the operator comes from
     the data): the difference is kept in ``mismatch`` and issued as a one-line warning."""
     from robustkit.models.adapter import as_model
-    from robustkit.models.mismatch import warn_mismatch
+    from robustkit.errors import warn
+    from robustkit.models.mismatch import failed_gate, gate_text, warn_mismatch
     from robustkit.models.zoo import load_model, zoo_references
 
     shape = list(dataset[0]["target"].shape[-2:])
@@ -276,6 +277,8 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
         model, card = load_model(str(folder), map_location=str(device))
         adapter = ModelAdapter(name, model, card)
         adapter.mismatch = warn_mismatch(name, card, data, shape, accel)
+        if failed_gate(card):
+            warn(gate_text(name, failed_gate(card)))
         out.append(adapter)
     return unique_names(out)
 
