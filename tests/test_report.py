@@ -568,3 +568,12 @@ def test_an_index_or_leaderboard_robustkit_did_not_write_is_not_replaced(tmp_pat
     with pytest.raises(RobustkitError, match="not written by robustkit"):
         build_leaderboard(tmp_path)
     assert (tmp_path / "leaderboard.csv").read_text() == "a,b\n1,2\n" and not (tmp_path / "leaderboard.html").exists()
+
+
+def test_a_page_with_deq_solves_says_what_converged_guarantees(reports):
+    root, runs, suite, pages = reports
+    attack = (runs["attack"] / "report.html").read_text()
+    assert "How close a converged solve is" in attack and "tolerance/(1 − ρ)" in attack
+    sweep = pd.read_csv(runs["sweep-delta"] / "results.csv")
+    page = (runs["sweep-delta"] / "report.html").read_text()
+    assert ("How close a converged solve is" in page) == ("converged" in sweep and sweep["converged"].notna().any())

@@ -34,9 +34,14 @@ def _pm(mean: float, std: float, spec: str = "{:.2f}") -> str:
     return f"{spec.format(mean)} ± {spec.format(std)}"
 
 
+def slices(n: int) -> str:
+    """``1 slice``, ``2 slices``."""
+    return f"{n} slice" if n == 1 else f"{n} slices"
+
+
 def _slices(ns: pd.Series) -> str:
     ns = ns.astype(int)
-    return f"{ns.iloc[0]} slices" if ns.nunique() == 1 else f"{ns.min()}–{ns.max()} slices"
+    return slices(int(ns.iloc[0])) if ns.nunique() == 1 else f"{ns.min()}–{ns.max()} slices"
 
 
 def _converged_on(rows: pd.DataFrame, column: str = "converged") -> tuple[int, int]:
@@ -50,13 +55,13 @@ def _converged_on(rows: pd.DataFrame, column: str = "converged") -> tuple[int, i
 def convergence(run: Run, column: str = "converged", what: str = "solve", where: pd.Series | None = None,
                 consequence: str = "the numbers below are not of a fixed point") -> list[str]:
     """One sentence per model with an unconverged DEQ solve among the rows selected by ``where``, e.g.
-    "MnM-MOL: clean solve converged on 0 of 1 slices; the robustness numbers below are not of a fixed point"."""
+    "MnM-MOL: clean solve converged on 0 of 1 slice; the robustness numbers below are not of a fixed point"."""
     r = run.results if where is None else run.results[where]
     out = []
     for model in run.model_names():
         k, n = _converged_on(r[r["model"] == model], column)
         if n and k < n:
-            out.append(f"{run.label(model)}: {what} converged on {k} of {n} slices; {consequence}.")
+            out.append(f"{run.label(model)}: {what} converged on {k} of {slices(n)}; {consequence}.")
     return out
 
 
@@ -128,7 +133,7 @@ def _families(run: Run, eps: float) -> list[str]:
             part = f"{run.label(model)} loses {_pm(mine['psnr_drop'].mean(), mine['psnr_drop'].std(ddof=1))} dB"
             k, n = _converged_on(mine)
             if n and k < n:
-                part += f" (solve converged on {k} of {n} slices: not a fixed point)"
+                part += f" (solve converged on {k} of {slices(n)}: not a fixed point)"
             parts.append(part)
         searched = int(rows["candidates"].max()) if "candidates" in rows and rows["candidates"].notna().any() else 1
         worst = f"the worst of {searched} candidates per slice" if searched > 1 else "one candidate per slice"
@@ -242,7 +247,7 @@ def bound(run: Run) -> list[str]:
                    f"{_pm(row['measured_mean'], row['measured_std'], '{:.3f}')}; under the largest L estimate "
                    f"({_pm(row['L_mean'], row['L_std'], '{:.4f}')}, δ = {row['delta']:g}) the bound 1/m_eff "
                    f"(median {row['bound_median']:.3g}) holds on {int(row['holds'])}, is vacuous (m_eff ≤ 0) on "
-                   f"{int(row['vacuous'])} and is violated on {int(row['violated'])} of {n} slices.")
+                   f"{int(row['vacuous'])} and is violated on {int(row['violated'])} of {slices(n)}.")
     for _, row in summary[summary["violated"] > 0].iterrows():
         k, proved, label = int(row["violated"]), int(row["violated_converged"]), run.label(row["model"])
         s = (f"{label} at ε = {pct(row['eps'])}: the measured ratio exceeds the {row['estimator']} bound on {k} of "

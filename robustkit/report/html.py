@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
-from robustkit.report.sections import STUDY_TITLES, Figure, Note, RunReport, Section, raw_files
+from robustkit.report.conclusions import slices
+from robustkit.report.sections import (
+    STUDY_TITLES,
+    Figure,
+    Note,
+    RunReport,
+    Section,
+    raw_files,
+)
 from robustkit.report.tables import HEADERS, Table, fmt
 
 #: nothing may be fetched: images are data: URIs, styles inline, no scripts.
@@ -186,7 +194,7 @@ def run_page(report: RunReport, page_dir: Path, index: Path | None = None) -> st
     run = report.run
     title = f"{STUDY_TITLES[run.study]} — {run.name}"
     up = f"<a href=\"{href(index, page_dir)}\">all reports</a> · " if index is not None else ""
-    sub = (f"{up}{esc(run.study)} study, status {esc(run.status)}, {run.n_samples()} slices, models: "
+    sub = (f"{up}{esc(run.study)} study, status {esc(run.status)}, {slices(run.n_samples())}, models: "
            f"{esc(', '.join(run.labels().values()) or 'none')}")
     body = "\n".join([
         f"<h1>{esc(title)}</h1>", f"<p class=\"sub\">{sub}</p>", status_banner(report),
@@ -222,7 +230,7 @@ def suite_page(name: str, record: dict[str, Any], items: list[tuple[str, RunRepo
         run = it.run
         page = run.path / "report.html"
         out.append(f"<section id=\"r{k}\"><h2>{esc(STUDY_TITLES.get(study, study))} — {esc(run.name)}</h2>")
-        out.append(f"<p class=\"sub\"><a href=\"{href(page, page_dir)}\">its own page</a> · {run.n_samples()} slices, "
+        out.append(f"<p class=\"sub\"><a href=\"{href(page, page_dir)}\">its own page</a> · {slices(run.n_samples())}, "
                    f"models: {esc(', '.join(run.labels().values()) or 'none')}</p>")
         out.append(status_banner(it))  # its conclusion is in the box at the top
         out.append(sections_html(it.sections, page_dir, f"r{k}", level=3))

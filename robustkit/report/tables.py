@@ -66,7 +66,7 @@ FORMATS = {
     "psnr": "{:.2f}", "psnr_drop": "{:.2f}", "adv_psnr_drop": "{:.2f}", "ssim": "{:.4f}", "nmse": "{:.2e}",
     "residual": "{:.2e}", "distance": "{:.2e}", "attack_loss": "{:.3g}", "amplification": "{:.3f}",
     "L": "{:.4f}", "L_slow": "{:.4f}", "L_max": "{:.4f}", "L_top": "{:.4f}", "rate_max": "{:.4f}", "L_own": "{:.4f}", "L_common": "{:.4f}",
-    "jacobian_norm": "{:.4f}", "threshold": "{:.3g}", "contraction": "{:.3f}", "iterations": "{:.1f}",
+    "jacobian_norm": "{:.4f}", "threshold": "{:.6g}", "contraction": "{:.3f}", "iterations": "{:.1f}",
     "perturbation": "{:.3g}", "eps": "{:g}", "delta": "{:g}", "radius": "{:g}", "adv_eps": "{:g}",
     "common_delta": "{:g}", "train_loss": "{:.3e}", "val_psnr": "{:.2f}", "val_psnr_best": "{:.2f}",
     "val_ssim": "{:.4f}", "train_L": "{:.4f}", "init_success": "{:.2f}",
@@ -113,7 +113,7 @@ def model_order(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 def attack_summary(results: pd.DataFrame) -> pd.DataFrame:
     """Per model × kind × ε: ``n``, ``psnr``, ``ssim``, ``nmse``, ``psnr_drop``, ``amplification``
-    (mean and population std over slices), mean ``perturbation`` and ``iterations``, count ``converged``."""
+    (mean and sample std, ddof = 1, over slices; NaN for one slice), mean ``perturbation`` and ``iterations``, count ``converged``."""
     r = results.copy()
     for c in ("nmse", "amplification", "perturbation", "iterations", "converged"):
         if c not in r:

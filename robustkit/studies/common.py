@@ -437,6 +437,11 @@ def _stop(run, status: str, error: str | None = None) -> int:
         return len(run.completed()) if (run.path / "cells.json").exists() else 0
 
 
+def _number(v: float) -> str:
+    """Three decimals, or three significant digits below 0.01 (a distance of 5e-4 is not 0.001)."""
+    return f"{v:.3f}" if v == 0 or abs(v) >= 0.01 else f"{v:.2e}"
+
+
 def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
     """A printable frame of strings grouped by ``by``: mean ± std of ``columns``, except flags
     (:data:`FLAG_COLUMNS`, shown ``k/n``; an unconverged solve gets a ``!``), residuals
@@ -449,7 +454,7 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
             frame[c] = as_bool(frame[c])
     groups = frame.groupby(by, sort=False, dropna=False)
     grouped = groups[present]
-    mean, std = grouped.mean(numeric_only=True), grouped.std(numeric_only=True).fillna(0.0)
+    mean, std = grouped.mean(numeric_only=True), grouped.std(numeric_only=True)  # NaN for one slice: no spread known
     count, total, largest = grouped.sum(numeric_only=True), grouped.count(), grouped.max(numeric_only=True)
     out = mean.copy().astype(object)
     for c in mean.columns:
@@ -459,7 +464,8 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
         elif c in RESIDUAL_COLUMNS:
             out[c] = [f"max {v:.1e}" if pd.notna(v) else "—" for v in largest[c]]
         else:
-            out[c] = [f"{m:.3f} ± {s:.3f}" if pd.notna(m) else "—" for m, s in zip(mean[c], std[c])]
+            out[c] = [("—" if pd.isna(m) else _number(m) if pd.isna(s) else f"{_number(m)} ± {_number(s)}")
+                      for m, s in zip(mean[c], std[c])]
     for c in present:
         if c not in mean.columns and c not in FLAG_COLUMNS:  # text: how often each value occurs
             out[c] = [", ".join(f"{v} {n}" for v, n in values.value_counts().items()) or "—" for _, values in groups[c]]
@@ -474,7 +480,7 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
 
 def convergence_warnings(frame: pd.DataFrame, by: list[str]) -> list[str]:
     """One line per group of ``by`` in which a DEQ solve did not converge, e.g.
-    ``mnmmol-4x, adversarial, 0.05: solve converged on 0 of 2 slices; these numbers are not of a fixed point``."""
+    ``mnmmol-4x, adversarial, ε = 0.05: solve converged on 0 of 2 slices; these numbers are not of a fixed point``."""
     lines = []
     for column, what in CONVERGENCE_FLAGS.items():
         if column not in frame:
@@ -483,7 +489,10 @@ def convergence_warnings(frame: pd.DataFrame, by: list[str]) -> list[str]:
         for key, rows in flags.groupby([frame[b] for b in by], sort=False, dropna=False):
             rows = rows.dropna()
             if len(rows) and rows.sum() < len(rows):
-                label = ", ".join(f"{k:g}" if isinstance(k, float) else str(k) for k in (key if isinstance(key, tuple) else (key,)))
-                lines.append(f"{label}: {what} converged on {int(rows.sum())} of {len(rows)} slices; "
+                keys = key if isinstance(key, tuple) else (key,)
+                label = ", ".join(f"{'ε' if b == 'eps' else b} = {k:g}" if isinstance(k, float) else str(k)
+                                  for b, k in zip(by, keys))
+                n = len(rows)
+                lines.append(f"{label}: {what} converged on {int(rows.sum())} of {n} slice{'s' if n != 1 else ''}; "
                              "these numbers are not of a fixed point")
     return lines
