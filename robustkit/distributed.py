@@ -14,6 +14,7 @@ API (small on purpose; training and the sharded studies both use it):
 - ``dist_context(device="auto") -> DistContext(rank, world_size, local_rank, device, is_main)``
 - ``is_main() -> bool``, ``barrier()``, ``all_reduce(t, op)``, ``all_gather_object(obj)``
 - ``collective_errors()`` (context manager), ``shutdown()`` (also run at exit)
+- ``command_line() -> str``: the command as a user reruns it (``robustkit ARGS``, also under torchrun)
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ from typing import Any, Iterator
 import torch
 
 from robustkit.errors import RobustkitError
+
+
+def command_line() -> str:
+    """This process's command as a user would type it again, shell-quoted: ``robustkit ARGS``. Under
+    ``torchrun … -m robustkit`` or ``python -m robustkit`` the program is ``robustkit/__main__.py``,
+    which is recorded as ``robustkit`` (the ranks and world size are recorded beside it)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    program = Path(sys.argv[0]).name
+    program = "robustkit" if program == "__main__.py" else program
+    return " ".join(shlex.quote(a) for a in [program, *sys.argv[1:]])
 
 #: minutes a collective (all-reduce, barrier, the rendezvous) waits for the other ranks.
 DEFAULT_TIMEOUT_MINUTES = 10.0

@@ -28,8 +28,6 @@ import csv
 import json
 import math
 import os
-import shlex
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -490,7 +488,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
     """
     from tqdm.auto import tqdm
 
-    from robustkit.distributed import all_gather_object, barrier, dist_context
+    from robustkit.distributed import all_gather_object, barrier, command_line, dist_context
     from robustkit.locations import refuse_package_write
     from robustkit.models.registry import build_model
     from robustkit.models.zoo import read_card, save_model
@@ -544,7 +542,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
             {k: v.to(device) for k, v in memories[min(ctx.rank, len(memories) - 1)].items()})
     elif ctx.is_main:
         make_folder(out)
-    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = command_line()
     card.setdefault("command", command)
     card.setdefault("history", [])
     if ctx.distributed:

@@ -330,3 +330,12 @@ def test_every_rank_takes_rank_0s_gate_verdict(data, tmp_path):
     assert run_ranks(_gate_rank, tmp_path, data, str(tmp_path)) == [0, 0]
     verdicts = [json.loads((tmp_path / f"gate-{r}.json").read_text()) for r in range(2)]
     assert verdicts[0] == verdicts[1] and verdicts[0]["passed"]
+
+
+@pytest.mark.parametrize("argv0, expected", [("/venv/bin/robustkit", "robustkit"),
+                                             ("/site-packages/robustkit/__main__.py", "robustkit")])
+def test_the_recorded_command_is_one_a_user_can_rerun(argv0, expected, monkeypatch):
+    from robustkit.distributed import command_line
+
+    monkeypatch.setattr("sys.argv", [argv0, "attack", "--model", "my nets.py:make"])
+    assert command_line() == f"{expected} attack --model 'my nets.py:make'"

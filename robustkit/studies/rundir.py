@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -221,12 +220,15 @@ def _check_same_models(path: Path, stored: list[Any], current: list[dict[str, An
 
 
 def base_meta(seed: int, device: str, models: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+    from robustkit.distributed import command_line  # imports torch: only when a run is made
+
     return {
         "versions": versions(),
         "git_revision": git_revision(),
         "seed": seed,
         "device": device,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "platform": platform.platform(),
         "models": list(models),
     }
+
