@@ -184,6 +184,11 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         """Minutes left of this call's ``max_minutes``."""
         return None if c.max_minutes is None else c.max_minutes - (time.perf_counter() - t_start) / 60
 
+    def say(line: str) -> None:
+        """A stage's header on the terminal (rank 0, with progress on), between the epoch bars."""
+        if progress and is_main():
+            print(line, flush=True)
+
     def summarise(name: str, what: str) -> dict[str, Any]:
         """Append stage ``name``'s summary (settings, validation, gate, wall-clock); its card."""
         folder = stages_dir / name
@@ -205,6 +210,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
             if left is not None and left <= 0:
                 return None
             stage_config = replace(stage_config, max_minutes=left)
+            say(f"stage {name}: {what}, {stage_config.epochs} epoch(s) into {folder}")
             try:
                 train(stage_config, folder, device, resume=(folder / "train_state.pt").exists(), progress=progress)
             except GateFailed as exc:
@@ -256,7 +262,9 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
         source = tightened
     if anchored:  # the anchor sets the quality: stages 3–4 gain ≈ 0.05 dB for half the time
         return _finish(out, source, c, summaries)
+    say(f"stage 3-lambda: λ scan on validation (λ × {', '.join(f'{f:g}' for f in LAMBDA_FACTORS)}), F_θ fixed")
     chosen = _lambda_scan(source, stages_dir / "3-lambda", c, device)
+    say(f"stage 3-lambda: λ × {chosen['chosen']:g} kept")
     summaries.append({"stage": "3-lambda", "what": "λ scan on validation, F_θ fixed", "folder": "stages/3-lambda",
                       "lambda_scan": chosen["lambda_scan"], "chosen": chosen["chosen"], "gate": chosen["gate"],
                       "train_seconds": chosen["train_seconds"]})

@@ -418,3 +418,13 @@ def test_ctrl_c_in_train_says_what_is_kept_and_how_to_go_on(data, tmp_path, caps
         code, err = run_cli(["train", "--model", "modl", "--data", data, "--accel", "2", "--out", str(tmp_path / name)], capsys)
         assert code == 130 and words in err
     assert "--resume` continues from it" in err
+
+
+def test_the_recipe_names_each_stage_on_the_terminal(data, tmp_path, capsys):
+    main(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
+          "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
+          "--out", str(tmp_path / "m")])
+    out = capsys.readouterr().out
+    heads = [line.split(":")[0] for line in out.splitlines() if line.startswith("stage ")]
+    assert heads == ["stage 2-mnmmol", "stage 3-lambda", "stage 3-lambda", "stage 4-mnmmol-fixed-lambda"]
+    assert "λ × 1, 1.3, 1.7" in out and "kept" in out
