@@ -163,7 +163,8 @@ def init_test(run: Run, colours: dict) -> list[Section]:
               caption=caption(run, "Fraction of slices whose iteration reaches the SENSE fixed point x* (relative distance ≤ same_tol)")),
         _table(run, "init_summary", "Per model and start", summary,
                "Per model and start: slices reaching x*, converged, hitting the cap; mean ± std iterations, distance to x*, PSNR; "
-               "contraction rate = geometric mean of r_{k+1}/r_k", counts=("same_fixed_point", "converged", "hit_cap")),
+               "solver residual ratio = geometric mean of r_{k+1}/r_k of the solver's own iterates (Anderson-accelerated "
+               "by default; not the plain iteration's contraction rate of the audit)", counts=("same_fixed_point", "converged", "hit_cap")),
     ]))
     return out
 

@@ -39,7 +39,7 @@ HEADERS = {
     "nmse": "NMSE", "psnr_drop": "ΔPSNR (dB)", "amplification": "amplification", "perturbation": "‖γ‖/‖b‖",
     "iterations": "iterations", "converged": "converged", "start": "start", "radius": "radius r",
     "same_fixed_point": "same fixed point", "hit_cap": "hit the cap", "residual": "final residual",
-    "distance": "‖x_end − x*‖/‖x*‖", "contraction": "contraction rate", "delta": "δ", "threshold": "T = 1 − m",
+    "distance": "‖x_end − x*‖/‖x*‖", "contraction": "solver residual ratio per iteration", "delta": "δ", "threshold": "T = 1 − m",
     "L": "L[H_θ] (ascent)", "L_slow": "L[H_θ] (slow mode)", "L_max": "largest lower bound of L[H_θ]",
     "passes": "L ≤ T", "L_top": "L[H_θ] (top-singular pair)", "rate_max": "largest observed rate",
     "rate_exceeds_L": "rate > largest L",
