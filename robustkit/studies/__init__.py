@@ -86,7 +86,9 @@ def preflight(name: str, config, device) -> Prepared:
     study file's run calls it for every study before the first one starts."""
     import torch
 
+    from robustkit.distributed import dist_context
     from robustkit.studies.common import load_models, probe_models, study_data
+    from robustkit.studies.shards import on_main
 
     module = study_module(name)
     config = _checked(name, config)
@@ -103,7 +105,9 @@ def preflight(name: str, config, device) -> Prepared:
                          dataset, config.accel, device, data=config.data)
     if hasattr(module, "check_models"):
         module.check_models(models)
-    probe_models(models, dataset, device)
+    # rank 0 alone reconstructs a slice with each user model, and every rank raises what it found:
+    # a model that fails on one rank only must not leave the others waiting
+    on_main(dist_context(device if isinstance(device, str) else device.type), lambda: probe_models(models, dataset, device))
     if hasattr(module, "check_data"):
         module.check_data(config, dataset)
     return Prepared(module, config, dataset, data, models)
