@@ -40,6 +40,14 @@ class RobustkitWarning(UserWarning):
     data other than its training data); the CLI prints it as one ``robustkit: warning:`` line."""
 
 
+def exception_line(exc: BaseException, limit: int | None = None) -> str:
+    """``Type: first line of the message`` (the first ``limit`` characters of it), or ``Type`` alone
+    when the message is empty: an exception from code robustkit does not own, on one line."""
+    text = str(exc).strip().splitlines()
+    first = text[0][:limit] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def warn(message: str) -> None:
     """Issue ``message`` as a :class:`RobustkitWarning` (filterable with :mod:`warnings`)."""
     import warnings

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustkit.errors import RobustkitError
+from robustkit.errors import RobustkitError, exception_line
 from robustkit.models.base import drive_of
 from robustkit.models.plugins import check_reconstructor, is_plugin_ref, load_plugin
 from robustkit.physics.sense import SenseOperator, sense_init
@@ -107,6 +107,12 @@ class ModelAdapter(nn.Module):
 
         return isinstance(self.model, ReconModel)
 
+    @property
+    def user_code(self) -> bool:
+        """A user's network (a plug-in or a Python object), neither robustkit's model nor a baseline:
+        its outputs, maps and exceptions are checked at every call, and a study probes it first."""
+        return not self.builtin and self.source != "baseline"
+
     def _check_margins(self) -> None:
         """Refuse a model whose own ``m`` or ``delta`` cannot be a margin or a ball radius (one line)."""
         m, delta = self.m, self.delta
@@ -120,7 +126,7 @@ class ModelAdapter(nn.Module):
     def _checked(self, f: ImageMap, member: str) -> ImageMap:
         """``f`` (the model's ``member`` map), refusing in one line an output that is not a finite complex
         image of its input's shape; robustkit's own models pass through unchecked."""
-        if self.builtin:
+        if not self.user_code:
             return f
 
         def checked(x: torch.Tensor) -> torch.Tensor:
@@ -184,7 +190,7 @@ class ModelAdapter(nn.Module):
               settings: SolverSettings | None = None):
         """``(x, stats)``: the reconstruction ``(B, H, W)`` and per-sample solver statistics (``None``
         for a plain reconstructor). ``settings`` overrides the model's own for this solve."""
-        if self.builtin or self.source == "baseline":
+        if not self.user_code:
             return self._solve(kspace, op, x0, settings)
         try:
             return self._solve(kspace, op, x0, settings)
@@ -194,8 +200,7 @@ class ModelAdapter(nn.Module):
             import traceback
 
             frame = traceback.extract_tb(exc.__traceback__)[-1]
-            why = (str(exc).splitlines() or [""])[0]
-            raise RobustkitError(f"model {self.name!r} raised {type(exc).__name__}: {why} ({frame.filename}:{frame.lineno}); "
+            raise RobustkitError(f"model {self.name!r} raised {exception_line(exc)} ({frame.filename}:{frame.lineno}); "
                                  "fix the model") from exc
 
     def _solve(self, kspace: torch.Tensor, op: SenseOperator, x0: torch.Tensor | None,
@@ -255,8 +260,9 @@ class ModelAdapter(nn.Module):
             out["config_sha256"] = sha256_json(self.card.get("config", {}))
             from robustkit.models.mismatch import failed_gate
 
-            if failed_gate(self.card):  # the card records a failed convergence gate
-                out["gate_failed"] = failed_gate(self.card)
+            failed = failed_gate(self.card)
+            if failed:  # the card records a failed convergence gate
+                out["gate_failed"] = failed
         else:
             out["weights_sha256"] = out["state_dict_sha256"] = state_dict_sha256(self.model)
             out["class"] = f"{type(self.model).__module__}.{type(self.model).__qualname__}"

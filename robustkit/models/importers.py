@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from robustkit.choices import BASELINE_NAMES
-from robustkit.errors import RobustkitError
+from robustkit.errors import RobustkitError, exception_line
 
 _CONV_KEY = re.compile(r"^f\.dw\.net\.(\d+)\.conv\.(weight|bias)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -164,7 +164,7 @@ def load_reference_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.
         raise RobustkitError(not_checkpoint.format("the weights-only unpickler refused it: not a pickle of tensors, or one "
                                                     "that needs code execution")) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise RobustkitError(not_checkpoint.format(_first_line(exc))) from None
+        raise RobustkitError(not_checkpoint.format(exception_line(exc, 160))) from None
     if isinstance(obj, dict) and "state_dict" in obj:
         extra = sorted(str(k) for k in set(obj) - _ALLOWED_TOP)
         if extra:
@@ -185,10 +185,6 @@ def load_reference_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.
         state = {str(k).removeprefix("module."): v for k, v in state.items()}
     return dict(state), extras
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def map_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, str], int, int]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from robustkit.errors import RobustkitError
+from robustkit.errors import RobustkitError, exception_line
 
 FORM = "FILE.py:FACTORY or package.module:FACTORY"
 
@@ -27,10 +27,6 @@ def is_plugin_ref(ref: Any) -> bool:
     """Whether a model reference names a plug-in (zoo names never contain ``:``)."""
     return isinstance(ref, str) and ":" in ref
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -44,7 +40,7 @@ def _import_file(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # the user's code (a script's sys.exit too): report it on one line
-        raise RobustkitError(f"plug-in file {path} failed to import ({_first_line(exc)}); fix the file") from None
+        raise RobustkitError(f"plug-in file {path} failed to import ({exception_line(exc)}); fix the file") from None
     return module
 
 
@@ -58,9 +54,9 @@ def _import_module(name: str) -> ModuleType:
             raise RobustkitError(
                 f"no module {name!r} (plug-in {FORM}){hint or '; check the name, install the package or give a file path'}"
             ) from None
-        raise RobustkitError(f"plug-in module {name!r} failed to import ({_first_line(exc)}); install what it needs") from None
+        raise RobustkitError(f"plug-in module {name!r} failed to import ({exception_line(exc)}); install what it needs") from None
     except (Exception, SystemExit) as exc:
-        raise RobustkitError(f"plug-in module {name!r} failed to import ({_first_line(exc)}); fix the module") from None
+        raise RobustkitError(f"plug-in module {name!r} failed to import ({exception_line(exc)}); fix the module") from None
 
 
 def check_reconstructor(model: Any, where: str) -> nn.Module:
@@ -112,5 +108,5 @@ def load_plugin(spec: str) -> nn.Module:
     try:
         model = factory()
     except Exception as exc:  # the user's code
-        raise RobustkitError(f"plug-in factory {spec} raised {_first_line(exc)}; fix the factory") from None
+        raise RobustkitError(f"plug-in factory {spec} raised {exception_line(exc)}; fix the factory") from None
     return check_reconstructor(model, f"plug-in factory {spec}")

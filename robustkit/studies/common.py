@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Iterable
 import pandas as pd
 import torch
 
-from robustkit.errors import RobustkitError, StudyInterrupted, check_finite_fields
+from robustkit.errors import RobustkitError, StudyInterrupted, check_finite_fields, exception_line
 from robustkit.models.adapter import ModelAdapter
 from robustkit.studies.flags import as_bool
 
@@ -277,8 +277,9 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
         model, card = load_model(str(folder), map_location=str(device))
         adapter = ModelAdapter(name, model, card)
         adapter.mismatch = warn_mismatch(name, card, data, shape, accel)
-        if failed_gate(card):
-            warn(gate_text(name, failed_gate(card)))
+        failed = failed_gate(card)
+        if failed:
+            warn(gate_text(name, failed))
         out.append(adapter)
     return unique_names(out)
 
@@ -300,7 +301,7 @@ def probe_models(models: list[ModelAdapter], dataset, device: torch.device) -> N
     object), so that a model that raises, returns the wrong shape or NaN is refused in one line
     (:meth:`ModelAdapter.solve`) before a run folder exists. robustkit's own models and the
     baselines are not probed."""
-    user = [m for m in models if not m.builtin and m.source != "baseline"]
+    user = [m for m in models if m.user_code]
     if not user:
         return
     from robustkit.batch import operator_of
@@ -370,8 +371,9 @@ def work(target, todo: list[Cell], desc: str, progress: bool = True, seed: int |
 
 def reason(exc: BaseException) -> str:
     """One line saying why ``exc`` happened (its type too unless it is a RobustkitError)."""
-    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if isinstance(exc, RobustkitError) else f"{type(exc).__name__}: {text}"
+    if not isinstance(exc, RobustkitError):
+        return exception_line(exc)
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def run_cells(run, cells: list[Cell], progress: bool = True, ctx=None, seed: int | None = None) -> pd.DataFrame:
