@@ -39,14 +39,14 @@ def os_error(exc: OSError, path: str | os.PathLike, what: str = "write") -> Robu
     return RobustkitError(f"cannot {what} {path} ({reason}); {fix}")
 
 
-def make_folder(path: str | os.PathLike) -> Path:
+def make_folder(path: str | os.PathLike, what: str = "create the folder") -> Path:
     """``mkdir -p path``; an ``OSError`` (a file where a folder should be, no permission, a full disk)
-    becomes a one-line :class:`RobustkitError` naming the folder."""
+    becomes a one-line :class:`RobustkitError`: ``cannot {what} {path} (reason); fix``."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise os_error(exc, path, "create the folder") from None
+        raise os_error(exc, path, what) from None
     return path
 
 

@@ -42,7 +42,6 @@ import base64
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,17 +122,6 @@ def _weights(run: Any, model: str) -> str | None:
 
 def _status(run: Any) -> str:
     return str(run.meta.get("status", "complete"))
-
-
-#: the statuses a study run stops with short of ``complete`` (robustkit.studies.rundir); ``running``: still
-#: running, or killed without a word.
-UNFINISHED = ("running", "interrupted", "failed")
-
-
-def _is_unfinished(label: Any) -> bool:
-    """Whether a ``*_run`` cell names a run that did not complete (``_run_name``'s ``NAME (status)``; the
-    ``L_run`` cell may name two runs, space-separated)."""
-    return isinstance(label, str) and re.search(rf" \(({'|'.join(UNFINISHED)})\)( |$)", label) is not None
 
 
 def _newest(runs: list[Any], study: str, model: str, weights: str | None = None, prefer=None):
@@ -243,7 +231,7 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
     # one entry per (name, weights), first seen oldest first; the newest weights of a name keep the name
     keys = list(dict.fromkeys((str(m), _weights(run, str(m))) for run in reversed(runs) for m in run.results["model"].unique()))
     newest = {name: weights for name, weights in keys}  # later (newer) entries overwrite
-    rows = []
+    rows, unfinished = [], []
     for model, weights in keys:
         label = model if newest[model] == weights else f"{model} (weights {str(weights)[:8]})"
         row: dict[str, Any] = {"model": label, "source": _source(runs, model)}
@@ -271,8 +259,11 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
         row.update(found)
         row["data"] = "; ".join(sorted({_data_label(run) for run in used + read}))
         rows.append(row)
+        if any(_status(run) != "complete" for run in used + read):  # named in a banner
+            unfinished.append(label)
     shift_cols = sorted({c for row in rows for c in row if c.startswith("shift_") and c.endswith("_drop")})
     frame = pd.DataFrame(rows, columns=[*HEAD, *shift_cols, *TAIL])
+    frame.attrs["unfinished"] = unfinished  # rows with numbers from a run that did not complete
     # models whose card, as a run recorded it, holds a failed convergence gate (a banner names them)
     frame.attrs["gate_failed"] = sorted({str(m) for run in runs for m in run.results["model"].unique()
                                          if (_model_meta(run, str(m)) or {}).get("gate_failed")})
@@ -361,8 +352,7 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
     if mixed:
         empty += ("<p class=\"banner warning\">The numbers of " + esc(", ".join(mixed)) + " come from runs on different "
                   "data (the data column): they are not one measurement.</p>")
-    partial = [str(row["model"]) for _, row in frame.iterrows()
-               if any(_is_unfinished(row.get(c)) for c in TAIL if c.endswith("_run"))]
+    partial = frame.attrs.get("unfinished", [])
     if partial:
         empty += ("<p class=\"banner warning\">Numbers from runs that did not complete (their status is in the run "
                   "column) for " + esc(", ".join(partial)) + ".</p>")

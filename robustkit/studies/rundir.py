@@ -231,4 +231,3 @@ def base_meta(seed: int, device: str, models: Iterable[dict[str, Any]] = ()) -> 
         "platform": platform.platform(),
         "models": list(models),
     }
-

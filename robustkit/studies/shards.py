@@ -40,7 +40,7 @@ from typing import Any, Callable, TypeVar
 import pandas as pd
 
 from robustkit.errors import RobustkitError, StudyInterrupted
-from robustkit.io import read_json, write_bytes, write_json, write_text
+from robustkit.io import make_folder, read_json, write_bytes, write_json, write_text
 from robustkit.studies.common import Cell, CellFailed, reason, work
 from robustkit.studies.rundir import RunDir
 
@@ -74,13 +74,7 @@ class Shard:
     @classmethod
     def open(cls, run: RunDir, name: str) -> "Shard":
         """``shards/<name>/`` of ``run``, created empty if missing."""
-        path = run.path / SHARDS / name
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            from robustkit.io import os_error
-
-            raise os_error(exc, path, "create the shard") from None
+        path = make_folder(run.path / SHARDS / name, "create the shard")
         if not (path / "cells.json").exists():
             write_json(path / "cells.json", [])
         return cls(path, run.study)
