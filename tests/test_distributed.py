@@ -253,7 +253,7 @@ def test_default_mnmmol_recipe_under_ddp_gates_and_records_its_stages_once(data,
 
     out = tmp_path / "m"
     args = ["--device", "cpu", "train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
-            "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
+            "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "leak_to=sense", "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
             "--out", str(out)]
     assert run_ranks(_cli_rank, tmp_path, args, limit=240) == [0, 0]
     card = json.loads((out / "card.json").read_text())

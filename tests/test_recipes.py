@@ -116,10 +116,11 @@ def test_a_solve_that_cannot_converge_stops_training_with_exit_3(data, tmp_path,
 
 
 def test_default_recipe_stages_and_gates_are_recorded(data, tmp_path, capsys):
-    """With --init-from the recipe runs MnM-MOL (λ learnt), the λ scan and MnM-MOL (λ fixed), each gated."""
+    """With --init-from and the SENSE anchor the recipe runs MnM-MOL (λ learnt), the λ scan and
+    MnM-MOL (λ fixed), each gated, each for --epochs."""
     out = tmp_path / "m"
     code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
-                         "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4",
+                         "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "leak_to=sense", "--lipschitz-steps", "2", "--set", "width=4",
                          "--set", "depth=2", "--out", str(out)], capsys)
     assert code == 0, err
     card = read_card(out)
@@ -136,29 +137,67 @@ def test_default_recipe_stages_and_gates_are_recorded(data, tmp_path, capsys):
     assert card["config"]["leak"] == pytest.approx(0.04) and card["config"]["leak_to"] == "sense"
 
 
-def test_with_leak_to_modl_the_warm_start_becomes_the_frozen_anchor(data, tmp_path, capsys):
-    """``--set leak_to=modl``: the recipe's MnM-MOL stages pull towards the warm-start MoDL's image
-    (its K as ``anchor_K``), and the final model carries that MoDL unchanged."""
+def test_by_default_the_warm_start_modl_becomes_the_frozen_anchor(data, tmp_path, capsys):
+    """The recipe's default anchor (no ``--set leak_to``): the MnM-MOL stages pull towards the
+    warm-start MoDL's image (its K as ``anchor_K``), the MnM-MOL stage trains one epoch per
+    ``ANCHORED_EPOCH_SHARE`` (at least 1) also after --init-from, and the final model carries that
+    MoDL unchanged."""
     from robustkit.models.zoo import load_model
 
     warm = tmp_path / "warm"
     save_model(warm, toy_model("modl", 5.0).eval(), {"data": {"accel": 2.0}})
     modl, _ = load_model(str(warm))
     out = tmp_path / "m"
-    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "3", "--lr", "1e-6",
                          "--init-from", str(warm), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
-                         "--set", "leak_to=modl", "--out", str(out)], capsys)
+                         "--out", str(out)], capsys)
     assert code == 0, err
     card = read_card(out)
-    assert [s["stage"] for s in card["stages"]] == ["2-mnmmol"]
+    assert [s["stage"] for s in card["stages"]] == ["2-mnmmol"] and card["stages"][0]["epochs"] == 1
     assert all(s["training"]["model_config"]["leak_to"] == "modl" for s in card["stages"] if "training" in s)
     assert card["config"]["leak_to"] == "modl" and card["config"]["anchor_K"] == modl.config.K
     final, _ = load_model(str(out))
     assert all(torch.equal(v, final.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
 
 
+def test_a_warm_start_without_a_modl_anchor_is_refused_before_anything_is_written(data, tmp_path, capsys):
+    """The default anchor is a MoDL's image: --init-from an MnM-MOL that carries none is one line
+    (exit 2) naming both ways on, and --out is not created."""
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1",
+                         "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "width=4", "--set", "depth=2",
+                         "--out", str(out)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "without a MoDL anchor" in err and "trained MoDL" in err and "--set leak_to=sense" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, epochs, schedule", [
+    (["--model", "mnmmol"], 30, "cosine"),  # the recipe with its MoDL anchor
+    (["--model", "mnmmol", "--epochs", "7"], 7, "cosine"),
+    (["--model", "mnmmol", "--lr-schedule", "constant"], 30, "constant"),
+    (["--model", "mnmmol", "--set", "leak_to=sense"], 10, "constant"),  # every stage trains --epochs
+    (["--model", "mnmmol", "--recipe", "one"], 10, "constant"),
+    (["--model", "modl"], 10, "constant"),
+])
+def test_train_defaults_follow_the_recipe(args, epochs, schedule, tmp_path, monkeypatch):
+    """--epochs and --lr-schedule default to 30 and cosine for the MnM-MOL recipe with its MoDL
+    anchor (what docs/training.md measured against same-budget MoDLs), else to a single stage's."""
+    import robustkit.recipes as recipes
+
+    seen = {}
+
+    def run(config, out, device, **kwargs):
+        seen.update(epochs=config.epochs, lr_schedule=config.lr_schedule)
+        return {"epochs_done": config.epochs, "validation": {}}
+
+    monkeypatch.setattr(recipes, "run", run)
+    main(["train", *args, "--out", str(tmp_path / "m")])
+    assert seen == {"epochs": epochs, "lr_schedule": schedule}
+
+
 def test_without_init_from_a_modl_anchor_takes_the_epochs_and_the_mnmmol_stages_one(data, tmp_path, capsys, monkeypatch):
-    """One command: ``--set leak_to=modl`` without ``--init-from`` trains the MoDL (stage 1) for
+    """One command: the default MoDL anchor without ``--init-from`` trains the MoDL (stage 1) for
     ``--epochs`` and each MnM-MOL stage for ``epochs // ANCHORED_EPOCH_SHARE`` (at least 1); the final
     model's anchor is stage 1's MoDL, bit for bit. Stage 1's trained weights are swapped for the toy
     ``F_θ(x) = 5x`` (its card kept), so that the MnM-MOL stages' gates pass in two tiny epochs."""
@@ -176,8 +215,7 @@ def test_without_init_from_a_modl_anchor_takes_the_epochs_and_the_mnmmol_stages_
     monkeypatch.setattr(recipes, "train", train)
     out = tmp_path / "m"
     code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "2", "--lr", "1e-6",
-                         "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2", "--set", "leak_to=modl",
-                         "--out", str(out)], capsys)
+                         "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2", "--out", str(out)], capsys)
     assert code == 0, err
     card = read_card(out)
     stages = {s["stage"]: s for s in card["stages"]}
@@ -215,7 +253,7 @@ def test_a_recipe_whose_certificate_misses_its_margin_tightens_the_constraint(da
     monkeypatch.setattr(gate, "convergence_gate", first_fails_on("lipschitz"))
     out = tmp_path / "m"
     args = ["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "3", "--lr", "1e-6",
-            "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2"]
+            "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "leak_to=sense", "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2"]
     code, err = run_cli([*args, "--out", str(out)], capsys)
     assert code == 0, err
     card = read_card(out)
@@ -239,7 +277,7 @@ def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, cap
     monkeypatch.setattr(robustkit.training, "_now", lambda: next(clock))
     out = tmp_path / "m"
     args = ["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6", "--lipschitz-steps", "2",
-            "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "width=4", "--set", "depth=2", "--out", str(out)]
+            "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "leak_to=sense", "--set", "width=4", "--set", "depth=2", "--out", str(out)]
     code, err = run_cli([*args, "--max-minutes", "1"], capsys)
     assert code == 4 and "stopped by --max-minutes in 2-mnmmol" in err and "--resume" in err, err
     assert "gate" not in read_card(out / "stages" / "2-mnmmol")  # not gated past its budget
@@ -422,7 +460,7 @@ def test_ctrl_c_in_train_says_what_is_kept_and_how_to_go_on(data, tmp_path, caps
 
 def test_the_recipe_names_each_stage_on_the_terminal(data, tmp_path, capsys):
     main(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
-          "--init-from", toy_mnmmol(tmp_path / "toy"), "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
+          "--init-from", toy_mnmmol(tmp_path / "toy"), "--set", "leak_to=sense", "--lipschitz-steps", "2", "--set", "width=4", "--set", "depth=2",
           "--out", str(tmp_path / "m")])
     out = capsys.readouterr().out
     heads = [line.split(":")[0] for line in out.splitlines() if line.startswith("stage ")]

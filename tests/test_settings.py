@@ -141,3 +141,28 @@ def test_a_study_warns_of_a_model_whose_card_failed_its_gate_and_records_it(toy_
     with pytest.warns(RobustkitWarning, match=r"model 'm_gate' failed its convergence gate when trained \(converged;"):
         (lm,) = load_models([str(folder)], ds, 4.0, "cpu", data=toy_data)
     assert lm.meta()["gate_failed"] == ["converged"]
+
+
+def test_a_study_names_a_model_that_leaks_towards_a_frozen_modl(toy_data, tmp_path):
+    """An MnM-MOL with a MoDL anchor (the default recipe's) takes the MoDL's image where F_θ does
+    not act: a study says so on the terminal, in meta.json and as a report note; one without an
+    anchor (the SENSE leak) is not named."""
+    from robustkit.data.evaluation import eval_dataset
+    from robustkit.errors import RobustkitWarning
+    from robustkit.models.registry import build_model
+    from robustkit.models.zoo import save_model
+    from robustkit.report.runs import mismatch_notes
+    from robustkit.studies.common import load_models
+
+    small = {"width": 4, "depth": 2, "leak": 0.04}
+    anchored = save_model(tmp_path / "m_anchor", build_model("mnmmol", {**small, "leak_to": "modl", "anchor_K": 1}), {})
+    sensed = save_model(tmp_path / "m_sense", build_model("mnmmol", {**small, "leak_to": "sense"}), {})
+    ds, _ = eval_dataset(toy_data, None, 4.0, samples=1)
+    with pytest.warns(RobustkitWarning) as caught:
+        models = load_models([str(anchored), str(sensed)], ds, 4.0, "cpu", data=toy_data)
+    named = [str(w.message) for w in caught if "frozen MoDL" in str(w.message)]
+    assert len(named) == 1 and named[0].startswith("model 'm_anchor' leaks towards a frozen MoDL")
+    meta = {"models": [m.meta() for m in models]}
+    assert [m.get("anchor") for m in meta["models"]] == ["modl", None]
+    (note,) = mismatch_notes(meta)
+    assert "'m_anchor'" in note and "perturbed measurements" in note

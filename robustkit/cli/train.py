@@ -11,13 +11,15 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--model", "model_name", required=True, type=click.Choice(MODEL_NAMES), help="Which model to train.")
 @click.option("--data", default="builtin", show_default=True, help="'builtin' or a prepared HDF5 file (robustkit data prepare).")
 @click.option("--accel", type=float, default=4.0, show_default=True, help="Acceleration of the 1-D Cartesian masks (≥ 1).")
-@click.option("--epochs", type=int, default=10, show_default=True,
-              help="Epochs of each training stage (≥ 1; docs/training.md for the recipe's stages).")
+@click.option("--epochs", type=int, default=None,
+              help="Epochs of each training stage (≥ 1); the MnM-MOL recipe: of its MoDL anchor, the MnM-MOL stage "
+                   "training 1 per 20 of them (docs/training.md). [default: 30 for the MnM-MOL recipe, else 10]")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Slices per step; under torchrun per process (global batch = processes × --batch-size).")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (> 0).")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
-              help="cosine: anneal the learning rate to lr/100 at the last of --epochs.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
+              help="cosine: anneal the learning rate to lr/100 at the last of --epochs. [default: cosine for the MnM-MOL "
+                   "recipe, else constant]")
 @click.option("--lam-lr", type=float, default=None,
               help="Adam learning rate of λ (its own group, same schedule as --lr). [default: 1e-2 × the model's initial λ; "
                    "the network's lr would leave λ where it started]")
@@ -84,14 +86,16 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     Examples:
 
     \b
-        robustkit train --model mnmmol --data knees.h5          # MoDL warm start, then MnM-MOL stages
+        robustkit train --model mnmmol --data knees.h5
+        # a 30-epoch MoDL anchor, then one MnM-MOL epoch leaking towards it: near the MoDL's PSNR,
+        # converging off its training data, and about as fragile as the MoDL under attack
+
+    \b
+        robustkit train --model mnmmol --data knees.h5 --set leak_to=sense --epochs 10
+        # the SENSE anchor: ≈ 3 dB lower clean, several dB better under attack (docs/training.md)
 
     \b
         robustkit train --model mnmmol --init-from modl-4x --recipe one --epochs 5
-
-    \b
-        robustkit train --model mnmmol --data knees.h5 --set leak_to=modl --epochs 40 --lr-schedule cosine
-        # a MoDL anchor: near MoDL's PSNR, but as fragile as MoDL under attack (docs/training.md)
     """
     from pathlib import Path
 
@@ -102,7 +106,9 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
     from robustkit.training import TrainConfig
 
     obj = ctx.obj or {}
-    for option, value, ok, rule in (("--epochs", epochs, epochs >= 1, "≥ 1"), ("--batch-size", batch_size, batch_size >= 1, "≥ 1"),
+    from robustkit.recipes import recipe_defaults
+
+    for option, value, ok, rule in (("--epochs", epochs, epochs is None or epochs >= 1, "≥ 1"), ("--batch-size", batch_size, batch_size >= 1, "≥ 1"),
                                     ("--lipschitz-steps", lipschitz_steps, lipschitz_steps >= 1, "≥ 1"),
                                     ("--lr", lr, lr > 0, "> 0"), ("--accel", accel, accel >= 1, "≥ 1"),
                                     ("--lam-lr", lam_lr, lam_lr is None or lam_lr >= 0, "≥ 0"),
@@ -128,6 +134,9 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         if not 0 < delta:
             raise RobustkitError(f"--delta must be > 0, got {delta}")
         model_config["delta"] = delta
+    defaults = recipe_defaults(model_name, recipe, model_config)
+    epochs = defaults["epochs"] if epochs is None else epochs
+    lr_schedule = defaults["lr_schedule"] if lr_schedule is None else lr_schedule
     given = dict(
         model=model_name, data=data, accel=accel, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, lam_lr=lam_lr,
         seed=obj.get("seed", 0), noise=noise, adversarial=adversarial, adversarial_steps=adversarial_steps, augment=augment, init_from=init_from, model_config=model_config,

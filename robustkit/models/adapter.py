@@ -258,11 +258,13 @@ class ModelAdapter(nn.Module):
 
             out["weights_sha256"] = self.card.get("weights_sha256")
             out["config_sha256"] = sha256_json(self.card.get("config", {}))
-            from robustkit.models.mismatch import failed_gate
+            from robustkit.models.mismatch import failed_gate, has_modl_anchor
 
             failed = failed_gate(self.card)
             if failed:  # the card records a failed convergence gate
                 out["gate_failed"] = failed
+            if has_modl_anchor(self.card):
+                out["anchor"] = "modl"
         else:
             out["weights_sha256"] = out["state_dict_sha256"] = state_dict_sha256(self.model)
             out["class"] = f"{type(self.model).__module__}.{type(self.model).__qualname__}"

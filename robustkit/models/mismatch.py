@@ -3,7 +3,9 @@
 A model is never refused for running on other data: F_θ is fully convolutional and the SENSE
 operator comes from the data, so a model trained on 120×104 brains runs on 320×256 knees. The
 difference is recorded (meta.json of a study run), printed as a one-line warning and shown on the
-report, because the numbers then measure generalisation as well as the model (docs/data.md).
+report, because the numbers then measure generalisation as well as the model (docs/data.md). Two
+other facts of a card travel the same way, as notes a study's reader must see: a failed convergence
+gate (:func:`failed_gate`) and a MoDL anchor (:func:`has_modl_anchor`).
 """
 
 from __future__ import annotations
@@ -73,3 +75,17 @@ def gate_text(name: str, failed: list[str]) -> str:
     """One line saying that ``name``'s card records a failed convergence gate (``failed``: its checks)."""
     return (f"model {name!r} failed its convergence gate when trained ({', '.join(failed)}; card gate.passed = false): "
             "its solves may not reach a fixed point, read the converged columns (docs/training.md)")
+
+
+def has_modl_anchor(card: dict[str, Any]) -> bool:
+    """Whether the card's MnM-MOL leaks towards a frozen MoDL (``leak_to = "modl"``, the default
+    recipe's anchor), whose image its fixed point takes where F_θ does not act."""
+    config = card.get("config")
+    return isinstance(config, dict) and config.get("leak_to") == "modl" and float(config.get("leak", 0) or 0) > 0
+
+
+def anchor_text(name: str) -> str:
+    """One line saying that ``name`` leaks towards a frozen MoDL and what follows for its robustness."""
+    return (f"model {name!r} leaks towards a frozen MoDL (its anchor, leak_to = modl): where F_θ does not act its fixed "
+            "point takes the MoDL's image, so expect about that MoDL's response to perturbed measurements "
+            "(docs/training.md)")

@@ -207,18 +207,17 @@ def load_run(path: str | Path) -> Run:
 
 
 def mismatch_notes(meta: dict[str, Any]) -> list[str]:
-    """One warning per model of meta.json run on data other than its training data (size,
-    acceleration or dataset; :mod:`robustkit.models.mismatch`), and one per model whose card records
-    a failed convergence gate."""
-    from robustkit.models.mismatch import mismatch_text
-
-    from robustkit.models.mismatch import gate_text
+    """One note per model of meta.json run on data other than its training data (size,
+    acceleration or dataset; :mod:`robustkit.models.mismatch`), one per model whose card records
+    a failed convergence gate, and one per MnM-MOL that leaks towards a frozen MoDL."""
+    from robustkit.models.mismatch import anchor_text, gate_text, mismatch_text
 
     models = [m for m in meta.get("models", []) if isinstance(m, dict)]
     return ([mismatch_text(str(m.get("name")), m["mismatch"]) for m in models
              if isinstance(m.get("mismatch"), dict) and m["mismatch"]]
             + [gate_text(str(m.get("name")), [str(c) for c in m["gate_failed"]]) for m in models
-               if isinstance(m.get("gate_failed"), list) and m["gate_failed"]])
+               if isinstance(m.get("gate_failed"), list) and m["gate_failed"]]
+            + [anchor_text(str(m.get("name"))) for m in models if m.get("anchor") == "modl"])
 
 
 def is_suite(path: Path) -> bool:

@@ -256,7 +256,7 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
     the data): the difference is kept in ``mismatch`` and issued as a one-line warning."""
     from robustkit.models.adapter import as_model
     from robustkit.errors import warn
-    from robustkit.models.mismatch import failed_gate, gate_text, warn_mismatch
+    from robustkit.models.mismatch import anchor_text, failed_gate, gate_text, has_modl_anchor, warn_mismatch
     from robustkit.models.zoo import load_model, zoo_references
 
     shape = list(dataset[0]["target"].shape[-2:])
@@ -280,6 +280,8 @@ def load_models(refs: Iterable[Any], dataset, accel: float, device: torch.device
         failed = failed_gate(card)
         if failed:
             warn(gate_text(name, failed))
+        if has_modl_anchor(card):
+            warn(anchor_text(name))
         out.append(adapter)
     return unique_names(out)
 
