@@ -144,7 +144,10 @@ def stored_config(out: Path) -> dict[str, Any] | None:
     if (out / RECIPE_FILE).exists():
         try:
             record = json.loads((out / RECIPE_FILE).read_text())
-            return {**record["config"], "recipe": "default"}
+            config = {**record["config"], "recipe": "default"}
+            # a recipe recorded before the anchor was written down pulled towards SENSE, then the default
+            config["model_config"] = {"leak_to": "sense", **config["model_config"]}
+            return config
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             raise RobustkitError(f"{out / RECIPE_FILE} is not a valid recipe record; train into another --out") from None
     if (out / "card.json").exists():
@@ -191,19 +194,19 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
 
     if out.exists() and not out.is_dir():
         raise RobustkitError(f"--out {out} is a file, not a folder; choose a folder name for the model")
+    c = replace(config, model_config={"leak_to": LEAK_TO, **config.model_config})  # recipe.json records the anchor
     if resume:
         if not (out / RECIPE_FILE).exists():
             if (out / "train_state.pt").exists():
                 raise RobustkitError(f"{out} holds a single-stage run; resume it with --recipe one")
             _check_out(out, resume)
         stored = stored_config(out) or {}
-        check_same_run({"model": stored.pop("model", None), "training": stored}, config, out)
+        check_same_run({"model": stored.pop("model", None), "training": stored}, c, out)
     else:
         refuse_not_empty(out)
-    c = config
     build_model(c.model, c.model_config)  # a bad --set or data file fails here, before anything is written
     _dataset(c, "val", vary=False)
-    anchored = c.model_config.get("leak_to", LEAK_TO) == "modl"  # a MoDL anchor: what _mnmmol_config sets
+    anchored = c.model_config["leak_to"] == "modl"
     if anchored and c.init_from is not None:
         check_anchor_source(c.init_from)
     build = {k: v for k, v in c.model_config.items() if k in ("width", "depth")}

@@ -270,7 +270,12 @@ def test_a_recipe_whose_certificate_misses_its_margin_tightens_the_constraint(da
     assert code == 3 and "gate 'ball_starts' failed" in err and not (tmp_path / "n" / "stages" / TIGHTENED).exists()
 
 
-def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("anchor_recorded", [True, False])
+def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(anchor_recorded, data, tmp_path, capsys, monkeypatch):
+    """A recipe stopped by --max-minutes resumes at its stage; one whose recipe.json predates the
+    recorded anchor (no ``leak_to``: it pulled towards SENSE, then the default) resumes as SENSE."""
+    import json
+
     import robustkit.training
 
     clock = iter(range(0, 10_000, 30))  # every reading of the training clock advances 30 s
@@ -282,6 +287,11 @@ def test_a_recipe_stopped_by_the_budget_resumes_at_its_stage(data, tmp_path, cap
     assert code == 4 and "stopped by --max-minutes in 2-mnmmol" in err and "--resume" in err, err
     assert "gate" not in read_card(out / "stages" / "2-mnmmol")  # not gated past its budget
     assert 0 < read_card(out / "stages" / "2-mnmmol")["stopped"]["step"] < 4 and not (out / "card.json").exists()
+    record = json.loads((out / "recipe.json").read_text())
+    assert record["config"]["model_config"]["leak_to"] == "sense"
+    if not anchor_recorded:
+        del record["config"]["model_config"]["leak_to"]
+        (out / "recipe.json").write_text(json.dumps(record))
     monkeypatch.undo()
     code, err = run_cli(["train", "--model", "mnmmol", "--out", str(out), "--resume"], capsys)
     assert code == 0, err
