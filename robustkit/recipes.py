@@ -335,16 +335,19 @@ def _finish(out: Path, last: Path, config: TrainConfig, summaries: list[dict[str
 def _mnmmol_config(given: dict[str, Any], warm: str, m: float) -> dict[str, Any]:
     """The MnM-MOL stages' model config: ``given`` (``--set``) with the leak ``κ = 2m`` towards
     :data:`LEAK_TO` unless it says otherwise. A leak towards a MoDL (``leak_to = "modl"``) takes the
-    warm start's ``K``, CG steps and μ for its anchor unless ``given`` sets them."""
+    warm start's ``K``, CG steps and μ for its anchor unless ``given`` sets them: a MoDL's own, or the
+    anchor settings of an MnM-MOL that carries one (whose anchor
+    :func:`~robustkit.training.warm_start` copies)."""
     from robustkit.models.zoo import read_card, resolve
 
     config = {**given, "leak": float(given.get("leak", LEAK_IN_MARGINS * m)), "leak_to": given.get("leak_to", LEAK_TO)}
     card = read_card(resolve(warm))
-    if config["leak_to"] == "modl" and card.get("model") == "modl":
-        modl = card.get("config", {})
+    source = card.get("config", {})
+    if config["leak_to"] == "modl":
         for key, name in (("K", "anchor_K"), ("cg_iters", "anchor_cg_iters"), ("mu", "anchor_mu")):
-            if key in modl:
-                config.setdefault(name, modl[key])
+            own = key if card.get("model") == "modl" else name if source.get("leak_to") == "modl" else None
+            if own in source:
+                config.setdefault(name, source[own])
     return config
 
 

@@ -160,6 +160,24 @@ def test_by_default_the_warm_start_modl_becomes_the_frozen_anchor(data, tmp_path
     assert all(torch.equal(v, final.anchor.state_dict()[k]) for k, v in modl.state_dict().items())
 
 
+def test_a_warm_start_that_carries_a_modl_anchor_keeps_it_with_its_settings(data, tmp_path, capsys):
+    """--init-from an MnM-MOL with a MoDL anchor (anchor_K = 3): the recipe's model keeps that anchor,
+    its weights and its K, not the default K = 10."""
+    from robustkit.models.zoo import load_model
+
+    source = build_model("mnmmol", {**TOY, "leak": 0.04, "leak_to": "modl", "anchor_K": 3})
+    source.cnn.load_state_dict(toy_model("mnmmol", 5.0).cnn.state_dict())
+    save_model(tmp_path / "warm", source.eval(), {"data": {"accel": 2.0}})
+    out = tmp_path / "m"
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
+                         "--init-from", str(tmp_path / "warm"), "--lipschitz-steps", "2", "--set", "width=4",
+                         "--set", "depth=2", "--out", str(out)], capsys)
+    assert code == 0, err
+    final, card = load_model(str(out))
+    assert card["config"]["anchor_K"] == 3 == final.anchor.config.K
+    assert all(torch.equal(v, final.anchor.state_dict()[k]) for k, v in source.anchor.state_dict().items())
+
+
 def test_a_warm_start_without_a_modl_anchor_is_refused_before_anything_is_written(data, tmp_path, capsys):
     """The default anchor is a MoDL's image: --init-from an MnM-MOL that carries none is one line
     (exit 2) naming both ways on, and --out is not created."""

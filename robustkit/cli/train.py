@@ -12,8 +12,9 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--data", default="builtin", show_default=True, help="'builtin' or a prepared HDF5 file (robustkit data prepare).")
 @click.option("--accel", type=float, default=4.0, show_default=True, help="Acceleration of the 1-D Cartesian masks (≥ 1).")
 @click.option("--epochs", type=int, default=None,
-              help="Epochs of each training stage (≥ 1); the MnM-MOL recipe: of its MoDL anchor, the MnM-MOL stage "
-                   "training 1 per 20 of them (docs/training.md). [default: 30 for the MnM-MOL recipe, else 10]")
+              help="Epochs of each training stage (≥ 1). The MnM-MOL recipe gives them to its MoDL anchor and trains "
+                   "the MnM-MOL stage 1 epoch per 20 of them (docs/training.md). [default: 30 for the MnM-MOL recipe, "
+                   "else 10]")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Slices per step; under torchrun per process (global batch = processes × --batch-size).")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (> 0).")
@@ -59,9 +60,10 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--out", type=click.Path(), default=None, help="Output model folder. [default: <your zoo>/<model>-<accel>x, i.e. ./models/… unless --zoo or "
                    "$ROBUSTKIT_ZOO says otherwise; never inside the installed package]")
 @click.option("--recipe", type=click.Choice(RECIPES), default="default", show_default=True,
-              help="default: for mnmmol the staged recipe of docs/training.md (a MoDL warm start unless --init-from, "
-                   "MnM-MOL with λ learnt, a λ scan on validation, MnM-MOL with λ fixed, the penalty scaled to the data "
-                   "loss); other models train one stage. one: a single stage with exactly the given settings. "
+              help="default: for mnmmol the staged recipe of docs/training.md (a MoDL, the warm start and anchor, "
+                   "unless --init-from names one; then MnM-MOL with λ learnt and the penalty scaled to the data loss, "
+                   "leaking towards the MoDL's image; with --set leak_to=sense a λ scan on validation and MnM-MOL with λ "
+                   "fixed follow); other models train one stage. one: a single stage with exactly the given settings. "
                    "Every DEQ stage ends at the convergence gate; a failed gate exits with code 3.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint, with its recorded settings; only --epochs, "
