@@ -28,7 +28,7 @@ MnM-MOL stage trains ``epochs`` epochs, and two more stages follow:
 (With a MoDL anchor stages 3–4 gained 0.04–0.07 dB on validation for up to half the recipe's time;
 docs/training.md.) Where the fixed point's null-space content comes from the anchor, so does its
 response to perturbed measurements: the MoDL anchor gives MoDL's PSNR and MoDL's robustness, the
-SENSE anchor ≈ 3 dB less and several dB more under attack (docs/training.md).
+SENSE anchor 3–5 dB less and several dB more under attack (docs/training.md).
 
 The final model is written to ``OUT`` with the card's ``stages`` (settings, gate values) and
 ``gate``. ``max_minutes`` is the budget of the whole recipe; a stop leaves a checkpoint that
@@ -67,7 +67,7 @@ LEAK_IN_MARGINS = 2.0
 #: warm-start MoDL, frozen into the model as its anchor. Same ``H_θ`` and certificates as any other
 #: anchor; the model scores near the MoDL (issue 18's bar, met on the built-in data at 6× and on knee
 #: anatomy) and is about as vulnerable to attacks as that MoDL. ``--set leak_to=sense`` pulls towards
-#: the SENSE image instead: ≈ 3 dB lower clean, several dB better under attack (docs/training.md,
+#: the SENSE image instead: 3–5 dB lower clean, several dB better under attack (docs/training.md,
 #: "A MoDL as the anchor").
 LEAK_TO = "modl"
 

@@ -94,7 +94,7 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
 
     \b
         robustkit train --model mnmmol --data knees.h5 --set leak_to=sense --epochs 10
-        # the SENSE anchor: ≈ 3 dB lower clean, several dB better under attack (docs/training.md)
+        # the SENSE anchor: 3–5 dB lower clean, several dB better under attack (docs/training.md)
 
     \b
         robustkit train --model mnmmol --init-from modl-4x --recipe one --epochs 5
