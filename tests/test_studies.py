@@ -482,6 +482,20 @@ def test_the_terminal_table_summarises_numbers_flags_residuals_and_text():
     assert b["status"] == "holds 1" and b["converged"] == "0/1!" and b["L"] == "0.970"  # one slice: no spread to show
 
 
+def test_an_unconverged_attack_backward_is_flagged_in_the_terminal_table_and_warned():
+    """The backward residual of a group whose implicit backward missed its tolerance on some PGD step
+    gets a ``!`` and a warning line, like an unconverged solve; a fully converged one neither."""
+    from robustkit.studies.common import convergence_warnings, summary_table
+
+    frame = pd.DataFrame({"model": ["a", "a", "b"], "kind": ["adversarial"] * 3, "eps": [0.05] * 3,
+                          "backward_residual": [2e-4, 1.6e-3, 1e-4], "backward_converged": [1.0, 0.5, 1.0]})
+    table = summary_table(frame, ["model", "kind", "eps"], ["backward_residual"])
+    assert list(table["backward_residual"]) == ["max 1.6e-03 !", "max 1.0e-04"]
+    (line,) = convergence_warnings(frame, ["model", "kind", "eps"])
+    assert line.startswith("a, adversarial, ε = 0.05: the implicit backward behind the attack's gradients converged on 75 %")
+    assert "1.6e-03" in line and "lower estimate" in line
+
+
 def test_an_unknown_study_key_suggests_the_close_one_and_a_missing_group_key_prints_a_dash():
     from robustkit.studies.common import summary_table
 

@@ -430,6 +430,9 @@ RESIDUAL_COLUMNS = ("residual", "backward_residual", "probe_residual", "adv_resi
 #: the solve-convergence flags a summary warns about, with the words for the solve.
 CONVERGENCE_FLAGS = {"converged": "solve", "probe_converged": "probe's perturbed solve",
                      "adv_converged": "attacked solve"}
+#: residual columns whose solves have a per-row converged fraction (the attack's implicit backward:
+#: the share of PGD steps whose backward solve converged); a group below 1 gets a ``!`` and a warning.
+RESIDUAL_FLAGS = {"backward_residual": "backward_converged"}
 
 
 def _stop(run, status: str, error: str | None = None) -> int:
@@ -449,8 +452,9 @@ def _number(v: float) -> str:
 def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
     """A printable frame of strings grouped by ``by``: mean ± std of ``columns``, except flags
     (:data:`FLAG_COLUMNS`, shown ``k/n``; an unconverged solve gets a ``!``), residuals
-    (:data:`RESIDUAL_COLUMNS`, the largest, ``max 1.2e-03``) and text columns (the count of each
-    value, ``holds 3, violated 1``)."""
+    (:data:`RESIDUAL_COLUMNS`, the largest, ``max 1.2e-03``, with a ``!`` when a solve behind it did
+    not converge, :data:`RESIDUAL_FLAGS`) and text columns (the count of each value, ``holds 3,
+    violated 1``)."""
     present = [c for c in columns if c in frame]
     frame = frame.copy()
     for c in present:
@@ -466,7 +470,10 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
             mark = "!" if c in CONVERGENCE_FLAGS else ""
             out[c] = [f"{int(k)}/{int(n)}" + (mark if k < n else "") if n > 0 else "—" for k, n in zip(count[c], total[c])]
         elif c in RESIDUAL_COLUMNS:
-            out[c] = [f"max {v:.1e}" if pd.notna(v) else "—" for v in largest[c]]
+            flag = RESIDUAL_FLAGS.get(c)
+            least = (groups[flag].min() if flag in frame else pd.Series(float("nan"), index=largest.index)).reindex(largest.index)
+            out[c] = [f"max {v:.1e}" + (" !" if pd.notna(f) and f < 1 else "") if pd.notna(v) else "—"
+                      for v, f in zip(largest[c], least)]
         else:
             out[c] = [("—" if pd.isna(m) else _number(m) if pd.isna(s) else f"{_number(m)} ± {_number(s)}")
                       for m, s in zip(mean[c], std[c])]
@@ -482,9 +489,16 @@ def summary_table(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.
     return out
 
 
+def _group_label(by: list[str], key: Any) -> str:
+    """``mnmmol-4x, adversarial, ε = 0.05`` for the group ``key`` of ``by``."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{'ε' if b == 'eps' else b} = {k:g}" if isinstance(k, float) else str(k) for b, k in zip(by, keys))
+
+
 def convergence_warnings(frame: pd.DataFrame, by: list[str]) -> list[str]:
     """One line per group of ``by`` in which a DEQ solve did not converge, e.g.
-    ``mnmmol-4x, adversarial, ε = 0.05: solve converged on 0 of 2 slices; these numbers are not of a fixed point``."""
+    ``mnmmol-4x, adversarial, ε = 0.05: solve converged on 0 of 2 slices; these numbers are not of a fixed point``,
+    and one per group whose attack's implicit backward did not converge at every step."""
     lines = []
     for column, what in CONVERGENCE_FLAGS.items():
         if column not in frame:
@@ -493,10 +507,18 @@ def convergence_warnings(frame: pd.DataFrame, by: list[str]) -> list[str]:
         for key, rows in flags.groupby([frame[b] for b in by], sort=False, dropna=False):
             rows = rows.dropna()
             if len(rows) and rows.sum() < len(rows):
-                keys = key if isinstance(key, tuple) else (key,)
-                label = ", ".join(f"{'ε' if b == 'eps' else b} = {k:g}" if isinstance(k, float) else str(k)
-                                  for b, k in zip(by, keys))
                 n = len(rows)
-                lines.append(f"{label}: {what} converged on {int(rows.sum())} of {n} slice{'s' if n != 1 else ''}; "
-                             "these numbers are not of a fixed point")
+                lines.append(f"{_group_label(by, key)}: {what} converged on {int(rows.sum())} of {n} "
+                             f"slice{'s' if n != 1 else ''}; these numbers are not of a fixed point")
+    for residual, column in RESIDUAL_FLAGS.items():
+        if column not in frame:
+            continue
+        shares = pd.to_numeric(frame[column], errors="coerce")
+        for key, rows in shares.groupby([frame[b] for b in by], sort=False, dropna=False):
+            rows = rows.dropna()
+            if len(rows) and rows.min() < 1:
+                worst = pd.to_numeric(frame.loc[rows.index, residual], errors="coerce").max()
+                lines.append(f"{_group_label(by, key)}: the implicit backward behind the attack's gradients converged "
+                             f"on {100 * rows.mean():.0f} % of steps (largest residual {worst:.1e}); the attack followed "
+                             "an approximate gradient, so its damage is a lower estimate")
     return lines
