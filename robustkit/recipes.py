@@ -94,6 +94,9 @@ SCALE_SLICES = 4
 
 RECIPE_FILE = "recipe.json"
 
+#: a MoDL's settings and the names an anchored MnM-MOL gives them (``--set anchor_K=…``).
+ANCHOR_SETTINGS: tuple[tuple[str, str], ...] = (("K", "anchor_K"), ("cg_iters", "anchor_cg_iters"), ("mu", "anchor_mu"))
+
 
 def penalty_weight_for(mse0: float, m: float) -> float:
     """``w = mse₀ / m²``: with ``L = T + m`` the penalty ``w (L − T)²`` equals the data loss ``mse₀``,
@@ -120,6 +123,45 @@ def check_anchor_source(ref: str) -> None:
         raise RobustkitError(f"--init-from {ref} is a {card.get('model', 'model')} without a MoDL anchor, and the recipe's "
                              "MnM-MOL leaks towards the image of a MoDL: warm-start from a trained MoDL, or pass "
                              "--set leak_to=sense to pull towards the SENSE image instead")
+
+
+def _with_source_shape(c: TrainConfig) -> TrainConfig:
+    """``c`` with F_θ's ``width`` and ``depth`` of ``c.init_from`` where ``--set`` gives none (a warm
+    start copies F_θ, so the shapes must agree); one line, before anything is written, when ``--set``
+    gives others."""
+    if c.init_from is None:
+        return c
+    from robustkit.models.zoo import read_card, resolve
+
+    source = read_card(resolve(c.init_from)).get("config") or {}
+    config = dict(c.model_config)
+    for key in ("width", "depth"):
+        if key not in source:
+            continue
+        if key not in config:
+            config[key] = source[key]
+        elif config[key] != source[key]:
+            raise RobustkitError(f"--init-from {c.init_from} has F_θ of {key} {source[key]}, but --set {key}={config[key]} "
+                                 f"was given; drop --set {key} (the warm start's is used) or warm-start from a model of "
+                                 f"{key} {config[key]}")
+    return replace(c, model_config=config)
+
+
+def _check_stage_epochs(stages_dir: Path, epochs: dict[str, int]) -> None:
+    """Refuse a resume whose ``--epochs`` would train a stage further after a later stage started
+    from it (with a MoDL anchor the later stage carries stage 1's MoDL frozen inside it)."""
+    from robustkit.models.zoo import read_card
+
+    if not stages_dir.is_dir():
+        return
+    started = sorted(d.name for d in stages_dir.iterdir() if (d / "card.json").exists())
+    for name in started:
+        done = read_card(stages_dir / name).get("epochs_done", 0)
+        later = [n for n in started if n > name]
+        if name in epochs and done < epochs[name] and later:
+            raise RobustkitError(f"this --epochs would train stage {name} on from {done} to {epochs[name]} epochs, but stage "
+                                 f"{later[0]} already started from it; resume with the --epochs the run was started "
+                                 "with, or train into a new --out")
 
 
 def data_loss(model, dataset, device, n: int = SCALE_SLICES) -> float:
@@ -194,7 +236,7 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
 
     if out.exists() and not out.is_dir():
         raise RobustkitError(f"--out {out} is a file, not a folder; choose a folder name for the model")
-    c = replace(config, model_config={"leak_to": LEAK_TO, **config.model_config})  # recipe.json records the anchor
+    c = _with_source_shape(replace(config, model_config={"leak_to": LEAK_TO, **config.model_config}))  # recipe.json records the anchor
     if resume:
         if not (out / RECIPE_FILE).exists():
             if (out / "train_state.pt").exists():
@@ -210,9 +252,17 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
     if anchored and c.init_from is not None:
         check_anchor_source(c.init_from)
     build = {k: v for k, v in c.model_config.items() if k in ("width", "depth")}
+    if anchored:  # stage 1 trains the anchor: with the anchor's settings where --set gives them
+        build.update({key: c.model_config[name] for key, name in ANCHOR_SETTINGS if name in c.model_config})
     m = float(c.model_config.get("m", 0.02))
     T = c.penalty_threshold if c.penalty_threshold is not None else 1 - 2 * m
     stages_dir = out / "stages"
+    mnm_epochs, tighten_epochs = c.epochs, max(1, c.epochs // 3)
+    if anchored:
+        mnm_epochs = tighten_epochs = max(1, c.epochs // ANCHORED_EPOCH_SHARE)
+    if resume:
+        _check_stage_epochs(stages_dir, {"1-modl": c.epochs, "2-mnmmol": mnm_epochs, TIGHTENED: tighten_epochs,
+                                         "4-mnmmol-fixed-lambda": mnm_epochs})
     barrier()  # every rank has checked --out before rank 0 writes into it
     if is_main():
         make_folder(stages_dir)
@@ -264,12 +314,10 @@ def _default_mnmmol(config: TrainConfig, out: Path, device, resume: bool, progre
                   adversarial=c.adversarial, adversarial_steps=c.adversarial_steps,
                   augment=c.augment, val_samples=c.val_samples, lr_schedule=c.lr_schedule)
     warm = c.init_from
-    mnm_epochs, tighten_epochs = c.epochs, max(1, c.epochs // 3)
-    if anchored:
-        mnm_epochs = tighten_epochs = max(1, c.epochs // ANCHORED_EPOCH_SHARE)
     if warm is None:
-        what1 = "MoDL warm start and anchor, K = 10" if anchored else "MoDL warm start, K = 10"
-        if stage("1-modl", TrainConfig(model="modl", lr=c.lr, model_config={**build, "K": 10}, **common), what1) is None:
+        modl = {"K": 10, **build}
+        what1 = f"MoDL warm start{' and anchor' if anchored else ''}, K = {modl['K']}"
+        if stage("1-modl", TrainConfig(model="modl", lr=c.lr, model_config=modl, **common), what1) is None:
             return _stopped(current[-1], summaries)
         warm = str(stages_dir / "1-modl")
     mnm_model = _mnmmol_config(c.model_config, warm, m)
@@ -344,7 +392,7 @@ def _mnmmol_config(given: dict[str, Any], warm: str, m: float) -> dict[str, Any]
     card = read_card(resolve(warm))
     source = card.get("config", {})
     if config["leak_to"] == "modl":
-        for key, name in (("K", "anchor_K"), ("cg_iters", "anchor_cg_iters"), ("mu", "anchor_mu")):
+        for key, name in ANCHOR_SETTINGS:
             own = key if card.get("model") == "modl" else name if source.get("leak_to") == "modl" else None
             if own in source:
                 config.setdefault(name, source[own])

@@ -215,20 +215,39 @@ def _check_finite(loss: torch.Tensor, config: TrainConfig, epoch: int, out: Path
         )
 
 
+def _shown(v: float) -> float:
+    """An epoch row's number on the terminal: 4 decimals, or 3 significant digits below 1e-3 (a
+    learning rate of 1e-5 is not 0.0)."""
+    return round(v, 4) if v == 0 or abs(v) >= 1e-3 else float(f"{v:.3g}")
+
+
 def warm_start(model, ref: str) -> None:
     """Copy F_θ and λ of the zoo model ``ref`` (e.g. a trained MoDL) into ``model``.
 
     A model with an anchor network (MnM-MOL with ``leak_to = "modl"``) also takes its anchor from
     ``ref``: the whole of ``ref`` when it is a MoDL (whose ``K``, CG steps and μ must be the
     anchor's), else ``ref``'s own anchor."""
+    from robustkit.errors import warn
     from robustkit.models.zoo import load_model
 
-    source, _ = load_model(ref)
-    model.cnn.load_state_dict(source.cnn.state_dict())
+    source, card = load_model(ref)
+    try:
+        model.cnn.load_state_dict(source.cnn.state_dict())
+    except RuntimeError:
+        have = {k: getattr(source.config, k, None) for k in ("width", "depth")}
+        raise RobustkitError(f"--init-from {ref} has F_θ of width {have['width']}, depth {have['depth']}, unlike this "
+                             f"model's; pass --set width={have['width']} --set depth={have['depth']}") from None
     with torch.no_grad():
         model.lam.copy_(source.lam)
+    if isinstance(card.get("stopped"), dict):
+        where = card["stopped"]
+        warn(f"--init-from {ref} was stopped by --max-minutes (epoch {where.get('epoch')}, step {where.get('step')} of "
+             f"{where.get('steps')}) before it finished its epochs: its weights are taken as they are")
     anchor = getattr(model, "anchor", None)
     if anchor is None:
+        if getattr(source, "anchor", None) is not None and float(getattr(source.config, "leak", 0) or 0) > 0:
+            warn(f"--init-from {ref} leaks towards a frozen MoDL, and this model has no anchor: the MoDL is left behind "
+                 "(pass --set leak_to=modl --set leak=0.04 to keep it)")
         return
     if getattr(source, "anchor", None) is not None:
         anchor.load_state_dict(source.anchor.state_dict())
@@ -623,7 +642,7 @@ def train(config: TrainConfig, out: str | os.PathLike, device: torch.device, res
         if ctx.is_main:
             _append_log(out / "log.csv", row)
         if progress and ctx.is_main:
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+            print(json.dumps({k: (_shown(v) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
         if config.max_minutes is not None and elapsed - elapsed0 > 60 * config.max_minutes and epoch + 1 < config.epochs:
             card.pop("gate", None)
             card.update(stopped={"reason": "max_minutes", "epoch": epoch + 2, "step": 0, "steps": len(batches)})

@@ -494,3 +494,91 @@ def test_the_recipe_names_each_stage_on_the_terminal(data, tmp_path, capsys):
     heads = [line.split(":")[0] for line in out.splitlines() if line.startswith("stage ")]
     assert heads == ["stage 2-mnmmol", "stage 3-lambda", "stage 3-lambda", "stage 4-mnmmol-fixed-lambda"]
     assert "λ × 1, 1.3, 1.7" in out and "kept" in out
+
+
+def test_a_warm_start_gives_its_width_and_depth_and_a_different_one_is_refused_before_writing(data, tmp_path, capsys):
+    """--init-from copies F_θ, so the recipe builds F_θ as the warm start's (no --set width/depth
+    needed); a --set that disagrees is one line, and --out is not created."""
+    from robustkit.models.zoo import load_model
+
+    warm = tmp_path / "warm"
+    save_model(warm, toy_model("modl", 5.0).eval(), {"data": {"accel": 2.0}})
+    out = tmp_path / "m"
+    base = ["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "1", "--lr", "1e-6",
+            "--init-from", str(warm), "--lipschitz-steps", "2"]
+    code, err = run_cli([*base, "--out", str(out)], capsys)
+    assert code == 0, err
+    model, card = load_model(str(out))
+    assert (card["config"]["width"], card["config"]["depth"]) == (4, 2)
+    code, err = run_cli([*base, "--set", "width=8", "--out", str(tmp_path / "n")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "has F_θ of width 4, but --set width=8" in err, err
+    assert not (tmp_path / "n").exists()
+
+
+def test_a_resume_that_would_retrain_a_stage_a_later_stage_started_from_is_refused(data, tmp_path, capsys):
+    """With a MoDL anchor stage 2 carries stage 1's MoDL: resuming a finished run with more --epochs
+    would train stage 1 on under it. Refused in one line, recipe.json and the model unchanged."""
+    warm = tmp_path / "warm"
+    save_model(warm, toy_model("modl", 5.0).eval(), {"data": {"accel": 2.0}})
+    out = tmp_path / "m"
+    (out / "stages" / "1-modl").mkdir(parents=True)
+    save_model(out / "stages" / "1-modl", toy_model("modl", 5.0).eval(),
+               {"data": {"accel": 2.0}, "epochs_done": 2, "training": {"epochs": 2}})
+    code, err = run_cli(["train", "--model", "mnmmol", "--data", data, "--accel", "2", "--epochs", "2", "--lr", "1e-6",
+                         "--init-from", str(warm), "--lipschitz-steps", "2", "--out", str(tmp_path / "first")], capsys)
+    assert code == 0, err
+    # a one-command run: stage 1 (2 epochs, done) and stage 2 started from it
+    import shutil
+
+    shutil.copytree(tmp_path / "first" / "stages" / "2-mnmmol", out / "stages" / "2-mnmmol")
+    record = {"config": {**read_card(tmp_path / "first")["training"], "init_from": None}, "stages": []}
+    import json
+
+    (out / "recipe.json").write_text(json.dumps(record))
+    before = (out / "recipe.json").read_text()
+    code, err = run_cli(["train", "--model", "mnmmol", "--out", str(out), "--resume", "--epochs", "4"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "would train stage 1-modl on from 2 to 4 epochs, but stage 2-mnmmol already started from it" in err
+    assert (out / "recipe.json").read_text() == before
+
+
+def test_the_anchor_settings_given_build_the_recipes_stage_1(data, tmp_path, monkeypatch):
+    """``--set anchor_K=3`` without --init-from: stage 1 trains the MoDL with K = 3, the anchor the
+    MnM-MOL stage expects (it used to train K = 10 and fail after it)."""
+    import robustkit.recipes as recipes
+
+    seen = {}
+
+    def train(config, folder, *args, **kwargs):
+        seen[Path(folder).name] = config.model_config
+        raise RobustkitError("stop here")
+
+    monkeypatch.setattr(recipes, "train", train)
+    with pytest.raises(RobustkitError, match="stop here"):
+        recipes.run(TrainConfig(model="mnmmol", data=data, accel=2, epochs=1, model_config={**TOY, "anchor_K": 3}),
+                    tmp_path / "m", torch.device("cpu"), progress=False)
+    assert seen["1-modl"] == {**TOY, "K": 3}
+
+
+def test_a_warm_start_says_what_it_leaves_behind(data, tmp_path):
+    """--init-from a model stopped by --max-minutes warns that its weights are taken as they are; an
+    anchored MnM-MOL warm-starting a model without an anchor warns that the MoDL is left behind; a
+    width mismatch is one line naming the --set that fixes it."""
+    from robustkit.errors import RobustkitWarning
+    from robustkit.training import warm_start
+
+    save_model(tmp_path / "cut", toy_model("modl", 5.0), {"stopped": {"reason": "max_minutes", "epoch": 1, "step": 3, "steps": 7}})
+    with pytest.warns(RobustkitWarning, match=r"stopped by --max-minutes \(epoch 1, step 3 of 7\)"):
+        warm_start(build_model("mnmmol", TOY), str(tmp_path / "cut"))
+    anchored = build_model("mnmmol", {**TOY, "leak": 0.04, "leak_to": "modl", "anchor_K": 1})
+    save_model(tmp_path / "anchored", anchored, {})
+    with pytest.warns(RobustkitWarning, match="leaks towards a frozen MoDL, and this model has no anchor"):
+        warm_start(build_model("mnmmol", TOY), str(tmp_path / "anchored"))
+    with pytest.raises(RobustkitError, match=r"has F_θ of width 4, depth 2, unlike this model's; pass --set width=4 --set depth=2"):
+        warm_start(build_model("mnmmol", {"width": 8, "depth": 2}), str(tmp_path / "cut"))
+
+
+def test_an_epoch_row_shows_small_learning_rates():
+    from robustkit.training import _shown
+
+    assert _shown(1e-5) == 1e-5 and _shown(0.00012345) == 0.000123 and _shown(0.123456) == 0.1235 and _shown(0.0) == 0.0

@@ -13,14 +13,14 @@ from robustkit.choices import LIPSCHITZ_ESTIMATES, LR_SCHEDULES, MODEL_NAMES, PE
 @click.option("--accel", type=float, default=4.0, show_default=True, help="Acceleration of the 1-D Cartesian masks (≥ 1).")
 @click.option("--epochs", type=int, default=None,
               help="Epochs of each training stage (≥ 1). The MnM-MOL recipe gives them to its MoDL anchor and trains "
-                   "the MnM-MOL stage 1 epoch per 20 of them (docs/training.md). [default: 30 for the MnM-MOL recipe, "
-                   "else 10]")
+                   "the MnM-MOL stage 1 epoch per 20 of them (docs/training.md). [default: 30 for the MnM-MOL recipe with its "
+                   "MoDL anchor, else 10]")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Slices per step; under torchrun per process (global batch = processes × --batch-size).")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (> 0).")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
               help="cosine: anneal the learning rate to lr/100 at the last of --epochs. [default: cosine for the MnM-MOL "
-                   "recipe, else constant]")
+                   "recipe with its MoDL anchor, else constant]")
 @click.option("--lam-lr", type=float, default=None,
               help="Adam learning rate of λ (its own group, same schedule as --lr). [default: 1e-2 × the model's initial λ; "
                    "the network's lr would leave λ where it started]")
@@ -97,7 +97,8 @@ def train(ctx, model_name, data, accel, epochs, batch_size, lr, lr_schedule, lam
         # the SENSE anchor: 3–5 dB lower clean, several dB better under attack (docs/training.md)
 
     \b
-        robustkit train --model mnmmol --init-from modl-4x --recipe one --epochs 5
+        robustkit train --model mnmmol --init-from modl-4x
+        # your MoDL (here the shipped one) becomes the anchor: one MnM-MOL epoch around it
     """
     from pathlib import Path
 
