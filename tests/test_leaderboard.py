@@ -209,3 +209,21 @@ def test_a_model_whose_card_failed_its_gate_is_named_on_the_leaderboard_and_the_
     assert "m_gate failed the convergence gate when trained" in page
     (note,) = mismatch_notes(meta)
     assert note.startswith("model 'm_gate' failed its convergence gate when trained (converged, lipschitz;")
+
+
+def test_a_model_with_a_modl_anchor_is_named_on_the_leaderboard(tmp_path):
+    """meta.json's ``anchor: modl`` (an MnM-MOL leaking towards a frozen MoDL) puts the model in a
+    banner on the leaderboard, as its run's report notes it; a model without one is not named."""
+    root = tmp_path / "reports"
+    run_dir = _write_run(root, "attack-20260101-000000", "attack",
+                         _attack_rows("m_anchor", [30.0], [0.8], [2.0], [0.5], [True]), [("m_anchor", "zoo")])
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["models"][0]["anchor"] = "modl"
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    _, html_path, frame = build_leaderboard(root)
+    assert frame.attrs["modl_anchor"] == ["m_anchor"]
+    assert "m_anchor leak towards a frozen MoDL" in html_path.read_text()
+    meta["models"][0].pop("anchor")
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    _, html_path, frame = build_leaderboard(root)
+    assert frame.attrs["modl_anchor"] == [] and "frozen MoDL" not in html_path.read_text()

@@ -267,6 +267,9 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
     # models whose card, as a run recorded it, holds a failed convergence gate (a banner names them)
     frame.attrs["gate_failed"] = sorted({str(m) for run in runs for m in run.results["model"].unique()
                                          if (_model_meta(run, str(m)) or {}).get("gate_failed")})
+    # MnM-MOL models that leak towards a frozen MoDL: their robustness is about that MoDL's (a banner names them)
+    frame.attrs["modl_anchor"] = sorted({str(m) for run in runs for m in run.results["model"].unique()
+                                         if (_model_meta(run, str(m)) or {}).get("anchor") == "modl"})
     return frame
 
 
@@ -348,6 +351,10 @@ def leaderboard_html(frame: pd.DataFrame, root: Path) -> str:
     if frame.attrs.get("gate_failed"):
         empty += ("<p class=\"banner warning\">" + esc(", ".join(frame.attrs["gate_failed"])) + " failed the convergence "
                   "gate when trained (their cards say gate.passed = false): read the converged columns.</p>")
+    if frame.attrs.get("modl_anchor"):
+        empty += ("<p class=\"banner info\">" + esc(", ".join(frame.attrs["modl_anchor"])) + " leak towards a frozen MoDL "
+                  "(their anchor): where F_θ does not act their fixed point takes the MoDL's image, so their robustness "
+                  "numbers are about that MoDL's (docs/training.md).</p>")
     mixed = [str(row["model"]) for _, row in frame.iterrows() if ";" in str(row.get("data", ""))]
     if mixed:
         empty += ("<p class=\"banner warning\">The numbers of " + esc(", ".join(mixed)) + " come from runs on different "
