@@ -228,6 +228,7 @@ def warm_start(model, ref: str) -> None:
     ``ref``: the whole of ``ref`` when it is a MoDL (whose ``K``, CG steps and μ must be the
     anchor's), else ``ref``'s own anchor."""
     from robustkit.errors import warn
+    from robustkit.models.mismatch import has_modl_anchor
     from robustkit.models.zoo import load_model
 
     source, card = load_model(ref)
@@ -245,7 +246,7 @@ def warm_start(model, ref: str) -> None:
              f"{where.get('steps')}) before it finished its epochs: its weights are taken as they are")
     anchor = getattr(model, "anchor", None)
     if anchor is None:
-        if getattr(source, "anchor", None) is not None and float(getattr(source.config, "leak", 0) or 0) > 0:
+        if has_modl_anchor(card):
             warn(f"--init-from {ref} leaks towards a frozen MoDL, and this model has no anchor: the MoDL is left behind "
                  "(pass --set leak_to=modl --set leak=0.04 to keep it)")
         return

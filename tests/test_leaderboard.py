@@ -197,7 +197,7 @@ def test_a_later_gaussian_only_run_does_not_blank_the_adversarial_drop_and_slice
 
 
 def test_a_model_whose_card_failed_its_gate_is_named_on_the_leaderboard_and_the_report(tmp_path):
-    from robustkit.report.runs import mismatch_notes
+    from robustkit.report.runs import model_notes
 
     root = tmp_path / "reports"
     run_dir = _write_run(root, "attack-20260101-000000", "attack",
@@ -207,7 +207,7 @@ def test_a_model_whose_card_failed_its_gate_is_named_on_the_leaderboard_and_the_
     (run_dir / "meta.json").write_text(json.dumps(meta))
     page = build_leaderboard(root)[1].read_text()
     assert "m_gate failed the convergence gate when trained" in page
-    (note,) = mismatch_notes(meta)
+    (note,) = model_notes(meta)
     assert note.startswith("model 'm_gate' failed its convergence gate when trained (converged, lipschitz;")
 
 

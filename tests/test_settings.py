@@ -151,7 +151,7 @@ def test_a_study_names_a_model_that_leaks_towards_a_frozen_modl(toy_data, tmp_pa
     from robustkit.errors import RobustkitWarning
     from robustkit.models.registry import build_model
     from robustkit.models.zoo import save_model
-    from robustkit.report.runs import mismatch_notes
+    from robustkit.report.runs import model_notes
     from robustkit.studies.common import load_models
 
     small = {"width": 4, "depth": 2, "leak": 0.04}
@@ -164,5 +164,5 @@ def test_a_study_names_a_model_that_leaks_towards_a_frozen_modl(toy_data, tmp_pa
     assert len(named) == 1 and named[0].startswith("model 'm_anchor' leaks towards a frozen MoDL")
     meta = {"models": [m.meta() for m in models]}
     assert [m.get("anchor") for m in meta["models"]] == ["modl", None]
-    (note,) = mismatch_notes(meta)
+    (note,) = model_notes(meta)
     assert "'m_anchor'" in note and "perturbed measurements" in note

@@ -265,11 +265,10 @@ def leaderboard_frame(root: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[*HEAD, *shift_cols, *TAIL])
     frame.attrs["unfinished"] = unfinished  # rows with numbers from a run that did not complete
     # models whose card, as a run recorded it, holds a failed convergence gate (a banner names them)
-    frame.attrs["gate_failed"] = sorted({str(m) for run in runs for m in run.results["model"].unique()
-                                         if (_model_meta(run, str(m)) or {}).get("gate_failed")})
-    # MnM-MOL models that leak towards a frozen MoDL: their robustness is about that MoDL's (a banner names them)
-    frame.attrs["modl_anchor"] = sorted({str(m) for run in runs for m in run.results["model"].unique()
-                                         if (_model_meta(run, str(m)) or {}).get("anchor") == "modl"})
+    # and MnM-MOL models that leak towards a frozen MoDL, whose robustness is about that MoDL's
+    recorded = [(str(m), _model_meta(run, str(m)) or {}) for run in runs for m in run.results["model"].unique()]
+    frame.attrs["gate_failed"] = sorted({m for m, meta in recorded if meta.get("gate_failed")})
+    frame.attrs["modl_anchor"] = sorted({m for m, meta in recorded if meta.get("anchor") == "modl"})
     return frame
 
 

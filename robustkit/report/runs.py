@@ -183,7 +183,7 @@ def load_run(path: str | Path) -> Run:
         notes.append(f"the run failed ({meta.get('error', 'no reason recorded')}); continue it with --resume {path}")
     elif status not in ("complete", "running", "interrupted"):
         notes.append(f"meta.json has status {status!r}; expected complete, running, interrupted or failed")
-    notes += mismatch_notes(meta)
+    notes += model_notes(meta)
     traces = None
     if (path / "traces.csv").is_file():
         try:
@@ -206,7 +206,7 @@ def load_run(path: str | Path) -> Run:
     return Run(path, study, config, meta, results, traces, examples, notes)
 
 
-def mismatch_notes(meta: dict[str, Any]) -> list[str]:
+def model_notes(meta: dict[str, Any]) -> list[str]:
     """One note per model of meta.json run on data other than its training data (size,
     acceleration or dataset; :mod:`robustkit.models.mismatch`), one per model whose card records
     a failed convergence gate, and one per MnM-MOL that leaks towards a frozen MoDL."""
